@@ -1,0 +1,88 @@
+#pragma once
+// Authentication exchanges as pure code (no sockets), in both roles:
+// Sluice as the server that verifies a client, and Sluice as the client that
+// logs in to PostgreSQL. Cleartext needs nothing beyond a string compare; MD5 and
+// SCRAM-SHA-256 (RFC 5802 / RFC 7677) live here. Crypto comes from OpenSSL.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "protocol/errc.h"
+
+namespace sluice::protocol::auth {
+
+// ---- MD5 (PostgreSQL's "md5" method) --------------------------------------
+std::string md5_hex(std::string_view data);
+// The value PostgreSQL stores in pg_authid: "md5" + md5hex(password + user).
+std::string md5_password_hash(std::string_view password, std::string_view user);
+// What a client sends in its PasswordMessage for AuthenticationMD5Password:
+// "md5" + md5hex(md5hex(password + user) + salt). `stored_hash` is the "md5..." value.
+std::string md5_response(std::string_view stored_hash, std::array<std::uint8_t, 4> salt);
+// Constant-time check of a client's response against the stored hash.
+bool md5_verify(std::string_view stored_hash, std::array<std::uint8_t, 4> salt, std::string_view response);
+bool is_md5_hash(std::string_view password);  // "md5" followed by 32 hex digits
+
+// ---- SCRAM-SHA-256 ----------------------------------------------------------
+inline constexpr std::string_view kScramMechanism = "SCRAM-SHA-256";
+
+struct ScramSecret {
+  int iterations = 4096;
+  std::string salt;  // raw bytes
+  std::array<std::uint8_t, 32> stored_key{};
+  std::array<std::uint8_t, 32> server_key{};
+};
+
+// PostgreSQL's text form: "SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>".
+std::optional<ScramSecret> parse_scram_secret(std::string_view text);
+std::string format_scram_secret(const ScramSecret& secret);
+bool is_scram_secret(std::string_view password);
+// Derives a secret from a plain password (SASLprep applied as PostgreSQL does).
+ScramSecret make_scram_secret(std::string_view password, std::string_view salt, int iterations);
+// Random bytes / nonce helpers (OpenSSL RAND_bytes).
+std::string random_bytes(std::size_t n);
+std::string random_nonce();  // printable, base64 of 18 random bytes
+
+std::string base64_encode(std::string_view raw);
+std::optional<std::string> base64_decode(std::string_view text);
+
+// Sluice verifies a client that proves knowledge of `secret`.
+class ScramServer {
+ public:
+  explicit ScramServer(ScramSecret secret, std::string server_nonce = random_nonce());
+  // client-first-message -> server-first-message.
+  [[nodiscard]] result<std::string> on_client_first(std::string_view message);
+  // client-final-message -> server-final-message ("v=..."). errc::auth_failed on a wrong proof.
+  [[nodiscard]] result<std::string> on_client_final(std::string_view message);
+
+ private:
+  ScramSecret secret_;
+  std::string server_nonce_;
+  std::string client_first_bare_;
+  std::string server_first_;
+  std::string combined_nonce_;
+  int step_ = 0;
+};
+
+// Sluice logs in to PostgreSQL with a plain password.
+class ScramClient {
+ public:
+  explicit ScramClient(std::string password, std::string client_nonce = random_nonce());
+  // client-first-message ("n,,n=,r=<nonce>"): the user name is empty, as libpq sends it.
+  std::string client_first();
+  // server-first-message -> client-final-message.
+  [[nodiscard]] result<std::string> on_server_first(std::string_view message);
+  // server-final-message: verifies the server's signature.
+  [[nodiscard]] result<void> on_server_final(std::string_view message);
+
+ private:
+  std::string password_;
+  std::string client_nonce_;
+  std::string client_first_bare_;
+  std::string auth_message_;
+  std::array<std::uint8_t, 32> salted_password_{};
+  int step_ = 0;
+};
+
+}  // namespace sluice::protocol::auth
