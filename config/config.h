@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sluice::config {
@@ -70,11 +71,17 @@ struct Config {
   std::map<std::string, User> users;          // keyed by user name, may contain "*"
 
   // Lookups that apply the "*" fallbacks; nullptr when there is no match.
+  // find_database returns the stored entry: for a name served by "*", its dbname is
+  // empty, so use server_dbname(*db, requested) for the database to ask the server for.
   const Database* find_database(const std::string& name) const;
   const User* find_user(const std::string& name) const;
   // Effective pool settings for a (database, user) pair: global < database < user.
   PoolSettings pool_for(const Database& db, const User& user) const;
 };
+
+// The database name to send to PostgreSQL for a client that asked for `requested`
+// and was matched to `db`: db.dbname, or `requested` when that is empty ("*").
+std::string server_dbname(const Database& db, const std::string& requested);
 
 struct ConfigError {
   std::string file;
@@ -94,9 +101,12 @@ LoadResult load_file(const std::string& path);
 // `source_name` is used as the file name in errors.
 LoadResult load_string(std::string_view toml_text, const std::string& source_name = "<string>");
 
-// "250ms", "5s", "10m", "1h"; nullopt when malformed.
+// "250ms", "5s", "10m", "1h", "2d": digits then one unit (ms, s, m, h, d); "0s" is
+// allowed. No sign, fraction, spaces or compound forms; nullopt when malformed or
+// when the value overflows.
 std::optional<Duration> parse_duration(std::string_view text);
-// "64MB", "512kB", "1GB", "100" (bytes); nullopt when malformed.
+// "64MB", "512kB", "1GB", "100" (bytes): digits then B, kB/KB, MB or GB, 1024-based
+// (1kB = 1024 bytes). No sign, fraction or spaces; nullopt when malformed or on overflow.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
 const char* to_string(PoolMode mode);

@@ -59,6 +59,7 @@ class ScramServer {
  private:
   ScramSecret secret_;
   std::string server_nonce_;
+  std::string gs2_header_b64_;  // base64 of client-first's gs2 header: what client-final's c= must be
   std::string client_first_bare_;
   std::string server_first_;
   std::string combined_nonce_;

@@ -1,0 +1,816 @@
+// TOML -> Config. The document is parsed once by toml++ and then walked table by
+// table; every problem is recorded (never thrown) with the position of the key or
+// value at fault and the key's full dotted name, so one run reports all of them.
+//
+// Key policy: a key is either implemented (read and validated here), documented in
+// PRODUCT.md for a later version ("not supported yet", so the user is never misled
+// into thinking it takes effect) or unknown. Nothing is silently ignored.
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <tuple>
+#include <utility>
+
+#include <toml++/toml.h>
+
+#include "protocol/auth.h"
+
+namespace sluice::config {
+namespace {
+
+namespace auth = sluice::protocol::auth;
+
+using KeyList = std::initializer_list<std::string_view>;
+
+constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
+
+// Bounds for values whose type alone does not make them sensible.
+constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
+constexpr std::uint64_t kMinMessageSize = 1024;                // 1kB
+constexpr std::uint64_t kMaxMessageSize = 1024ull * 1024 * 1024;  // 1GB, PostgreSQL's MaxAllocSize
+// Longest accepted duration: far beyond any useful timeout, and far from
+// overflowing a steady_clock time point in nanoseconds.
+constexpr Duration kMaxDuration = std::chrono::hours(24 * 365);
+
+// ---- key names ----------------------------------------------------------------
+
+bool is_bare_key(std::string_view key) {
+  if (key.empty()) return false;
+  return std::all_of(key.begin(), key.end(), [](char ch) {
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '-';
+  });
+}
+
+// A key as it would be written in TOML: bare when possible, else a basic string.
+std::string quote_key(std::string_view key) {
+  if (is_bare_key(key)) return std::string(key);
+  std::string out = "\"";
+  for (char ch : key) {
+    const auto uch = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (uch < 0x20 || uch == 0x7f) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      out += "\\u00";
+      out += kHex[uch >> 4];
+      out += kHex[uch & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string child_key(const std::string& parent, std::string_view key) {
+  return parent.empty() ? quote_key(key) : parent + "." + quote_key(key);
+}
+
+std::string quoted(std::string_view value) {
+  std::string out = "\"";
+  out += value;
+  out += '"';
+  return out;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+const char* type_name(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a floating-point number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    case toml::node_type::none: break;
+  }
+  return "nothing";
+}
+
+// ---- error collection -----------------------------------------------------------
+
+class Checker {
+ public:
+  explicit Checker(std::string file) : file_(std::move(file)) {}
+
+  void error(const toml::source_region& where, std::string key, std::string message) {
+    errors_.push_back(ConfigError{file_, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column),
+                                  std::move(key), std::move(message)});
+  }
+  void error_without_position(std::string key, std::string message) {
+    errors_.push_back(ConfigError{file_, 0, 0, std::move(key), std::move(message)});
+  }
+
+  std::vector<ConfigError> take_errors() {
+    // Document order; errors without a position last.
+    std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
+      return std::make_tuple(a.line == 0, a.line, a.column) < std::make_tuple(b.line == 0, b.line, b.column);
+    });
+    return std::move(errors_);
+  }
+
+ private:
+  std::string file_;
+  std::vector<ConfigError> errors_;
+};
+
+// Reports every key of `table` that is neither implemented (`known`) nor documented
+// for a later version (`later`), and every `later` key that is present.
+void check_keys(Checker& c, const toml::table& table, const std::string& path, KeyList known, KeyList later) {
+  for (auto&& [key, value] : table) {
+    const std::string_view name = key.str();
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    if (std::find(later.begin(), later.end(), name) != later.end()) {
+      c.error(key.source(), child_key(path, name), "not supported yet by this version of Sluice");
+      continue;
+    }
+    std::string message = "unknown key";
+    std::string_view best;
+    std::size_t best_distance = 3;  // suggest only close matches
+    for (KeyList list : {known, later}) {
+      for (std::string_view candidate : list) {
+        const std::size_t d = edit_distance(name, candidate);
+        if (d < best_distance) {
+          best_distance = d;
+          best = candidate;
+        }
+      }
+    }
+    if (!best.empty()) message += "; did you mean " + quoted(best) + "?";
+    c.error(key.source(), child_key(path, name), std::move(message));
+  }
+}
+
+// ---- typed values -----------------------------------------------------------------
+
+void type_error(Checker& c, const toml::node& node, const std::string& key, std::string_view expected) {
+  c.error(node.source(), key, "expected " + std::string(expected) + ", got " + type_name(node.type()));
+}
+
+const toml::table* get_table(Checker& c, const toml::node& node, const std::string& key) {
+  if (const auto* table = node.as_table()) return table;
+  type_error(c, node, key, "a table");
+  return nullptr;
+}
+
+std::optional<std::string> get_string(Checker& c, const toml::node& node, const std::string& key) {
+  if (const auto* value = node.as_string()) return value->get();
+  type_error(c, node, key, "a string");
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> get_int(Checker& c, const toml::node& node, const std::string& key, std::int64_t min,
+                                    std::int64_t max) {
+  const auto* value = node.as_integer();
+  if (value == nullptr) {
+    type_error(c, node, key, "an integer");
+    return std::nullopt;
+  }
+  const std::int64_t v = value->get();
+  if (v < min || v > max) {
+    std::string message = max == kMaxInt ? "must be at least " + std::to_string(min)
+                                         : "must be between " + std::to_string(min) + " and " + std::to_string(max);
+    c.error(node.source(), key, message + ", got " + std::to_string(v));
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<Duration> get_duration(Checker& c, const toml::node& node, const std::string& key) {
+  if (const auto* number = node.as_integer()) {
+    c.error(node.source(), key,
+            "expected a duration string with a unit, e.g. \"" + std::to_string(number->get()) +
+                "s\" or \"250ms\"; got the integer " + std::to_string(number->get()));
+    return std::nullopt;
+  }
+  const auto* text = node.as_string();
+  if (text == nullptr) {
+    type_error(c, node, key, "a duration string such as \"5s\"");
+    return std::nullopt;
+  }
+  const auto duration = parse_duration(text->get());
+  if (!duration) {
+    c.error(node.source(), key,
+            "invalid duration " + quoted(text->get()) +
+                "; expected a whole number followed by ms, s, m, h or d, e.g. \"250ms\" or \"5s\"");
+    return std::nullopt;
+  }
+  if (*duration > kMaxDuration) {
+    c.error(node.source(), key, "duration " + quoted(text->get()) + " is too long; the maximum is \"365d\"");
+    return std::nullopt;
+  }
+  return duration;
+}
+
+std::optional<std::uint64_t> get_size(Checker& c, const toml::node& node, const std::string& key, std::uint64_t min,
+                                      std::uint64_t max, std::string_view bounds) {
+  const auto* text = node.as_string();
+  if (text == nullptr) {
+    type_error(c, node, key, "a size string such as \"64MB\"");
+    return std::nullopt;
+  }
+  const auto size = parse_size(text->get());
+  if (!size) {
+    c.error(node.source(), key,
+            "invalid size " + quoted(text->get()) +
+                "; expected a whole number followed by B, kB, MB or GB (1024-based), e.g. \"64MB\"");
+    return std::nullopt;
+  }
+  if (*size < min || *size > max) {
+    c.error(node.source(), key, "size " + quoted(text->get()) + " is out of range; " + std::string(bounds));
+    return std::nullopt;
+  }
+  return size;
+}
+
+// ---- [sluice] -----------------------------------------------------------------------
+
+// Parses "host:port" with an IP literal host ("[v6]:port" for IPv6). The host is
+// stored in canonical form so that duplicates are found however they are written.
+std::optional<ListenAddress> parse_listen(std::string_view text, std::string& why) {
+  std::string_view host;
+  std::string_view port;
+  bool bracketed = false;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      why = "expected \"[IPv6]:port\", e.g. \"[::1]:6432\"";
+      return std::nullopt;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    bracketed = true;
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      why = "expected \"host:port\", e.g. \"127.0.0.1:6432\"";
+      return std::nullopt;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      why = "write IPv6 addresses in brackets, e.g. \"[::1]:6432\"";
+      return std::nullopt;
+    }
+  }
+
+  ListenAddress address;
+  const std::string host_copy(host);
+  char canonical[INET6_ADDRSTRLEN] = {};
+  if (bracketed) {
+    in6_addr v6{};
+    if (inet_pton(AF_INET6, host_copy.c_str(), &v6) != 1) {
+      why = "host must be an IPv6 address inside brackets";
+      return std::nullopt;
+    }
+    inet_ntop(AF_INET6, &v6, canonical, sizeof canonical);
+  } else {
+    in_addr v4{};
+    if (inet_pton(AF_INET, host_copy.c_str(), &v4) != 1) {
+      why = "host must be an IP address (IPv4, or IPv6 in brackets), not a host name";
+      return std::nullopt;
+    }
+    inet_ntop(AF_INET, &v4, canonical, sizeof canonical);
+  }
+  address.host = canonical;
+
+  std::uint32_t port_number = 0;
+  const bool digits_only = !port.empty() && port.size() <= 5 &&
+                           std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  if (digits_only) {
+    for (char ch : port) port_number = port_number * 10 + static_cast<std::uint32_t>(ch - '0');
+  }
+  if (!digits_only || port_number < 1 || port_number > 65535) {
+    why = "port must be a number between 1 and 65535";
+    return std::nullopt;
+  }
+  address.port = static_cast<std::uint16_t>(port_number);
+  return address;
+}
+
+void read_listen(Checker& c, const toml::node& node, const std::string& key, Config& cfg) {
+  const auto* array = node.as_array();
+  if (array == nullptr) {
+    type_error(c, node, key, "an array of \"host:port\" strings, e.g. [\"127.0.0.1:6432\"]");
+    return;
+  }
+  if (array->empty()) {
+    c.error(node.source(), key, "at least one listen address is required");
+    return;
+  }
+  std::vector<ListenAddress> addresses;
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const toml::node& element = *array->get(i);
+    const std::string element_key = key + "[" + std::to_string(i) + "]";
+    const auto text = get_string(c, element, element_key);
+    if (!text) continue;
+    std::string why;
+    auto address = parse_listen(*text, why);
+    if (!address) {
+      c.error(element.source(), element_key, "invalid listen address " + quoted(*text) + ": " + why);
+      continue;
+    }
+    const bool duplicate = std::any_of(addresses.begin(), addresses.end(), [&](const ListenAddress& seen) {
+      return seen.host == address->host && seen.port == address->port;
+    });
+    if (duplicate) {
+      c.error(element.source(), element_key, "duplicate listen address " + quoted(*text));
+      continue;
+    }
+    addresses.push_back(std::move(*address));
+  }
+  cfg.listen = std::move(addresses);
+}
+
+void read_sluice(Checker& c, const toml::table& table, const std::string& path, Config& cfg) {
+  check_keys(c, table, path, {"listen", "workers", "max_client_conn", "log_level", "max_message_size"},
+             {"admin_users", "stats_users", "metrics_listen"});
+  if (const auto* node = table.get("listen")) read_listen(c, *node, child_key(path, "listen"), cfg);
+  if (const auto* node = table.get("workers")) {
+    if (auto v = get_int(c, *node, child_key(path, "workers"), 0, kMaxInt)) cfg.workers = static_cast<int>(*v);
+  }
+  if (const auto* node = table.get("max_client_conn")) {
+    if (auto v = get_int(c, *node, child_key(path, "max_client_conn"), 1, kMaxInt)) {
+      cfg.max_client_conn = static_cast<int>(*v);
+    }
+  }
+  if (const auto* node = table.get("log_level")) {
+    if (auto level = get_string(c, *node, child_key(path, "log_level"))) {
+      static constexpr std::string_view kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+      if (std::find(std::begin(kLevels), std::end(kLevels), *level) != std::end(kLevels)) {
+        cfg.log_level = *level;
+      } else {
+        c.error(node->source(), child_key(path, "log_level"),
+                "invalid log level " + quoted(*level) +
+                    "; expected trace, debug, info, warn, error, critical or off");
+      }
+    }
+  }
+  if (const auto* node = table.get("max_message_size")) {
+    if (auto size = get_size(c, *node, child_key(path, "max_message_size"), kMinMessageSize, kMaxMessageSize,
+                             "it must be between 1kB and 1GB")) {
+      cfg.max_message_size = static_cast<std::uint32_t>(*size);
+    }
+  }
+}
+
+// ---- [pool] and pool = { ... } ----------------------------------------------------------
+
+std::optional<PoolMode> get_pool_mode(Checker& c, const toml::node& node, const std::string& key) {
+  const auto mode = get_string(c, node, key);
+  if (!mode) return std::nullopt;
+  if (*mode == "session") return PoolMode::session;
+  if (*mode == "transaction" || *mode == "statement") {
+    c.error(node.source(), key, "pool mode " + quoted(*mode) + " is not supported yet; only \"session\" is available");
+  } else {
+    c.error(node.source(), key,
+            "invalid pool mode " + quoted(*mode) + "; expected \"session\", \"transaction\" or \"statement\"");
+  }
+  return std::nullopt;
+}
+
+PoolOverrides read_pool(Checker& c, const toml::table& table, const std::string& path) {
+  check_keys(c, table, path, {"mode", "size", "server_reset_query"},
+             {"min_size", "reserve_size", "reserve_timeout", "max_prepared_statements"});
+  PoolOverrides pool;
+  if (const auto* node = table.get("mode")) pool.mode = get_pool_mode(c, *node, child_key(path, "mode"));
+  if (const auto* node = table.get("size")) {
+    if (auto v = get_int(c, *node, child_key(path, "size"), 1, kMaxInt)) pool.size = static_cast<int>(*v);
+  }
+  if (const auto* node = table.get("server_reset_query")) {
+    pool.server_reset_query = get_string(c, *node, child_key(path, "server_reset_query"));
+  }
+  return pool;
+}
+
+void apply(PoolSettings& settings, const PoolOverrides& overrides) {
+  if (overrides.mode) settings.mode = *overrides.mode;
+  if (overrides.size) settings.size = *overrides.size;
+  if (overrides.server_reset_query) settings.server_reset_query = *overrides.server_reset_query;
+}
+
+// ---- [timeouts] ---------------------------------------------------------------------------
+
+void read_timeouts(Checker& c, const toml::table& table, const std::string& path, Timeouts& timeouts) {
+  check_keys(c, table, path, {"client_login", "server_connect"},
+             {"query_wait", "query", "client_idle", "idle_transaction", "server_idle", "server_lifetime"});
+  if (const auto* node = table.get("client_login")) {
+    if (auto d = get_duration(c, *node, child_key(path, "client_login"))) timeouts.client_login = *d;
+  }
+  if (const auto* node = table.get("server_connect")) {
+    if (auto d = get_duration(c, *node, child_key(path, "server_connect"))) timeouts.server_connect = *d;
+  }
+}
+
+// ---- [databases.NAME] ----------------------------------------------------------------------
+
+void read_database(Checker& c, const toml::key& name, const toml::table& table, const std::string& path,
+                   Config& cfg) {
+  check_keys(c, table, path, {"host", "port", "dbname", "pool"}, {"hosts", "slow_query", "tls"});
+  bool ok = true;
+  Database db;
+  db.name = std::string(name.str());
+  if (db.name.empty()) {
+    c.error(name.source(), path, "database name must not be empty");
+    ok = false;
+  }
+
+  if (const auto* node = table.get("host")) {
+    if (auto host = get_string(c, *node, child_key(path, "host"))) {
+      const bool blank = host->empty() || std::any_of(host->begin(), host->end(), [](char ch) {
+                           return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
+                         });
+      if (blank) {
+        c.error(node->source(), child_key(path, "host"), "must be a non-empty host name or IP address without spaces");
+        ok = false;
+      }
+      db.host = std::move(*host);
+    } else {
+      ok = false;
+    }
+  } else {
+    c.error(name.source(), path, "missing host");
+    ok = false;
+  }
+
+  if (const auto* node = table.get("port")) {
+    if (auto port = get_int(c, *node, child_key(path, "port"), 1, 65535)) {
+      db.port = static_cast<std::uint16_t>(*port);
+    } else {
+      ok = false;
+    }
+  }
+
+  if (const auto* node = table.get("dbname")) {
+    if (auto dbname = get_string(c, *node, child_key(path, "dbname"))) {
+      db.dbname = std::move(*dbname);
+    } else {
+      ok = false;
+    }
+  }
+  // "*" keeps an empty dbname: the server database is the one the client asked for.
+  if (db.dbname.empty() && db.name != "*") db.dbname = db.name;
+
+  if (const auto* node = table.get("pool")) {
+    const std::string pool_path = child_key(path, "pool");
+    if (const auto* pool = get_table(c, *node, pool_path)) db.pool = read_pool(c, *pool, pool_path);
+  }
+  if (ok) cfg.databases.emplace(db.name, std::move(db));
+}
+
+// ---- [users.NAME] -------------------------------------------------------------------------
+
+std::optional<AuthMethod> get_auth(Checker& c, const toml::node& node, const std::string& key) {
+  const auto method = get_string(c, node, key);
+  if (!method) return std::nullopt;
+  if (*method == "scram-sha-256") return AuthMethod::scram_sha_256;
+  if (*method == "md5") return AuthMethod::md5;
+  if (*method == "cleartext") return AuthMethod::cleartext;
+  if (*method == "trust") return AuthMethod::trust;
+  c.error(node.source(), key,
+          "invalid auth method " + quoted(*method) + "; expected \"scram-sha-256\", \"md5\", \"cleartext\" or \"trust\"");
+  return std::nullopt;
+}
+
+// Checks that `password` can verify clients under `method`. Never puts the
+// password itself into a message.
+void check_password(Checker& c, const User& user, const toml::key& name, const toml::node* node,
+                    const std::string& path) {
+  if (user.auth == AuthMethod::trust) return;
+  const std::string method = quoted(to_string(user.auth));
+  const std::string key = child_key(path, "password");
+  if (node == nullptr) {
+    c.error(name.source(), path, "missing password: auth = " + method + " needs one");
+    return;
+  }
+  const std::string& password = user.password;
+  if (password.empty()) {
+    c.error(node->source(), key, "must not be empty with auth = " + method);
+    return;
+  }
+  const bool md5_hash = auth::is_md5_hash(password);
+  const bool scram_like = password.starts_with(kScramPrefix);
+  switch (user.auth) {
+    case AuthMethod::md5:
+      if (scram_like) {
+        c.error(node->source(), key,
+                "a SCRAM secret cannot verify auth = \"md5\"; give a plain password or an md5 hash");
+      } else if (md5_hash && user.name == "*") {
+        c.error(node->source(), key,
+                "an md5 hash is tied to one user name, so users.\"*\" needs a plain password for auth = \"md5\"");
+      }
+      break;
+    case AuthMethod::scram_sha_256:
+      if (md5_hash) {
+        c.error(node->source(), key, "an md5 hash is only valid with auth = \"md5\"");
+      } else if (scram_like && !auth::is_scram_secret(password)) {
+        c.error(node->source(), key,
+                "malformed SCRAM secret; expected \"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>\"");
+      }
+      break;
+    case AuthMethod::cleartext:
+      if (md5_hash) {
+        c.error(node->source(), key, "auth = \"cleartext\" needs a plain password, not an md5 hash");
+      } else if (scram_like) {
+        c.error(node->source(), key, "auth = \"cleartext\" needs a plain password, not a SCRAM secret");
+      }
+      break;
+    case AuthMethod::trust:
+      break;
+  }
+}
+
+void read_user(Checker& c, const toml::key& name, const toml::table& table, const std::string& path, Config& cfg) {
+  check_keys(c, table, path, {"auth", "password", "server_password", "pool"}, {});
+  bool ok = true;
+  User user;
+  user.name = std::string(name.str());
+  if (user.name.empty()) {
+    c.error(name.source(), path, "user name must not be empty");
+    ok = false;
+  }
+
+  bool auth_ok = true;
+  if (const auto* node = table.get("auth")) {
+    if (auto method = get_auth(c, *node, child_key(path, "auth"))) {
+      user.auth = *method;
+    } else {
+      auth_ok = false;
+    }
+  }
+
+  bool password_ok = true;
+  const toml::node* password_node = table.get("password");
+  if (password_node != nullptr) {
+    if (auto password = get_string(c, *password_node, child_key(path, "password"))) {
+      user.password = std::move(*password);
+    } else {
+      password_ok = false;
+    }
+  }
+
+  if (const auto* node = table.get("server_password")) {
+    if (auto password = get_string(c, *node, child_key(path, "server_password"))) {
+      if (password->starts_with(kScramPrefix)) {
+        c.error(node->source(), child_key(path, "server_password"),
+                "a SCRAM secret cannot be used to log in to PostgreSQL; give the plain password");
+        ok = false;
+      }
+      user.server_password = std::move(*password);
+    } else {
+      ok = false;
+    }
+  }
+
+  // Only judge the password against a valid auth method, so one mistake gives one error.
+  if (auth_ok && password_ok) check_password(c, user, name, password_node, path);
+  ok = ok && auth_ok && password_ok;
+
+  if (const auto* node = table.get("pool")) {
+    const std::string pool_path = child_key(path, "pool");
+    if (const auto* pool = get_table(c, *node, pool_path)) user.pool = read_pool(c, *pool, pool_path);
+  }
+  if (ok) cfg.users.emplace(user.name, std::move(user));
+}
+
+// ---- the whole document ------------------------------------------------------------------
+
+void read_document(Checker& c, const toml::table& root, Config& cfg) {
+  check_keys(c, root, "", {"sluice", "pool", "timeouts", "databases", "users"},
+             {"health", "retry", "slow_query", "tls"});
+
+  if (const auto* node = root.get("sluice")) {
+    if (const auto* table = get_table(c, *node, "sluice")) read_sluice(c, *table, "sluice", cfg);
+  }
+  if (const auto* node = root.get("pool")) {
+    if (const auto* table = get_table(c, *node, "pool")) apply(cfg.pool, read_pool(c, *table, "pool"));
+  }
+  if (const auto* node = root.get("timeouts")) {
+    if (const auto* table = get_table(c, *node, "timeouts")) read_timeouts(c, *table, "timeouts", cfg.timeouts);
+  }
+
+  if (const auto* node = root.get("databases")) {
+    if (const auto* databases = get_table(c, *node, "databases")) {
+      if (databases->empty()) {
+        c.error(node->source(), "databases", "at least one database is required, e.g. [databases.app]");
+      }
+      for (auto&& [name, value] : *databases) {
+        const std::string path = child_key("databases", name.str());
+        if (const auto* table = get_table(c, value, path)) read_database(c, name, *table, path, cfg);
+      }
+    }
+  } else {
+    c.error_without_position("databases", "at least one database is required, e.g. [databases.app]");
+  }
+
+  if (const auto* node = root.get("users")) {
+    if (const auto* users = get_table(c, *node, "users")) {
+      for (auto&& [name, value] : *users) {
+        const std::string path = child_key("users", name.str());
+        if (const auto* table = get_table(c, value, path)) read_user(c, name, *table, path, cfg);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- public interface ---------------------------------------------------------------------
+
+const Database* Config::find_database(const std::string& name) const {
+  if (auto it = databases.find(name); it != databases.end()) return &it->second;
+  if (auto it = databases.find("*"); it != databases.end()) return &it->second;
+  return nullptr;
+}
+
+const User* Config::find_user(const std::string& name) const {
+  if (auto it = users.find(name); it != users.end()) return &it->second;
+  if (auto it = users.find("*"); it != users.end()) return &it->second;
+  return nullptr;
+}
+
+PoolSettings Config::pool_for(const Database& db, const User& user) const {
+  PoolSettings settings = pool;
+  apply(settings, db.pool);
+  apply(settings, user.pool);
+  return settings;
+}
+
+std::string server_dbname(const Database& db, const std::string& requested) {
+  return db.dbname.empty() ? requested : db.dbname;
+}
+
+std::string ConfigError::to_string() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  if (!key.empty()) out += key + ": ";
+  out += message;
+  return out;
+}
+
+LoadResult load_string(std::string_view toml_text, const std::string& source_name) {
+  Checker checker(source_name);
+  LoadResult result;
+  toml::table root;
+
+  auto syntax_error = [&](const toml::parse_error& e) {
+    checker.error(e.source(), "", std::string(e.description()));
+  };
+#if TOML_EXCEPTIONS
+  try {
+    root = toml::parse(toml_text, std::string_view(source_name));
+  } catch (const toml::parse_error& e) {
+    syntax_error(e);
+    result.errors = checker.take_errors();
+    return result;
+  }
+#else
+  toml::parse_result parsed = toml::parse(toml_text, std::string_view(source_name));
+  if (!parsed) {
+    syntax_error(parsed.error());
+    result.errors = checker.take_errors();
+    return result;
+  }
+  root = std::move(parsed).table();
+#endif
+
+  Config cfg;
+  cfg.source_file = source_name;
+  read_document(checker, root, cfg);
+  result.errors = checker.take_errors();
+  if (result.errors.empty()) result.config = std::move(cfg);
+  return result;
+}
+
+LoadResult load_file(const std::string& path) {
+  auto unreadable = [&](int error) {
+    LoadResult result;
+    result.errors.push_back(ConfigError{path, 0, 0, "", "cannot read configuration file: " + std::string(std::strerror(error))});
+    return result;
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return unreadable(errno);
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0) {
+      text.append(buffer, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      const int error = errno;
+      ::close(fd);
+      return unreadable(error);
+    }
+  }
+  ::close(fd);
+  return load_string(text, path);
+}
+
+std::optional<Duration> parse_duration(std::string_view text) {
+  using Rep = Duration::rep;
+  std::size_t i = 0;
+  Rep value = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    const Rep digit = text[i] - '0';
+    if (value > (std::numeric_limits<Rep>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+    ++i;
+  }
+  if (i == 0) return std::nullopt;  // no digits (also rejects a sign)
+  const std::string_view unit = text.substr(i);
+  Rep multiplier = 0;
+  if (unit == "ms") {
+    multiplier = 1;
+  } else if (unit == "s") {
+    multiplier = 1000;
+  } else if (unit == "m") {
+    multiplier = 60 * 1000;
+  } else if (unit == "h") {
+    multiplier = 60 * 60 * 1000;
+  } else if (unit == "d") {
+    multiplier = 24 * 60 * 60 * 1000;
+  } else {
+    return std::nullopt;
+  }
+  if (value > std::numeric_limits<Rep>::max() / multiplier) return std::nullopt;
+  return Duration(value * multiplier);
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::size_t i = 0;
+  std::uint64_t value = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    const auto digit = static_cast<std::uint64_t>(text[i] - '0');
+    if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  const std::string_view unit = text.substr(i);
+  std::uint64_t multiplier = 0;
+  if (unit.empty() || unit == "B") {
+    multiplier = 1;
+  } else if (unit == "kB" || unit == "KB") {
+    multiplier = 1024;
+  } else if (unit == "MB") {
+    multiplier = 1024ull * 1024;
+  } else if (unit == "GB") {
+    multiplier = 1024ull * 1024 * 1024;
+  } else {
+    return std::nullopt;
+  }
+  if (value > std::numeric_limits<std::uint64_t>::max() / multiplier) return std::nullopt;
+  return value * multiplier;
+}
+
+const char* to_string(PoolMode mode) {
+  switch (mode) {
+    case PoolMode::session: return "session";
+    case PoolMode::transaction: return "transaction";
+    case PoolMode::statement: return "statement";
+  }
+  return "unknown";
+}
+
+const char* to_string(AuthMethod method) {
+  switch (method) {
+    case AuthMethod::trust: return "trust";
+    case AuthMethod::cleartext: return "cleartext";
+    case AuthMethod::md5: return "md5";
+    case AuthMethod::scram_sha_256: return "scram-sha-256";
+  }
+  return "unknown";
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,26 @@
+#pragma once
+// Common Asio aliases for the I/O shell (pool/ and proxy/).
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace sluice {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+template <class T = void>
+using awaitable = asio::awaitable<T>;
+// Completion token that returns (error_code, ...) as a tuple instead of throwing:
+// EOF and resets are expected, not exceptional.
+inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+}  // namespace sluice

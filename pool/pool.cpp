@@ -1,0 +1,245 @@
+#include "pool/pool.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "pool/log.h"
+
+namespace sluice::pool {
+namespace {
+const std::shared_ptr<spdlog::logger>& log() {
+  static auto logger = module_logger("pool");
+  return logger;
+}
+}  // namespace
+
+std::uint64_t next_server_id() {
+  static std::atomic<std::uint64_t> counter{0};
+  return ++counter;
+}
+
+// ---- Lease ---------------------------------------------------------------------
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    if (conn_) pool_->drop(std::move(conn_));
+    pool_ = std::move(other.pool_);
+    conn_ = std::move(other.conn_);
+  }
+  return *this;
+}
+
+Lease::~Lease() {
+  if (conn_) pool_->drop(std::move(conn_));
+}
+
+void Lease::release_clean() {
+  if (conn_) pool_->give_back(std::move(conn_));
+}
+
+void Lease::discard() {
+  if (conn_) pool_->drop(std::move(conn_));
+}
+
+// ---- Pool ----------------------------------------------------------------------
+
+// A client waiting for a connection. The timer never expires on its own; it is
+// cancelled (on the waiter's own executor) to wake the waiter once `conn` or
+// `may_open` has been set under the pool's mutex.
+struct Pool::Waiter {
+  explicit Waiter(asio::any_io_executor executor, const StartupParams& p)
+      : params(p), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
+  const StartupParams& params;
+  asio::steady_timer timer;
+  std::unique_ptr<ServerConnection> conn;
+  bool may_open = false;
+  bool served = false;
+};
+
+namespace {
+// The timer belongs to the waiter's executor (its session's strand), so it is
+// cancelled there; the waiter cannot miss it because it enqueued itself and began
+// waiting without yielding that executor in between.
+void wake(const std::shared_ptr<Pool::Waiter>& waiter) {
+  asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
+}
+}  // namespace
+
+Pool::Pool(std::string name, ServerTarget target, PoolSettingsSnapshot settings)
+    : name_(std::move(name)), target_(std::move(target)), settings_(settings) {}
+
+Pool::~Pool() { close_idle(); }
+
+awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_t client_id) {
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  std::unique_ptr<ServerConnection> found;
+  bool may_open = false;
+  std::shared_ptr<Waiter> waiter;
+  {
+    std::lock_guard lock(mutex_);
+    if (waiters_.empty()) {
+      // Most recently used first: it is the most likely to be warm.
+      for (auto it = idle_.rbegin(); it != idle_.rend();) {
+        if ((*it)->startup_params != params) {
+          ++it;
+          continue;
+        }
+        auto conn = std::move(*it);
+        it = decltype(it)(idle_.erase(std::next(it).base()));
+        if (conn->idle_and_clean()) {
+          found = std::move(conn);
+          break;
+        }
+        to_close.push_back(std::move(conn));
+        --open_;
+      }
+      if (!found) {
+        if (open_ < settings_.size) {
+          ++open_;
+          may_open = true;
+        } else if (!idle_.empty()) {
+          // Full, but an idle connection was opened with other startup parameters:
+          // replace it rather than make this client wait for nobody.
+          to_close.push_back(std::move(idle_.front()));
+          idle_.erase(idle_.begin());
+          may_open = true;
+        }
+      }
+    }
+    if (!found && !may_open) {
+      waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, params);
+      waiters_.push_back(waiter);
+    }
+  }
+  for (auto& conn : to_close) {
+    log()->debug("[s{}] closing server connection to {} (not reusable for this client)", conn->id(), name_);
+    conn->close();
+  }
+  to_close.clear();
+
+  if (waiter) {
+    log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
+    // Woken only by serve_waiters_locked; the loop guards against any other cancellation.
+    for (;;) {
+      co_await waiter->timer.async_wait(use_nothrow);
+      std::lock_guard lock(mutex_);
+      if (waiter->served) break;
+    }
+    if (waiter->conn) found = std::move(waiter->conn);
+    may_open = waiter->may_open;
+  }
+
+  if (found) {
+    found->last_used_at = Clock::now();
+    co_return AcquireResult{Lease(shared_from_this(), std::move(found)), {}};
+  }
+
+  const auto server_id = next_server_id();
+  log()->debug("[s{}] opening server connection to {} for pool {}", server_id, target_.address(), name_);
+  auto result = co_await connect_server(target_, params, settings_.connect_timeout, server_id);
+  if (auto* failure = std::get_if<ConnectFailure>(&result)) {
+    log()->warn("[s{}] connection to {} for pool {} failed: {}", server_id, target_.address(), name_,
+                failure->reason);
+    {
+      std::lock_guard lock(mutex_);
+      --open_;
+      serve_waiters_locked(to_close);
+    }
+    for (auto& conn : to_close) conn->close();
+    co_return AcquireResult{Lease(), std::move(*failure)};
+  }
+  auto conn = std::move(std::get<0>(result));
+  log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
+              conn->backend_key.pid);
+  co_return AcquireResult{Lease(shared_from_this(), std::move(conn)), {}};
+}
+
+void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
+  conn->last_used_at = Clock::now();
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    idle_.push_back(std::move(conn));
+    serve_waiters_locked(to_close);
+  }
+  for (auto& c : to_close) c->close();
+}
+
+void Pool::drop(std::unique_ptr<ServerConnection> conn) {
+  log()->debug("[s{}] closing server connection (pool {})", conn->id(), name_);
+  conn->close();
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    --open_;
+    serve_waiters_locked(to_close);
+  }
+  for (auto& c : to_close) c->close();
+}
+
+void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close) {
+  while (!waiters_.empty()) {
+    auto& waiter = waiters_.front();
+    auto match = std::find_if(idle_.rbegin(), idle_.rend(),
+                              [&](const auto& c) { return c->startup_params == waiter->params; });
+    if (match != idle_.rend()) {
+      waiter->conn = std::move(*match);
+      idle_.erase(std::next(match).base());
+    } else if (open_ < settings_.size) {
+      ++open_;
+      waiter->may_open = true;
+    } else if (!idle_.empty()) {
+      to_close.push_back(std::move(idle_.front()));
+      idle_.erase(idle_.begin());
+      waiter->may_open = true;
+    } else {
+      return;
+    }
+    waiter->served = true;
+    wake(waiter);
+    waiters_.pop_front();
+  }
+}
+
+Pool::Counts Pool::counts() const {
+  std::lock_guard lock(mutex_);
+  Counts c;
+  c.idle = static_cast<int>(idle_.size());
+  c.active = open_ - c.idle;
+  c.waiting = static_cast<int>(waiters_.size());
+  return c;
+}
+
+void Pool::close_idle() {
+  std::vector<std::unique_ptr<ServerConnection>> idle;
+  {
+    std::lock_guard lock(mutex_);
+    idle.swap(idle_);
+    open_ -= static_cast<int>(idle.size());
+  }
+  for (auto& c : idle) c->close();
+}
+
+// ---- PoolRegistry ---------------------------------------------------------------
+
+std::shared_ptr<Pool> PoolRegistry::get_or_create(const std::string& database, const std::string& user,
+                                                  const ServerTarget& target, PoolSettingsSnapshot settings) {
+  std::string key = database;
+  key.push_back('\0');
+  key += user;
+  std::lock_guard lock(mutex_);
+  for (auto& [k, pool] : pools_)
+    if (k == key) return pool;
+  auto pool = std::make_shared<Pool>(database + "/" + user, target, settings);
+  pools_.emplace_back(std::move(key), pool);
+  return pool;
+}
+
+std::vector<std::shared_ptr<Pool>> PoolRegistry::all() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<Pool>> out;
+  for (auto& [k, pool] : pools_) out.push_back(pool);
+  return out;
+}
+
+}  // namespace sluice::pool

@@ -1,0 +1,109 @@
+#pragma once
+// A pool of server connections for one (database, user) pair, capped at `size`.
+// Clients beyond the cap wait in FIFO order; a released connection or a freed
+// slot goes to the first waiter. Connections are only handed to a client whose
+// startup parameters they were opened with (session semantics of RESET).
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "pool/server_connection.h"
+
+namespace sluice::pool {
+
+class Pool;
+
+// A server connection on loan from a pool. Whoever holds it owns the
+// connection; if the lease is dropped without `release_clean()`, the connection
+// is closed and its slot freed, so a connection in an unknown state is never
+// handed to another client.
+class [[nodiscard]] Lease {
+ public:
+  Lease() = default;
+  Lease(std::shared_ptr<Pool> pool, std::unique_ptr<ServerConnection> conn)
+      : pool_(std::move(pool)), conn_(std::move(conn)) {}
+  Lease(Lease&&) noexcept = default;
+  Lease& operator=(Lease&& other) noexcept;
+  ~Lease();
+
+  explicit operator bool() const { return conn_ != nullptr; }
+  ServerConnection* operator->() const { return conn_.get(); }
+  ServerConnection& operator*() const { return *conn_; }
+
+  // The connection is idle ('I') and reset: back to the pool's idle list.
+  void release_clean();
+  // The connection is broken or dirty: close it and free the slot.
+  void discard();
+
+ private:
+  std::shared_ptr<Pool> pool_;
+  std::unique_ptr<ServerConnection> conn_;
+};
+
+struct AcquireResult {
+  Lease lease;
+  ConnectFailure failure;  // meaningful when !lease
+};
+
+struct PoolSettingsSnapshot {
+  int size = 20;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+class Pool : public std::enable_shared_from_this<Pool> {
+ public:
+  Pool(std::string name, ServerTarget target, PoolSettingsSnapshot settings);
+  ~Pool();
+
+  // Waits (FIFO) for a server connection opened with `params`.
+  awaitable<AcquireResult> acquire(const StartupParams& params, std::uint64_t client_id);
+
+  const std::string& name() const { return name_; }
+  const ServerTarget& target() const { return target_; }
+
+  struct Counts {
+    int idle = 0;
+    int active = 0;   // leased or connecting
+    int waiting = 0;
+  };
+  Counts counts() const;
+  // Closes idle connections (shutdown).
+  void close_idle();
+
+ struct Waiter;
+
+ private:
+  friend class Lease;
+
+  void give_back(std::unique_ptr<ServerConnection> conn);  // clean, from a lease
+  void drop(std::unique_ptr<ServerConnection> conn);       // dirty, from a lease
+  // Hands a connection or a free slot to the first waiter; called with mutex_ held.
+  void serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close);
+
+  const std::string name_;
+  const ServerTarget target_;
+  const PoolSettingsSnapshot settings_;
+
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
+  int open_ = 0;  // idle + leased + connecting; never above settings_.size
+  std::deque<std::shared_ptr<Waiter>> waiters_;
+};
+
+// All pools, created on first use.
+class PoolRegistry {
+ public:
+  std::shared_ptr<Pool> get_or_create(const std::string& database, const std::string& user,
+                                      const ServerTarget& target, PoolSettingsSnapshot settings);
+  std::vector<std::shared_ptr<Pool>> all() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools_;
+};
+
+std::uint64_t next_server_id();
+
+}  // namespace sluice::pool

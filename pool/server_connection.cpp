@@ -1,0 +1,238 @@
+#include "pool/server_connection.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cctype>
+
+#include "pool/log.h"
+#include "protocol/auth.h"
+#include "protocol/read_buffer.h"
+
+namespace sluice::pool {
+namespace {
+
+const std::shared_ptr<spdlog::logger>& log() {
+  static auto logger = module_logger("pool");
+  return logger;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+ConnectFailure transport_failure(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006"}; }
+
+// Login protocol with the server after the TCP connection is up.
+awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, const StartupParams& params,
+                               std::uint64_t id) {
+  std::vector<std::pair<std::string, std::string>> startup;
+  startup.reserve(params.size() + 2);
+  startup.emplace_back("user", target.user);
+  startup.emplace_back("database", target.dbname);
+  for (const auto& p : params) startup.push_back(p);
+  std::string out;
+  protocol::append_startup_message(out, startup);
+  if (auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), use_nothrow); ec)
+    co_return transport_failure("write to server failed: " + ec.message());
+
+  auto conn = std::make_unique<ServerConnection>(std::move(socket), id);
+  conn->address = target.address();
+  conn->startup_params = params;
+  protocol::ReadBuffer buffer;
+  std::optional<protocol::auth::ScramClient> scram;
+  constexpr std::uint32_t kMaxLoginMessage = 1 << 20;
+
+  for (;;) {
+    protocol::Message msg;
+    auto peeked = protocol::peek_message(buffer.data(), kMaxLoginMessage, msg);
+    if (!peeked) co_return transport_failure("invalid message from server during login: " + peeked.error().message());
+    if (*peeked == 0) {
+      auto space = buffer.prepare();
+      auto [ec, n] = co_await conn->socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      if (ec) co_return transport_failure("server closed the connection during login: " + ec.message());
+      buffer.commit(n);
+      continue;
+    }
+    const std::size_t total = *peeked;
+    out.clear();
+    switch (msg.type) {
+      case 'R': {
+        auto req = protocol::parse_auth_request(msg.body);
+        if (!req) co_return transport_failure("unsupported authentication request from server");
+        switch (req->code) {
+          case protocol::kAuthOk:
+            break;
+          case protocol::kAuthCleartext:
+            if (target.credential.plain.empty())
+              co_return transport_failure("server asked for a password for user \"" + target.user +
+                                          "\" but none is configured");
+            protocol::append_password_message(out, target.credential.plain);
+            break;
+          case protocol::kAuthMd5: {
+            std::string hash = !target.credential.md5_hash.empty()
+                                   ? target.credential.md5_hash
+                                   : protocol::auth::md5_password_hash(target.credential.plain, target.user);
+            if (target.credential.empty())
+              co_return transport_failure("server asked for a password for user \"" + target.user +
+                                          "\" but none is configured");
+            protocol::append_password_message(out, protocol::auth::md5_response(hash, req->md5_salt));
+            break;
+          }
+          case protocol::kAuthSasl: {
+            bool offered = std::find(req->sasl_mechanisms.begin(), req->sasl_mechanisms.end(),
+                                     protocol::auth::kScramMechanism) != req->sasl_mechanisms.end();
+            if (!offered) co_return transport_failure("server offers no supported SASL mechanism");
+            if (target.credential.plain.empty())
+              co_return transport_failure("server asked for SCRAM authentication for user \"" + target.user +
+                                          "\" but no plain password is configured");
+            scram.emplace(target.credential.plain);
+            protocol::append_sasl_initial_response(out, protocol::auth::kScramMechanism, scram->client_first());
+            break;
+          }
+          case protocol::kAuthSaslContinue: {
+            if (!scram) co_return transport_failure("unexpected SASLContinue from server");
+            auto reply = scram->on_server_first(req->sasl_data);
+            if (!reply) co_return transport_failure("SCRAM exchange with server failed: " + reply.error().message());
+            protocol::append_sasl_response(out, *reply);
+            break;
+          }
+          case protocol::kAuthSaslFinal: {
+            if (!scram) co_return transport_failure("unexpected SASLFinal from server");
+            if (auto ok = scram->on_server_final(req->sasl_data); !ok)
+              co_return transport_failure("SCRAM exchange with server failed: " + ok.error().message());
+            break;
+          }
+          default:
+            co_return transport_failure("unsupported authentication request from server");
+        }
+        break;
+      }
+      case 'E': {
+        ConnectFailure failure;
+        failure.server_error.assign(reinterpret_cast<const char*>(buffer.data().data()), total);
+        auto fields = protocol::parse_error_fields(msg.body);
+        failure.sqlstate = fields ? std::string(fields->sqlstate) : "08006";
+        failure.reason = fields ? std::string(fields->message) : "server sent a malformed error";
+        co_return failure;
+      }
+      case 'S': {
+        auto status = protocol::parse_parameter_status(msg.body);
+        if (!status) co_return transport_failure("malformed ParameterStatus from server");
+        conn->set_parameter(status->name, status->value);
+        break;
+      }
+      case 'K': {
+        auto key = protocol::parse_backend_key(msg.body);
+        if (!key) co_return transport_failure("malformed BackendKeyData from server");
+        conn->backend_key = *key;
+        break;
+      }
+      case 'Z':
+        buffer.consume(total);
+        if (!buffer.empty()) co_return transport_failure("server sent data after ReadyForQuery during login");
+        co_return std::move(conn);
+      case 'N':  // notices during login are not forwarded
+      case 'v':  // NegotiateProtocolVersion: we asked for 3.0 and no options
+        break;
+      default:
+        co_return transport_failure(std::string("unexpected message '") + msg.type + "' from server during login");
+    }
+    buffer.consume(total);
+    if (!out.empty()) {
+      if (auto [ec, n] = co_await asio::async_write(conn->socket(), asio::buffer(out), use_nothrow); ec)
+        co_return transport_failure("write to server failed: " + ec.message());
+    }
+  }
+}
+
+awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams params, std::uint64_t id) {
+  auto executor = co_await asio::this_coro::executor;
+  tcp::resolver resolver(executor);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(target.host, std::to_string(target.port), use_nothrow);
+  if (rec) co_return transport_failure("could not resolve \"" + target.host + "\": " + rec.message());
+  tcp::socket socket(executor);
+  auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
+  if (cec) co_return transport_failure("could not connect to server " + target.address() + ": " + cec.message());
+  socket.set_option(tcp::no_delay(true));
+  co_return co_await login(std::move(socket), target, params, id);
+}
+
+}  // namespace
+
+StartupParams normalize_startup_params(StartupParams params) {
+  std::stable_sort(params.begin(), params.end(),
+                   [](const auto& a, const auto& b) { return lower(a.first) < lower(b.first); });
+  return params;
+}
+
+void ServerConnection::set_parameter(std::string_view name, std::string_view value) {
+  for (auto& [k, v] : parameters) {
+    if (k == name) {
+      v.assign(value);
+      return;
+    }
+  }
+  parameters.emplace_back(name, value);
+}
+
+bool ServerConnection::idle_and_clean() {
+  if (!socket_.is_open()) return false;
+  std::uint8_t probe;
+  const ssize_t n = ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  return false;  // 0 = closed by the server, > 0 = unsolicited bytes, < 0 = error
+}
+
+void ServerConnection::close() {
+  if (!socket_.is_open()) return;
+  std::string terminate;
+  protocol::append_terminate(terminate);
+  error_code ec;
+  socket_.non_blocking(true, ec);
+  if (!ec) socket_.send(asio::buffer(terminate), 0, ec);
+  socket_.close(ec);
+}
+
+awaitable<ConnectResult> connect_server(const ServerTarget& target, const StartupParams& params,
+                                        std::chrono::milliseconds timeout, std::uint64_t id) {
+  using namespace asio::experimental::awaitable_operators;
+  if (timeout.count() <= 0) co_return co_await connect_and_login(target, params, id);
+  asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
+  auto outcome = co_await (connect_and_login(target, params, id) || timer.async_wait(use_nothrow));
+  if (outcome.index() == 1) {
+    log()->warn("[s{}] connecting to {} timed out after {} ms", id, target.address(), timeout.count());
+    co_return transport_failure("connection to server " + target.address() + " timed out (server_connect " +
+                                std::to_string(timeout.count()) + "ms)");
+  }
+  co_return std::move(std::get<0>(outcome));
+}
+
+awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::BackendKey key) {
+  auto executor = co_await asio::this_coro::executor;
+  tcp::resolver resolver(executor);
+  auto [rec, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), use_nothrow);
+  if (rec) co_return;
+  tcp::socket socket(executor);
+  auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
+  if (cec) {
+    log()->warn("cancel request to {}:{} failed: {}", host, port, cec.message());
+    co_return;
+  }
+  std::string out;
+  protocol::append_cancel_request(out, key);
+  if (auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), use_nothrow); ec) co_return;
+  // PostgreSQL closes the connection once it has signalled the backend.
+  std::uint8_t sink[64];
+  for (;;) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), use_nothrow);
+    if (ec) break;
+  }
+}
+
+}  // namespace sluice::pool

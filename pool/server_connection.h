@@ -1,0 +1,87 @@
+#pragma once
+// One authenticated connection from Sluice to a PostgreSQL backend, and the
+// coroutine that opens it (TCP connect, StartupMessage, authentication as the
+// server asks, parameter statuses, BackendKeyData, first ReadyForQuery).
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "pool/asio.h"
+#include "protocol/wire.h"
+
+namespace sluice::pool {
+
+using Clock = std::chrono::steady_clock;
+
+// Startup parameters a client asked for (everything but user and database),
+// sorted by lower-cased name so that two sets compare equal regardless of order.
+using StartupParams = std::vector<std::pair<std::string, std::string>>;
+StartupParams normalize_startup_params(StartupParams params);
+
+struct ServerCredential {
+  std::string plain;     // cleartext password, when known
+  std::string md5_hash;  // "md5..." hash, enough for md5 authentication
+  bool empty() const { return plain.empty() && md5_hash.empty(); }
+};
+
+struct ServerTarget {
+  std::string host;
+  std::uint16_t port = 5432;
+  std::string dbname;
+  std::string user;
+  ServerCredential credential;
+  std::string address() const { return host + ":" + std::to_string(port); }
+};
+
+class ServerConnection {
+ public:
+  ServerConnection(tcp::socket socket, std::uint64_t id) : socket_(std::move(socket)), id_(id) {}
+
+  tcp::socket& socket() { return socket_; }
+  std::uint64_t id() const { return id_; }
+
+  protocol::BackendKey backend_key;
+  // Current values of the server's reportable parameters, kept up to date from
+  // every ParameterStatus the server sends.
+  std::vector<std::pair<std::string, std::string>> parameters;
+  StartupParams startup_params;  // what this connection was opened with
+  std::string address;           // "host:port" of the backend
+  Clock::time_point created_at = Clock::now();
+  Clock::time_point last_used_at = Clock::now();
+
+  void set_parameter(std::string_view name, std::string_view value);
+
+  // True when the socket has nothing to read and is not closed: a connection that
+  // sat idle in the pool and received bytes (the server closed it, or sent an
+  // unsolicited message) must not be handed out.
+  bool idle_and_clean();
+  // Best-effort Terminate, then close.
+  void close();
+
+ private:
+  tcp::socket socket_;
+  std::uint64_t id_;
+};
+
+// Why a connection attempt failed. When PostgreSQL itself refused (bad password,
+// no such database, too many connections), `server_error` holds its raw
+// ErrorResponse message so the client can be shown exactly what PostgreSQL said.
+struct ConnectFailure {
+  std::string reason;        // for logs and for Sluice's own ErrorResponse
+  std::string server_error;  // raw ErrorResponse bytes ('E' + length + body), may be empty
+  std::string sqlstate;      // from server_error, or "08006" for transport failures
+};
+
+using ConnectResult = std::variant<std::unique_ptr<ServerConnection>, ConnectFailure>;
+
+awaitable<ConnectResult> connect_server(const ServerTarget& target, const StartupParams& params,
+                                        std::chrono::milliseconds timeout, std::uint64_t id);
+
+// Sends a CancelRequest for `key` to `address` and waits until the server closes
+// that connection (so the signal has been delivered when this returns).
+awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::BackendKey key);
+
+}  // namespace sluice::pool

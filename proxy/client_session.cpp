@@ -1,0 +1,638 @@
+#include "proxy/client_session.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cctype>
+
+#include "pool/log.h"
+#include "protocol/auth.h"
+
+namespace sluice::proxy {
+namespace {
+
+const std::shared_ptr<spdlog::logger>& log() {
+  static auto logger = module_logger("proxy");
+  return logger;
+}
+
+constexpr std::size_t kInitialRelayBuffer = 8 * 1024;
+constexpr std::size_t kMaxRelayBuffer = 128 * 1024;
+// Bound on returning a server connection to the pool after its client left
+// (cancel, drain, rollback, reset); past it the connection is closed instead.
+constexpr auto kCleanupTimeout = std::chrono::seconds(30);
+
+bool equals_constant_time(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string_view as_text(protocol::Bytes bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// Grows a relay buffer when a read filled it: bulk transfers get bigger reads,
+// idle sessions keep small buffers.
+void maybe_grow(std::vector<std::uint8_t>& buffer, std::size_t bytes_read) {
+  if (bytes_read == buffer.size() && buffer.size() < kMaxRelayBuffer) buffer.resize(buffer.size() * 2);
+}
+
+}  // namespace
+
+// Watches client -> server traffic. Counting happens at header time (inspect), so
+// no client message body is ever copied; only Terminate stops the relay.
+struct ClientSession::ClientObserver {
+  ServerState& state;
+  bool inspect(char type) {
+    switch (type) {
+      case 'Q':  // Query
+      case 'F':  // FunctionCall
+        ++state.pending;
+        return false;
+      case 'S':  // Sync
+        ++state.pending;
+        state.unsynced = false;
+        return false;
+      case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
+        state.unsynced = true;
+        return false;
+      case 'c':  // CopyDone
+      case 'f':  // CopyFail
+        state.copy_in = false;
+        return false;
+      case 'X':  // Terminate: Sluice ends the session itself
+        return true;
+      default:
+        return false;
+    }
+  }
+  protocol::ScanAction on_message(char type, protocol::Bytes) {
+    return type == 'X' ? protocol::ScanAction::stop : protocol::ScanAction::next;
+  }
+};
+
+// Watches server -> client traffic: ReadyForQuery, errors, parameter changes, COPY.
+struct ClientSession::ServerObserver {
+  ServerState& state;
+  pool::ServerConnection* server;
+  bool inspect(char type) {
+    switch (type) {
+      case 'Z': case 'E': case 'S':
+        return true;
+      case 'G':  // CopyInResponse
+      case 'W':  // CopyBothResponse
+        state.copy_in = true;
+        return false;
+      default:
+        return false;
+    }
+  }
+  protocol::ScanAction on_message(char type, protocol::Bytes body) {
+    switch (type) {
+      case 'Z':
+        if (state.pending > 0) --state.pending;
+        if (auto status = protocol::parse_ready_for_query(body)) state.transaction = *status;
+        state.copy_in = false;
+        break;
+      case 'E':
+        ++state.errors;
+        if (auto fields = protocol::parse_error_fields(body); fields && fields->is_fatal()) state.fatal = true;
+        break;
+      case 'S':
+        if (auto status = protocol::parse_parameter_status(body); status && server)
+          server->set_parameter(status->name, status->value);
+        break;
+    }
+    return protocol::ScanAction::next;
+  }
+};
+
+ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t id)
+    : client_(std::move(socket)),
+      context_(context),
+      id_(id),
+      login_timer_(client_.get_executor()),
+      client_scanner_(context.config().max_message_size) {
+  error_code ec;
+  auto endpoint = client_.remote_endpoint(ec);
+  peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  client_.set_option(tcp::no_delay(true), ec);
+}
+
+ClientSession::~ClientSession() {
+  if (key_registered_) context_.cancels().remove(client_key_.pid);
+  if (counted_) context_.remove_client();
+}
+
+void ClientSession::request_close() {
+  asio::post(client_.get_executor(), [self = shared_from_this()] {
+    error_code ec;
+    self->client_.close(ec);
+    if (self->server_) self->server_->socket().close(ec);
+  });
+}
+
+void ClientSession::close_client() {
+  error_code ec;
+  client_.shutdown(tcp::socket::shutdown_both, ec);
+  client_.close(ec);
+}
+
+awaitable<bool> ClientSession::write_client(std::string_view bytes) {
+  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), use_nothrow);
+  co_return !ec;
+}
+
+awaitable<bool> ClientSession::write_server(std::string_view bytes) {
+  auto [ec, n] = co_await asio::async_write(server_->socket(), asio::buffer(bytes.data(), bytes.size()), use_nothrow);
+  co_return !ec;
+}
+
+awaitable<void> ClientSession::send_fatal(std::string_view sqlstate, std::string_view message, std::string_view detail) {
+  log()->info("[c{}] closing {}: {} ({})", id_, peer_, message, sqlstate);
+  std::string out;
+  protocol::append_error_response(out, {"FATAL", sqlstate, message, detail});
+  co_await write_client(out);
+  close_client();
+}
+
+awaitable<void> ClientSession::run() {
+  log()->info("[c{}] connection from {}", id_, peer_);
+  const auto login_timeout = context_.config().timeouts.client_login;
+  if (login_timeout.count() > 0) {
+    login_timer_.expires_after(login_timeout);
+    login_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec) return;  // cancelled: login finished in time
+      log()->info("[c{}] closing {}: login not completed within client_login ({} ms)", self->id_, self->peer_,
+                  self->context_.config().timeouts.client_login.count());
+      self->close_client();
+    });
+  }
+
+  if (!co_await read_startup()) co_return;
+  if (!co_await authenticate()) co_return;
+  login_timer_.cancel();
+  if (!co_await attach_server()) co_return;
+  log()->info("[c{}] login db={} user={} on server connection s{} (backend pid {})", id_, database_, user_,
+              server_->id(), server_->backend_key.pid);
+
+  using namespace asio::experimental::awaitable_operators;
+  client_buffer_.resize(kInitialRelayBuffer);
+  server_buffer_.resize(kInitialRelayBuffer);
+  auto ended = co_await (pump_client_to_server() || pump_server_to_client());
+  const RelayEnd end = std::visit([](auto e) { return e; }, ended);
+
+  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  switch (end) {
+    case RelayEnd::client_terminated:
+    case RelayEnd::client_closed:
+      close_client();
+      log()->info("[c{}] client {} disconnected{}", id_, peer_,
+                  end == RelayEnd::client_terminated ? "" : " without Terminate");
+      co_await return_server();
+      break;
+    case RelayEnd::client_protocol_error:
+      server_.discard();  // it may have received part of a message
+      co_await send_fatal("08P01", protocol_error_);
+      break;
+    case RelayEnd::server_closed:
+    case RelayEnd::server_protocol_error:
+      // Whatever the server said (FATAL included) has been relayed; the client sees
+      // the close exactly as it would from PostgreSQL, with nothing of ours appended.
+      log()->info("[c{}] server connection s{} closed{}; closing client", id_, server_->id(),
+                  end == RelayEnd::server_protocol_error ? " after a protocol error" : "");
+      server_.discard();
+      close_client();
+      break;
+  }
+}
+
+// ---- Login ------------------------------------------------------------------------
+
+awaitable<bool> ClientSession::read_startup() {
+  for (;;) {
+    protocol::StartupPacket packet;
+    auto peeked = protocol::peek_startup(login_buffer_.data(), packet);
+    if (!peeked) {
+      const auto error = peeked.error();
+      if (error == protocol::errc::unsupported_protocol) {
+        const auto version = packet.protocol;
+        co_await send_fatal("0A000", "unsupported frontend protocol " + std::to_string(version >> 16) + "." +
+                                         std::to_string(version & 0xffff) + ": server supports 3.0 to 3.0");
+      } else if (error == protocol::errc::missing_user) {
+        co_await send_fatal("28000", "no PostgreSQL user name specified in startup packet");
+      } else if (error == protocol::errc::startup_too_large || error == protocol::errc::bad_length) {
+        co_await send_fatal("08P01", "invalid length of startup packet");
+      } else {
+        co_await send_fatal("08P01", "invalid startup packet layout: expected terminator as last byte");
+      }
+      co_return false;
+    }
+    if (*peeked == 0) {
+      auto space = login_buffer_.prepare(512);
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      if (ec) {
+        log()->debug("[c{}] {} closed before sending a startup packet", id_, peer_);
+        co_return false;
+      }
+      login_buffer_.commit(n);
+      continue;
+    }
+    const std::size_t length = *peeked;
+    switch (packet.kind) {
+      case protocol::StartupKind::ssl_request:
+      case protocol::StartupKind::gssenc_request: {
+        login_buffer_.consume(length);
+        if (!login_buffer_.empty()) {  // nothing may follow before our answer
+          co_await send_fatal("08P01", "received unencrypted data after SSL request");
+          co_return false;
+        }
+        if (!co_await write_client("N")) co_return false;
+        continue;
+      }
+      case protocol::StartupKind::cancel_request: {
+        const protocol::BackendKey key{packet.cancel_pid, packet.cancel_secret};
+        close_client();
+        if (auto target = context_.cancels().find(key)) {
+          log()->info("[c{}] cancel request for client pid {} forwarded to {}:{} (backend pid {})", id_, key.pid,
+                      target->host, target->port, target->key.pid);
+          co_await pool::send_cancel(target->host, target->port, target->key);
+        } else {
+          log()->debug("[c{}] cancel request with unknown key dropped", id_);
+        }
+        co_return false;
+      }
+      case protocol::StartupKind::startup:
+        break;
+    }
+
+    // A StartupMessage: remember what we need before its buffer is reused.
+    user_ = std::string(packet.get("user"));
+    database_ = std::string(packet.get("database"));
+    if (database_.empty()) database_ = user_;
+    std::vector<std::string_view> unrecognised;
+    bool replication = false;
+    for (const auto& [name, value] : packet.parameters) {
+      if (name == "user" || name == "database") continue;
+      if (name.starts_with("_pq_.")) {
+        unrecognised.push_back(name);
+        continue;
+      }
+      if (name == "replication") {
+        replication = true;
+        continue;
+      }
+      startup_params_.emplace_back(name, value);
+    }
+    startup_params_ = pool::normalize_startup_params(std::move(startup_params_));
+    if ((packet.protocol & 0xffff) != 0 || !unrecognised.empty()) {
+      std::string out;
+      protocol::append_negotiate_protocol_version(out, 0, unrecognised);
+      if (!co_await write_client(out)) co_return false;
+    }
+    login_buffer_.consume(length);
+    if (replication) {
+      co_await send_fatal("0A000", "replication connections are not supported by Sluice");
+      co_return false;
+    }
+    break;
+  }
+
+  if (!context_.try_add_client()) {
+    co_await send_fatal("53300", "sorry, too many clients already",
+                        "max_client_conn (" + std::to_string(context_.config().max_client_conn) + ") reached");
+    co_return false;
+  }
+  counted_ = true;
+  if (context_.shutting_down()) {
+    co_await send_fatal("57P01", "terminating connection due to administrator command");
+    co_return false;
+  }
+  database_config_ = context_.config().find_database(database_);
+  if (database_config_ == nullptr) {
+    co_await send_fatal("3D000", "database \"" + database_ + "\" does not exist");
+    co_return false;
+  }
+  user_config_ = context_.config().find_user(user_);
+  if (user_config_ == nullptr) {
+    co_await send_fatal("28000", "role \"" + user_ + "\" does not exist");
+    co_return false;
+  }
+  co_return true;
+}
+
+awaitable<std::optional<protocol::Message>> ClientSession::read_client_message(std::size_t& consumed) {
+  for (;;) {
+    protocol::Message msg;
+    auto peeked = protocol::peek_message(login_buffer_.data(), 64 * 1024, msg);
+    if (!peeked) {
+      co_await send_fatal("08P01", "invalid message length during authentication");
+      co_return std::nullopt;
+    }
+    if (*peeked > 0) {
+      consumed = *peeked;
+      co_return msg;
+    }
+    auto space = login_buffer_.prepare(512);
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+    if (ec) {
+      log()->info("[c{}] {} disconnected during authentication", id_, peer_);
+      co_return std::nullopt;
+    }
+    login_buffer_.commit(n);
+  }
+}
+
+awaitable<bool> ClientSession::authenticate() {
+  using config::AuthMethod;
+  const auto& user = *user_config_;
+  const std::string auth_failed = "password authentication failed for user \"" + user_ + "\"";
+  std::string out;
+
+  auto read_password_message = [&](std::size_t& consumed) -> awaitable<std::optional<protocol::Message>> {
+    auto msg = co_await read_client_message(consumed);
+    if (!msg) co_return std::nullopt;
+    if (msg->type != 'p') {
+      co_await send_fatal("08P01", std::string("expected password response, got message type ") + msg->type);
+      co_return std::nullopt;
+    }
+    co_return msg;
+  };
+
+  switch (user.auth) {
+    case AuthMethod::trust:
+      break;
+    case AuthMethod::cleartext: {
+      protocol::append_auth_cleartext(out);
+      if (!co_await write_client(out)) co_return false;
+      std::size_t consumed = 0;
+      auto msg = co_await read_password_message(consumed);
+      if (!msg) co_return false;
+      auto password = protocol::parse_password(msg->body);
+      bool ok = password.has_value();
+      if (ok) {
+        if (user.name == "*" && user.password.empty()) {
+          client_cleartext_password_ = std::string(*password);  // PostgreSQL will judge it
+        } else {
+          ok = equals_constant_time(*password, user.password);
+        }
+      }
+      login_buffer_.consume(consumed);
+      if (!ok) {
+        co_await send_fatal("28P01", auth_failed);
+        co_return false;
+      }
+      break;
+    }
+    case AuthMethod::md5: {
+      const std::string stored = protocol::auth::is_md5_hash(user.password)
+                                     ? user.password
+                                     : protocol::auth::md5_password_hash(user.password, user_);
+      std::array<std::uint8_t, 4> salt{};
+      auto random = protocol::auth::random_bytes(4);
+      std::copy(random.begin(), random.end(), salt.begin());
+      protocol::append_auth_md5(out, salt);
+      if (!co_await write_client(out)) co_return false;
+      std::size_t consumed = 0;
+      auto msg = co_await read_password_message(consumed);
+      if (!msg) co_return false;
+      auto response = protocol::parse_password(msg->body);
+      const bool ok = response && protocol::auth::md5_verify(stored, salt, *response);
+      login_buffer_.consume(consumed);
+      if (!ok) {
+        co_await send_fatal("28P01", auth_failed);
+        co_return false;
+      }
+      break;
+    }
+    case AuthMethod::scram_sha_256: {
+      protocol::auth::ScramSecret secret;
+      if (protocol::auth::is_scram_secret(user.password)) {
+        auto parsed = protocol::auth::parse_scram_secret(user.password);
+        if (!parsed) {
+          co_await send_fatal("28P01", auth_failed);
+          co_return false;
+        }
+        secret = *parsed;
+      } else {
+        secret = context_.scram_secret_for(user);
+      }
+      protocol::auth::ScramServer scram(secret);
+      const std::string_view mechanisms[] = {protocol::auth::kScramMechanism};
+      protocol::append_auth_sasl(out, mechanisms);
+      if (!co_await write_client(out)) co_return false;
+
+      std::size_t consumed = 0;
+      auto first = co_await read_password_message(consumed);
+      if (!first) co_return false;
+      auto initial = protocol::parse_sasl_initial_response(first->body);
+      if (!initial || initial->mechanism != protocol::auth::kScramMechanism) {
+        co_await send_fatal("28000", "client selected an invalid SASL authentication mechanism");
+        co_return false;
+      }
+      auto server_first = scram.on_client_first(initial->data);
+      login_buffer_.consume(consumed);
+      if (!server_first) {
+        co_await send_fatal("08P01", "malformed SCRAM message");
+        co_return false;
+      }
+      out.clear();
+      protocol::append_auth_sasl_continue(out, *server_first);
+      if (!co_await write_client(out)) co_return false;
+
+      auto final_msg = co_await read_password_message(consumed);
+      if (!final_msg) co_return false;
+      auto server_final = scram.on_client_final(as_text(final_msg->body));
+      login_buffer_.consume(consumed);
+      if (!server_final) {
+        if (server_final.error() == protocol::errc::auth_failed) {
+          co_await send_fatal("28P01", auth_failed);
+        } else {
+          co_await send_fatal("08P01", "malformed SCRAM message");
+        }
+        co_return false;
+      }
+      out.clear();
+      protocol::append_auth_sasl_final(out, *server_final);
+      if (!co_await write_client(out)) co_return false;
+      break;
+    }
+  }
+  out.clear();
+  protocol::append_auth_ok(out);
+  co_return co_await write_client(out);
+}
+
+awaitable<bool> ClientSession::attach_server() {
+  const auto& db = *database_config_;
+  const auto& user = *user_config_;
+  pool::ServerTarget target;
+  target.host = db.host;
+  target.port = db.port;
+  target.dbname = db.dbname.empty() ? database_ : db.dbname;
+  target.user = user_;
+  if (!user.server_password.empty()) {
+    target.credential.plain = user.server_password;
+  } else if (protocol::auth::is_md5_hash(user.password)) {
+    target.credential.md5_hash = user.password;
+  } else if (!protocol::auth::is_scram_secret(user.password) && !user.password.empty()) {
+    target.credential.plain = user.password;
+  } else {
+    target.credential.plain = client_cleartext_password_;
+  }
+  const auto settings = context_.config().pool_for(db, user);
+  auto pool = context_.pools().get_or_create(database_, user_, target,
+                                             {settings.size, context_.config().timeouts.server_connect});
+  auto acquired = co_await pool->acquire(startup_params_, id_);
+  if (!acquired.lease) {
+    if (!acquired.failure.server_error.empty()) {
+      // PostgreSQL's own refusal, relayed as it was sent.
+      log()->info("[c{}] closing {}: server refused login: {} ({})", id_, peer_, acquired.failure.reason,
+                  acquired.failure.sqlstate);
+      co_await write_client(acquired.failure.server_error);
+      close_client();
+    } else {
+      co_await send_fatal("08006", acquired.failure.reason);
+    }
+    co_return false;
+  }
+  server_ = std::move(acquired.lease);
+  state_ = ServerState{};
+
+  client_key_ = context_.cancels().add();
+  key_registered_ = true;
+  context_.cancels().set_target(client_key_.pid, CancelTarget{db.host, db.port, server_->backend_key});
+
+  std::string out;
+  for (const auto& [name, value] : server_->parameters) protocol::append_parameter_status(out, name, value);
+  protocol::append_backend_key(out, client_key_);
+  protocol::append_ready_for_query(out, 'I');
+  co_return co_await write_client(out);
+}
+
+// ---- Relay ------------------------------------------------------------------------
+
+awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
+  ClientObserver observer{state_};
+  // Bytes that arrived with the last login message belong to the relay.
+  if (!login_buffer_.empty()) {
+    std::string pending(as_text(login_buffer_.data()));
+    login_buffer_.consume(pending.size());
+    auto bytes = protocol::Bytes(reinterpret_cast<const std::uint8_t*>(pending.data()), pending.size());
+    auto outcome = client_scanner_.feed(bytes, observer);
+    if (!outcome) {
+      protocol_error_ = outcome.error().message();
+      co_return RelayEnd::client_protocol_error;
+    }
+    std::size_t forward = outcome->stopped ? outcome->consumed - protocol::kHeaderSize : bytes.size();
+    if (!co_await write_server(std::string_view(pending.data(), forward))) co_return RelayEnd::server_closed;
+    if (outcome->stopped) co_return RelayEnd::client_terminated;
+  }
+  for (;;) {
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(client_buffer_), use_nothrow);
+    if (ec) co_return RelayEnd::client_closed;
+    auto outcome = client_scanner_.feed(protocol::Bytes(client_buffer_.data(), n), observer);
+    if (!outcome) {
+      protocol_error_ = outcome.error() == protocol::errc::message_too_large
+                            ? "message length exceeds max_message_size (" +
+                                  std::to_string(context_.config().max_message_size) + " bytes)"
+                            : "invalid message length";
+      co_return RelayEnd::client_protocol_error;
+    }
+    // Terminate is the last thing a client sends; everything before it is forwarded.
+    const std::size_t forward = outcome->stopped ? outcome->consumed - protocol::kHeaderSize : n;
+    if (forward > 0) {
+      auto [wec, written] =
+          co_await asio::async_write(server_->socket(), asio::buffer(client_buffer_.data(), forward), use_nothrow);
+      if (wec) co_return RelayEnd::server_closed;
+    }
+    if (outcome->stopped) co_return RelayEnd::client_terminated;
+    maybe_grow(client_buffer_, n);
+  }
+}
+
+awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
+  ServerObserver observer{state_, &*server_};
+  for (;;) {
+    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(server_buffer_), use_nothrow);
+    if (ec) co_return RelayEnd::server_closed;
+    auto outcome = server_scanner_.feed(protocol::Bytes(server_buffer_.data(), n), observer);
+    auto [wec, written] = co_await asio::async_write(client_, asio::buffer(server_buffer_.data(), n), use_nothrow);
+    if (!outcome) co_return RelayEnd::server_protocol_error;
+    if (wec) co_return RelayEnd::client_closed;
+    maybe_grow(server_buffer_, n);
+  }
+}
+
+// ---- Returning the server connection -------------------------------------------------
+
+awaitable<bool> ClientSession::drain_server() {
+  ServerObserver observer{state_, &*server_};
+  while (state_.pending > 0) {
+    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(server_buffer_), use_nothrow);
+    if (ec) co_return false;
+    auto outcome = server_scanner_.feed(protocol::Bytes(server_buffer_.data(), n), observer);
+    if (!outcome || state_.fatal) co_return false;
+  }
+  co_return true;
+}
+
+awaitable<bool> ClientSession::reset_server() {
+  std::string out;
+  if (state_.copy_in) {
+    protocol::append_copy_fail(out, "client disconnected");
+    state_.copy_in = false;
+  }
+  if (state_.unsynced) {
+    protocol::append_sync(out);
+    ++state_.pending;
+    state_.unsynced = false;
+  }
+  if (!out.empty() && !co_await write_server(out)) co_return false;
+  if (state_.pending > 0) {
+    // The client left while the server was still working for it: stop the work,
+    // then read until the server is idle again.
+    log()->info("[c{}] client left with a request in flight; cancelling on s{} (backend pid {})", id_,
+                server_->id(), server_->backend_key.pid);
+    co_await pool::send_cancel(context_.config().find_database(database_)->host,
+                               context_.config().find_database(database_)->port, server_->backend_key);
+    if (!co_await drain_server()) co_return false;
+  }
+  if (state_.transaction != 'I') {
+    out.clear();
+    protocol::append_query(out, "ROLLBACK");
+    ++state_.pending;
+    if (!co_await write_server(out) || !co_await drain_server()) co_return false;
+  }
+  const auto reset_query = context_.config().pool_for(*database_config_, *user_config_).server_reset_query;
+  if (!reset_query.empty()) {
+    out.clear();
+    protocol::append_query(out, reset_query);
+    ++state_.pending;
+    const int errors_before = state_.errors;
+    if (!co_await write_server(out) || !co_await drain_server()) co_return false;
+    if (state_.errors != errors_before) co_return false;
+  }
+  co_return state_.transaction == 'I' && server_scanner_.at_boundary();
+}
+
+awaitable<void> ClientSession::return_server() {
+  if (!server_) co_return;
+  if (state_.fatal) {
+    server_.discard();
+    co_return;
+  }
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, kCleanupTimeout);
+  auto outcome = co_await (reset_server() || deadline.async_wait(use_nothrow));
+  const bool clean = outcome.index() == 0 && std::get<0>(outcome);
+  if (clean) {
+    log()->debug("[c{}] server connection s{} reset and returned to the pool", id_, server_->id());
+    server_.release_clean();
+  } else {
+    log()->info("[c{}] server connection s{} could not be reset; closing it", id_, server_->id());
+    server_.discard();
+  }
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,89 @@
+#pragma once
+// One client connection, served by one coroutine from accept to close:
+// startup packet, client authentication, attaching a pooled server connection,
+// then relaying both directions until either side leaves, and finally returning
+// the server connection to its pool clean (or closing it).
+#include <memory>
+#include <string>
+
+#include "pool/asio.h"
+#include "pool/pool.h"
+#include "protocol/read_buffer.h"
+#include "protocol/scanner.h"
+#include "protocol/wire.h"
+#include "proxy/context.h"
+
+namespace sluice::proxy {
+
+class ClientSession : public std::enable_shared_from_this<ClientSession> {
+ public:
+  ClientSession(tcp::socket socket, Context& context, std::uint64_t id);
+  ~ClientSession();
+
+  awaitable<void> run();
+  // Thread-safe: closes the client (and its server connection) from the session's executor.
+  void request_close();
+  std::uint64_t id() const { return id_; }
+  asio::any_io_executor executor() { return client_.get_executor(); }
+
+  // Protocol state of the attached server connection, as seen in the relayed streams.
+  struct ServerState {
+    int pending = 0;          // Query/Sync/FunctionCall sent whose ReadyForQuery has not come back
+    char transaction = 'I';   // status of the last ReadyForQuery
+    bool copy_in = false;     // server waits for CopyData from the client
+    bool unsynced = false;    // extended-protocol messages sent since the last Sync
+    bool fatal = false;       // server sent FATAL/PANIC: it is closing
+    int errors = 0;           // ErrorResponses seen (used while resetting)
+  };
+
+ private:
+  enum class RelayEnd { client_closed, client_terminated, client_protocol_error, server_closed, server_protocol_error };
+  struct ClientObserver;
+  struct ServerObserver;
+
+  awaitable<bool> read_startup();
+  awaitable<bool> authenticate();
+  awaitable<bool> attach_server();
+  awaitable<RelayEnd> pump_client_to_server();
+  awaitable<RelayEnd> pump_server_to_client();
+  awaitable<void> return_server();
+  awaitable<bool> reset_server();
+  awaitable<bool> drain_server();
+  awaitable<bool> write_server(std::string_view bytes);
+
+  // Login-phase reading of one typed client message into login_buffer_.
+  awaitable<std::optional<protocol::Message>> read_client_message(std::size_t& consumed);
+  awaitable<void> send_fatal(std::string_view sqlstate, std::string_view message, std::string_view detail = {});
+  awaitable<bool> write_client(std::string_view bytes);
+  void close_client();
+
+  tcp::socket client_;
+  Context& context_;
+  const std::uint64_t id_;
+  std::string peer_;
+  bool counted_ = false;
+  asio::steady_timer login_timer_;
+
+  // Login.
+  protocol::ReadBuffer login_buffer_{1024};
+  std::string database_;  // as the client asked
+  std::string user_;
+  pool::StartupParams startup_params_;
+  const config::Database* database_config_ = nullptr;
+  const config::User* user_config_ = nullptr;
+  std::string client_cleartext_password_;  // only for [users."*"] cleartext pass-through
+  protocol::BackendKey client_key_{};
+  bool key_registered_ = false;
+
+  // Relay.
+  pool::Lease server_;
+  ServerState state_;
+  protocol::StreamScanner client_scanner_;
+  protocol::StreamScanner server_scanner_{1u << 30};
+  std::vector<std::uint8_t> client_buffer_;
+  std::vector<std::uint8_t> server_buffer_;
+  std::string protocol_error_;
+  std::string scratch_;
+};
+
+}  // namespace sluice::proxy

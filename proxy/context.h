@@ -1,0 +1,86 @@
+#pragma once
+// State shared by every client session of one Sluice process: the config, the
+// pools, the cancel-key registry and the live sessions (for shutdown).
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "config/config.h"
+#include "pool/pool.h"
+#include "protocol/auth.h"
+
+namespace sluice::proxy {
+
+class ClientSession;
+
+// Where a client's CancelRequest must go: the backend currently serving it.
+struct CancelTarget {
+  std::string host;
+  std::uint16_t port = 0;
+  protocol::BackendKey key;
+};
+
+// Maps the BackendKeyData Sluice gave each client to the backend serving it.
+class CancelRegistry {
+ public:
+  // Issues a fresh key (random pid and secret, pid unique among live clients).
+  protocol::BackendKey add();
+  void remove(std::uint32_t pid);
+  void set_target(std::uint32_t pid, std::optional<CancelTarget> target);
+  // The target for a CancelRequest, or nullopt for an unknown pid / wrong secret.
+  std::optional<CancelTarget> find(protocol::BackendKey key) const;
+
+ private:
+  struct Entry {
+    std::uint32_t secret = 0;
+    std::optional<CancelTarget> target;
+  };
+  mutable std::mutex mutex_;
+  std::unordered_map<std::uint32_t, Entry> entries_;
+};
+
+class Context {
+ public:
+  explicit Context(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
+
+  const config::Config& config() const { return *config_; }
+  pool::PoolRegistry& pools() { return pools_; }
+  CancelRegistry& cancels() { return cancels_; }
+
+  // Client connection accounting for max_client_conn.
+  bool try_add_client();
+  void remove_client();
+  int client_count() const { return clients_.load(std::memory_order_relaxed); }
+
+  // SCRAM secret for a user whose configured password is plain text: derived
+  // once (PBKDF2 is deliberately slow) with a random salt, then reused.
+  protocol::auth::ScramSecret scram_secret_for(const config::User& user);
+
+  // Live sessions, so shutdown can close them.
+  void track(std::uint64_t id, const std::shared_ptr<ClientSession>& session);
+  void untrack(std::uint64_t id);
+  void close_all_sessions();
+  std::size_t live_sessions();
+
+  bool shutting_down() const { return shutting_down_.load(); }
+  void begin_shutdown() { shutting_down_.store(true); }
+
+ private:
+  std::shared_ptr<const config::Config> config_;
+  pool::PoolRegistry pools_;
+  CancelRegistry cancels_;
+  std::atomic<int> clients_{0};
+  std::atomic<bool> shutting_down_{false};
+
+  std::mutex scram_mutex_;
+  std::map<std::string, protocol::auth::ScramSecret> scram_cache_;
+
+  std::mutex sessions_mutex_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<ClientSession>> sessions_;
+};
+
+}  // namespace sluice::proxy

@@ -1,0 +1,125 @@
+#include "proxy/server.h"
+
+#include <boost/asio/signal_set.hpp>
+#include <stdexcept>
+#include <thread>
+
+#include "pool/log.h"
+#include "proxy/client_session.h"
+
+namespace sluice::proxy {
+namespace {
+const std::shared_ptr<spdlog::logger>& log() {
+  static auto logger = module_logger("proxy");
+  return logger;
+}
+}  // namespace
+
+Server::Server(std::shared_ptr<const config::Config> config)
+    : config_(config), io_(), signals_(io_, SIGINT, SIGTERM), context_(config) {}
+
+void Server::bind() {
+  for (const auto& listen : config_->listen) {
+    error_code ec;
+    auto address = asio::ip::make_address(listen.host, ec);
+    if (ec) throw std::runtime_error("invalid listen address " + listen.host + ": " + ec.message());
+    tcp::endpoint endpoint(address, listen.port);
+    auto acceptor = std::make_unique<tcp::acceptor>(io_);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw std::runtime_error("could not listen on " + listen.host + ":" + std::to_string(listen.port) + ": " +
+                               ec.message());
+    }
+    log()->info("listening on {}:{}", listen.host, listen.port);
+    acceptors_.push_back(std::move(acceptor));
+  }
+}
+
+awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
+  static std::atomic<std::uint64_t> next_client_id{0};
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io_), use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of file descriptors and the like: log, back off briefly, keep serving.
+      log()->warn("accept failed: {}", ec.message());
+      asio::steady_timer pause(io_, std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    const auto id = ++next_client_id;
+    auto session = std::make_shared<ClientSession>(std::move(socket), context_, id);
+    context_.track(id, session);
+    asio::co_spawn(session->executor(), session->run(), [this, id, session](std::exception_ptr error) {
+      if (error) {
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          log()->error("[c{}] session ended with an exception: {}", id, e.what());
+        }
+      }
+      context_.untrack(id);
+      finish_if_drained();
+    });
+  }
+}
+
+void Server::shutdown() {
+  if (context_.shutting_down()) return;
+  log()->info("shutting down: closing listeners and {} client connection(s)", context_.client_count());
+  context_.begin_shutdown();
+  for (auto& acceptor : acceptors_) {
+    error_code ec;
+    acceptor->close(ec);
+  }
+  context_.close_all_sessions();
+  finish_if_drained();
+}
+
+void Server::stop() {
+  asio::post(io_, [this] { shutdown(); });
+}
+
+int Server::run() {
+  signals_.async_wait([this](error_code ec, int signo) {
+    if (ec) return;
+    log()->info("received signal {}", signo);
+    shutdown();
+    // A second signal while sessions are still closing: exit at once.
+    signals_.async_wait([](error_code ec2, int signo2) {
+      if (ec2) return;
+      log()->warn("received signal {} again; exiting without waiting for clients", signo2);
+      std::_Exit(0);
+    });
+  });
+  for (auto& acceptor : acceptors_) {
+    asio::co_spawn(io_, accept_loop(*acceptor), [](std::exception_ptr error) {
+      if (error) std::rethrow_exception(error);
+    });
+  }
+  int workers = config_->workers > 0 ? config_->workers : static_cast<int>(std::thread::hardware_concurrency());
+  if (workers <= 0) workers = 1;
+  log()->info("running with {} worker thread(s)", workers);
+  std::vector<std::thread> threads;
+  for (int i = 1; i < workers; ++i) threads.emplace_back([this] { io_.run(); });
+  io_.run();
+  for (auto& t : threads) t.join();
+  log()->info("stopped");
+  return 0;
+}
+
+void Server::finish_if_drained() {
+  if (!context_.shutting_down() || context_.live_sessions() > 0) return;
+  asio::post(io_, [this] {
+    if (finished_) return;
+    finished_ = true;
+    for (auto& pool : context_.pools().all()) pool->close_idle();
+    error_code ec;
+    signals_.cancel(ec);  // the last thing keeping io_.run() busy
+  });
+}
+
+}  // namespace sluice::proxy

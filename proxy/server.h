@@ -1,0 +1,37 @@
+#pragma once
+// The Sluice process: listeners that accept clients and spawn one session
+// coroutine per connection, worker threads, and signal-driven shutdown.
+#include <memory>
+#include <vector>
+
+#include <boost/asio/signal_set.hpp>
+
+#include "pool/asio.h"
+#include "proxy/context.h"
+
+namespace sluice::proxy {
+
+class Server {
+ public:
+  explicit Server(std::shared_ptr<const config::Config> config);
+  // Binds every listen address; throws std::runtime_error naming the address on failure.
+  void bind();
+  // Runs until SIGINT/SIGTERM (or stop()); returns the process exit status.
+  int run();
+  void stop();
+
+ private:
+  awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  void shutdown();
+  // Once shutting down and the last session has ended, lets io_.run() return.
+  void finish_if_drained();
+
+  std::shared_ptr<const config::Config> config_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  bool finished_ = false;
+  Context context_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+};
+
+}  // namespace sluice::proxy

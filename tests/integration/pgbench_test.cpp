@@ -1,0 +1,301 @@
+// Real PostgreSQL command-line clients through Sluice in session mode: pgbench (initialise,
+// then simple, extended and prepared protocol runs with 20 clients) and psql (-c and -f).
+// The password reaches the clients as PGPASSWORD in the child's environment, as an
+// operator would pass it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "support/harness.h"
+
+extern char** environ;
+
+namespace sluice::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kDb = "sluice_test";
+constexpr const char* kUser = "app";
+constexpr const char* kPassword = "app_pw";
+constexpr int kPoolSize = 25;  // pgbench -c 20 holds 20 sessions at once in session mode
+
+PostgresServer& pg() { return PostgresServer::shared(); }
+
+std::string pg_tool(const std::string& name) {
+  const std::string versioned = "/usr/lib/postgresql/15/bin/" + name;
+  return ::access(versioned.c_str(), X_OK) == 0 ? versioned : name;
+}
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed by a signal or not started
+  bool timed_out = false;
+  std::string output;  // stdout and stderr, interleaved
+  double seconds = 0;
+};
+
+// Runs argv[0] (looked up in PATH) with the parent's environment plus `env`, stdout and
+// stderr captured; killed after `timeout`.
+ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                  std::chrono::milliseconds timeout = 180s) {
+  ProcessResult result;
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const auto& mine : env) overridden |= mine.substr(0, mine.find('=')) == name;
+    // Settings a developer's shell may carry that would change what the clients do.
+    static const char* const kDropped[] = {"PGTZ", "PGDATESTYLE", "PGOPTIONS", "PGSERVICE", "PGSSLMODE",
+                                           "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE"};
+    for (const char* d : kDropped) overridden |= name == d;
+    if (!overridden) env_strings.push_back(entry);
+  }
+  for (const auto& mine : env) env_strings.push_back(mine);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp;
+  for (auto& s : args) argp.push_back(s.data());
+  argp.push_back(nullptr);
+
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return result;
+  const auto start = Clock::now();
+  const pid_t child = ::fork();
+  if (child < 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return result;
+  }
+  if (child == 0) {
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, STDIN_FILENO);
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(out[1], STDERR_FILENO);
+    ::execvpe(argp[0], argp.data(), envp.data());
+    const char msg[] = "exec failed\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  const auto deadline = start + timeout;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left <= 0ms) {
+      result.timed_out = true;
+      ::kill(child, SIGKILL);
+      break;
+    }
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000))) <= 0) continue;
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n > 0) {
+      result.output.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+std::optional<long long> parse_number(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  if (std::regex_search(text, m, std::regex(pattern))) return std::stoll(m[1].str());
+  return std::nullopt;
+}
+
+std::string tail(const std::string& text, std::size_t lines) {
+  std::size_t pos = text.size();
+  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) return text;
+  }
+  return text.substr(pos + 1);
+}
+
+class CommandLineClientsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    try {
+      pg();
+      sluice_ = std::make_unique<SluiceProcess>(default_config(kPoolSize));
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+  }
+  static void TearDownTestSuite() { sluice_.reset(); }
+  void SetUp() override {
+    ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
+    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail(sluice_->log(), 80);
+  }
+  void TearDown() override {
+    if (HasFailure() && sluice_) {
+      std::printf("---- last lines of the Sluice log ----\n%s\n--------------------------------------\n",
+                  tail(sluice_->log(), 80).c_str());
+    }
+  }
+
+  static std::vector<std::string> client_env() {
+    return {std::string("PGPASSWORD=") + kPassword, "LC_ALL=C", "LANG=C", "LANGUAGE=C", "PGCONNECT_TIMEOUT=60"};
+  }
+  static std::vector<std::string> connection_args() {
+    return {"-h", "127.0.0.1", "-p", std::to_string(sluice_->port()), "-U", kUser};
+  }
+
+  static ProcessResult pgbench(const std::vector<std::string>& options) {
+    std::vector<std::string> argv = {pg_tool("pgbench")};
+    for (const auto& a : connection_args()) argv.push_back(a);
+    for (const auto& o : options) argv.push_back(o);
+    argv.push_back(kDb);
+    return run(argv, client_env());
+  }
+
+  static ProcessResult psql(const std::vector<std::string>& options) {
+    std::vector<std::string> argv = {pg_tool("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-d", kDb};
+    for (const auto& a : connection_args()) argv.push_back(a);
+    for (const auto& o : options) argv.push_back(o);
+    return run(argv, client_env());
+  }
+
+  // `pgbench -i -s 1` through Sluice, once per binary (every run test needs its tables).
+  static void ensure_initialised() {
+    if (initialised_) return;
+    const ProcessResult r = pgbench({"-i", "-s", "1"});
+    std::printf("[ INFO     ] pgbench -i -s 1 through Sluice: exit %d after %.2f s\n%s\n", r.exit_code, r.seconds,
+                tail(r.output, 12).c_str());
+    ASSERT_FALSE(r.timed_out) << r.output;
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    initialised_ = true;
+  }
+
+  // A pgbench run through Sluice: exits 0, processed > 0 transactions, 0 failed.
+  static void expect_clean_run(const std::vector<std::string>& options) {
+    ensure_initialised();
+    ASSERT_TRUE(initialised_);
+    const ProcessResult r = pgbench(options);
+    std::string command = "pgbench";
+    for (const auto& o : options) command += " " + o;
+    std::printf("[ INFO     ] %s through Sluice: exit %d after %.2f s\n%s\n", command.c_str(), r.exit_code, r.seconds,
+                tail(r.output, 16).c_str());
+    ASSERT_FALSE(r.timed_out) << r.output;
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
+    const auto failed = parse_number(r.output, R"(number of failed transactions: (\d+))");
+    ASSERT_TRUE(processed.has_value()) << "no 'transactions actually processed' line:\n" << r.output;
+    ASSERT_TRUE(failed.has_value()) << "no 'number of failed transactions' line:\n" << r.output;
+    EXPECT_GT(*processed, 0);
+    EXPECT_EQ(*failed, 0) << r.output;
+    EXPECT_EQ(r.output.find("aborted"), std::string::npos) << r.output;
+    EXPECT_TRUE(sluice_->running());
+  }
+
+  static std::unique_ptr<SluiceProcess> sluice_;
+  static std::string error_;
+  static bool initialised_;
+};
+std::unique_ptr<SluiceProcess> CommandLineClientsTest::sluice_;
+std::string CommandLineClientsTest::error_;
+bool CommandLineClientsTest::initialised_ = false;
+
+TEST_F(CommandLineClientsTest, PgbenchInitialise) {
+  ensure_initialised();
+  EXPECT_EQ(pg().query_value("SELECT count(*) FROM pgbench_accounts"), "100000");
+  EXPECT_EQ(pg().query_value("SELECT count(*) FROM pgbench_branches"), "1");
+  EXPECT_EQ(pg().query_value("SELECT count(*) FROM pgbench_tellers"), "10");
+  // Primary keys were created (the last init step), so the whole sequence ran.
+  EXPECT_EQ(pg().query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'pgbench_accounts_pkey'"), "1");
+}
+
+TEST_F(CommandLineClientsTest, PgbenchSimpleProtocolTwentyClients) {
+  expect_clean_run({"-c", "20", "-j", "2", "-T", "5"});
+}
+
+TEST_F(CommandLineClientsTest, PgbenchExtendedProtocolTwentyClients) {
+  expect_clean_run({"-c", "20", "-j", "2", "-T", "3", "-M", "extended"});
+}
+
+TEST_F(CommandLineClientsTest, PgbenchPreparedProtocolTwentyClients) {
+  expect_clean_run({"-c", "20", "-j", "2", "-T", "3", "-M", "prepared"});
+}
+
+TEST_F(CommandLineClientsTest, PgbenchSelectOnlyWithReconnectPerTransaction) {
+  // -C: a new connection per transaction, so sessions start and end through Sluice all the time.
+  expect_clean_run({"-c", "10", "-j", "2", "-T", "3", "-S", "-C"});
+}
+
+TEST_F(CommandLineClientsTest, PsqlCommand) {
+  const ProcessResult r = psql({"-A", "-t", "-c", "select 1"});
+  ASSERT_FALSE(r.timed_out) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "1\n");
+
+  // An error is reported with psql's usual text and exit status 1.
+  const ProcessResult bad = psql({"-A", "-t", "-c", "select * from psql_no_such_table"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("relation \"psql_no_such_table\" does not exist"), std::string::npos) << bad.output;
+}
+
+TEST_F(CommandLineClientsTest, PsqlScriptFile) {
+  const std::string path = ::testing::TempDir() + "sluice_psql_script_" + std::to_string(::getpid()) + ".sql";
+  {
+    std::ofstream f(path);
+    f << "CREATE TABLE psql_script_items (id int PRIMARY KEY, name text);\n"
+         "INSERT INTO psql_script_items SELECT g, 'item ' || g FROM generate_series(1, 100) g;\n"
+         "BEGIN;\n"
+         "UPDATE psql_script_items SET name = upper(name) WHERE id <= 10;\n"
+         "COMMIT;\n"
+         "COPY psql_script_items (id, name) FROM STDIN;\n"
+         "101\tcopied one\n"
+         "102\tcopied two\n"
+         "\\.\n"
+         "\\set who sluice\n"
+         "SELECT count(*) || '|' || sum(id) FROM psql_script_items WHERE name LIKE 'ITEM%';\n"
+         "SELECT count(*) FROM psql_script_items;\n"
+         "SELECT :'who' || ' script done';\n";
+  }
+  const ProcessResult r = psql({"-A", "-t", "-q", "-f", path});
+  std::remove(path.c_str());
+  ASSERT_FALSE(r.timed_out) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "10|55\n102\nsluice script done\n");
+  EXPECT_EQ(pg().query_value("SELECT count(*) FROM psql_script_items"), "102");
+}
+
+TEST_F(CommandLineClientsTest, StillServesAfterAllOfTheAbove) {
+  ASSERT_TRUE(sluice_->running());
+  PgConn c = connect(sluice_->conninfo(kDb, kUser, kPassword));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  PgResult r(PQexec(c.get(), "SELECT 1"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "1");
+}
+
+}  // namespace
+}  // namespace sluice::test

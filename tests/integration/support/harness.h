@@ -1,0 +1,119 @@
+#pragma once
+// Test harness for integration tests: a real PostgreSQL 15 started once per test
+// binary, and Sluice processes started per test with a generated TOML config.
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sluice::test {
+
+struct SharedPostgres;
+
+// Roles created in the shared PostgreSQL (all LOGIN, passwords as given):
+//   postgres   / "postgres_pw"  superuser, scram-sha-256
+//   app        / "app_pw"       scram-sha-256 (owns database sluice_test)
+//   md5user    / "md5_pw"       stored as md5, pg_hba "md5"
+//   plainuser  / "plain_pw"     pg_hba "password" (cleartext)
+//   trustuser  / "trust_pw"     scram-sha-256 (Sluice's "trust" user: Sluice logs in with server_password)
+// Databases: sluice_test (owner app), sluice_other (owner app).
+// pg_hba: TCP on 127.0.0.1 as above; the Unix socket (in the temp dir) is `trust`, used only by the
+// harness itself (exec/query_value). A watchdog process stops PostgreSQL and removes the temp dir even
+// when the test binary is killed or crashes.
+class PostgresServer {
+ public:
+  // Started on first use (initdb in a temp dir, free port, as the `postgres` OS user
+  // when running as root), stopped and removed when the test binary exits.
+  static PostgresServer& shared();
+  std::string host() const { return "127.0.0.1"; }
+  int port() const { return port_; }
+  // libpq conninfo for a direct connection.
+  std::string conninfo(const std::string& dbname, const std::string& user, const std::string& password) const;
+  // Runs SQL as the superuser on `dbname`; throws std::runtime_error with the server's message on failure.
+  void exec(const std::string& sql, const std::string& dbname = "sluice_test") const;
+  // Single value of the first row/column as text (superuser); throws on failure.
+  std::string query_value(const std::string& sql, const std::string& dbname = "sluice_test") const;
+  std::string data_dir() const { return data_dir_; }
+  // Directory of the Unix socket (and of the server log, postgres.log).
+  std::string socket_dir() const { return base_dir_; }
+  // Everything PostgreSQL logged so far.
+  std::string log() const;
+
+ private:
+  friend struct SharedPostgres;
+  PostgresServer();
+  ~PostgresServer();
+  void start();
+  void stop() noexcept;
+  int port_ = 0;
+  std::string base_dir_;
+  std::string data_dir_;
+  bool as_postgres_user_ = false;  // running as root: PostgreSQL tools run as the `postgres` OS user
+  int watchdog_fd_ = -1;           // write end of the watchdog's pipe
+};
+
+// A running Sluice process. The constructor writes `toml` to a temp file, starts the
+// binary, and waits (bounded) until it accepts TCP connections; the destructor sends
+// SIGTERM and waits for exit (SIGKILL after a generous bound).
+class SluiceProcess {
+ public:
+  // `toml` may contain the placeholders {listen_port}, {pg_port}, {pg_host}, replaced before writing,
+  // and also {metrics_port} (another free port) and {dir} (this process's temp dir, e.g. for log files).
+  // Throws std::runtime_error (with Sluice's log) if Sluice exits or does not accept within 20 s.
+  // Sluice gets PR_SET_PDEATHSIG(SIGKILL): create it on a thread that outlives it (gtest's main thread).
+  explicit SluiceProcess(std::string toml);
+  ~SluiceProcess();
+  SluiceProcess(const SluiceProcess&) = delete;
+  SluiceProcess& operator=(const SluiceProcess&) = delete;
+
+  int port() const { return port_; }
+  std::string conninfo(const std::string& dbname, const std::string& user, const std::string& password,
+                       const std::string& extra = "") const;
+  // Everything Sluice wrote to stderr so far.
+  std::string log() const;
+  bool running() const;
+  // Sends SIGTERM, waits for exit (SIGKILL after 10 s), returns the exit status, or -1 when Sluice
+  // was ended by a signal. Idempotent: later calls return the same status.
+  int stop();
+  // Sends `signo` (e.g. SIGHUP for a reload) to Sluice.
+  void send_signal(int signo) const;
+  int pid() const { return pid_; }
+  int metrics_port() const { return metrics_port_; }
+  std::string dir() const { return dir_; }
+  std::string config_path() const { return dir_ + "/sluice.toml"; }
+
+ private:
+  bool start(const std::string& toml);  // false when the listen port was taken (caller retries)
+  bool reap(bool block) const;          // true once the process has exited (status recorded)
+  int port_ = 0;
+  int metrics_port_ = 0;
+  int pid_ = -1;
+  std::string dir_;
+  std::string log_path_;
+  mutable bool exited_ = false;
+  mutable int wait_status_ = 0;
+};
+
+// A session-mode config: databases sluice_test, sluice_other (and a "*" fallback) in front of the
+// shared PostgreSQL, users app (scram), md5user (md5), plainuser (cleartext), trustuser (trust,
+// server_password "trust_pw") and postgres (scram), with `pool_size`. No [users."*"].
+std::string default_config(int pool_size = 5);
+
+// A port that was free on 127.0.0.1 a moment ago (bind to port 0, read it, close). Another process
+// may take it before it is used; PostgresServer and SluiceProcess retry with a new port if so.
+int free_port();
+
+// RAII for PGconn*.
+struct PgConnDeleter { void operator()(PGconn* c) const { PQfinish(c); } };
+using PgConn = std::unique_ptr<PGconn, PgConnDeleter>;
+struct PgResultDeleter { void operator()(PGresult* r) const { PQclear(r); } };
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+PgConn connect(const std::string& conninfo);  // may return a connection in CONNECTION_BAD state
+// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+}  // namespace sluice::test
