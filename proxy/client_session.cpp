@@ -157,12 +157,20 @@ awaitable<void> ClientSession::send_fatal(std::string_view sqlstate, std::string
 }
 
 awaitable<void> ClientSession::run() {
+  co_await serve();
+  login_timer_.cancel();
+}
+
+awaitable<void> ClientSession::serve() {
   log()->info("[c{}] connection from {}", id_, peer_);
   const auto login_timeout = context_.config().timeouts.client_login;
   if (login_timeout.count() > 0) {
     login_timer_.expires_after(login_timeout);
-    login_timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (ec) return;  // cancelled: login finished in time
+    // A weak reference: a session that ended early must not be kept alive (nor keep
+    // io_context::run busy at shutdown) by its login timer.
+    login_timer_.async_wait([weak = weak_from_this()](error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;  // cancelled: login finished (or the session ended) in time
       log()->info("[c{}] closing {}: login not completed within client_login ({} ms)", self->id_, self->peer_,
                   self->context_.config().timeouts.client_login.count());
       self->close_client();

@@ -41,6 +41,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   struct ClientObserver;
   struct ServerObserver;
 
+  awaitable<void> serve();
   awaitable<bool> read_startup();
   awaitable<bool> authenticate();
   awaitable<bool> attach_server();

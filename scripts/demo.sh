@@ -13,6 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGBIN=/usr/lib/postgresql/15/bin
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-release}"
+DEMO_PASSWORD=app_pw  # role app's password, in PostgreSQL and in the generated config
 EXAMPLE="$ROOT/examples/sluice.toml"
 
 BACKEND=""
@@ -137,7 +138,7 @@ HBA
   (cd "$TMP" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/data" -l "$TMP/postgres.log" -w -t 60 start >/dev/null) ||
     { cat "$TMP/postgres.log" >&2 || true; say "PostgreSQL did not start"; exit 1; }
   "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$BACKEND_PORT" -U postgres -d postgres \
-    -c "CREATE ROLE app LOGIN PASSWORD 'app_pw'" -c "CREATE DATABASE app OWNER app" >/dev/null
+    -c "CREATE ROLE app LOGIN PASSWORD '$DEMO_PASSWORD'" -c "CREATE DATABASE app OWNER app" >/dev/null
 fi
 
 # --- Sluice config: examples/sluice.toml with this demo's addresses ---------------------------
@@ -150,20 +151,25 @@ fi
 METRICS_PORT="$(free_port)"
 CONFIG="$TMP/sluice.toml"
 # In [sluice]: listen and metrics_listen on this demo's ports. In every [databases.*] table:
-# host/hosts and port point at the backend. Everything else is the example as written.
+# host/hosts and port point at the backend. In [users.app]: the demo's password, app_pw (the
+# example may store a SCRAM secret of another password). Everything else is the example as written.
 awk -v listen="127.0.0.1:$SLUICE_PORT" -v metrics="127.0.0.1:$METRICS_PORT" \
-    -v bhost="$BACKEND_HOST" -v bport="$BACKEND_PORT" '
-  /^[[:space:]]*\[/ { table = $0; gsub(/[[:space:]]/, "", table) }
+    -v bhost="$BACKEND_HOST" -v bport="$BACKEND_PORT" -v password="$DEMO_PASSWORD" '
+  /^[[:space:]]*\[/ { table = $0; sub(/#.*/, "", table); gsub(/[[:space:]]/, "", table) }
   table == "[sluice]" && /^[[:space:]]*listen[[:space:]]*=/ { print "listen = [\"" listen "\"]"; next }
   table == "[sluice]" && /^[[:space:]]*metrics_listen[[:space:]]*=/ { print "metrics_listen = \"" metrics "\""; next }
   table ~ /^\[databases\./ && /^[[:space:]]*hosts[[:space:]]*=/ { print "hosts = [\"" bhost ":" bport "\"]"; next }
   table ~ /^\[databases\./ && /^[[:space:]]*host[[:space:]]*=/ { print "host = \"" bhost "\""; next }
   table ~ /^\[databases\./ && /^[[:space:]]*port[[:space:]]*=/ { print "port = " bport; next }
+  table == "[users.app]" && /^[[:space:]]*password[[:space:]]*=/ { print "password = \"" password "\""; next }
+  table == "[users.app]" && /^[[:space:]]*server_password[[:space:]]*=/ { print "server_password = \"" password "\""; next }
   { print }
 ' "$EXAMPLE" >"$CONFIG"
 if ! grep -q "^port = $BACKEND_PORT\$\|$BACKEND_HOST:$BACKEND_PORT" "$CONFIG" ||
-   ! grep -q "127.0.0.1:$SLUICE_PORT" "$CONFIG"; then
-  say "could not adapt $EXAMPLE (expected [sluice] listen and [databases.*] host/port lines); got:"
+   ! grep -q "127.0.0.1:$SLUICE_PORT" "$CONFIG" || ! grep -q '^\[databases\.app\]' "$CONFIG" ||
+   ! grep -q "^password = \"$DEMO_PASSWORD\"" "$CONFIG"; then
+  say "could not adapt $EXAMPLE (expected [sluice] listen, [databases.app] host/port and [users.app]"
+  say "password lines); got:"
   cat "$CONFIG" >&2
   exit 1
 fi
@@ -176,6 +182,7 @@ fi
 say "starting Sluice on 127.0.0.1:$SLUICE_PORT (logs below; config $CONFIG)"
 (cd "$TMP" && exec "$SLUICE_BIN" --config "$CONFIG") &
 SLUICE_PID=$!
+ready=""
 for _ in $(seq 1 200); do
   if ! kill -0 "$SLUICE_PID" 2>/dev/null; then
     wait "$SLUICE_PID" || true
@@ -183,10 +190,10 @@ for _ in $(seq 1 200); do
     say "Sluice exited before accepting connections"
     exit 1
   fi
-  port_in_use "$SLUICE_PORT" && break
+  if port_in_use "$SLUICE_PORT"; then ready=1; break; fi
   sleep 0.1
 done
-if ! port_in_use "$SLUICE_PORT"; then
+if [[ -z $ready ]]; then
   say "Sluice did not accept connections within 20 s"
   exit 1
 fi
@@ -195,7 +202,7 @@ cat <<BANNER
 
   Sluice is running in front of PostgreSQL at $BACKEND_HOST:$BACKEND_PORT. Connect with:
 
-    psql "postgresql://app:app_pw@127.0.0.1:$SLUICE_PORT/app"
+    psql "postgresql://app:$DEMO_PASSWORD@127.0.0.1:$SLUICE_PORT/app"
 
   Press Ctrl-C to stop Sluice$([[ -z $BACKEND ]] && echo " and PostgreSQL") and remove $TMP.
 

@@ -818,6 +818,30 @@ TEST_F(AuthTest, ManyMalformedClientsThenNormalClients) {
   for (int i = 0; i < 3; ++i) expect_still_serving();
 }
 
+// Sessions that ended in login errors or protocol violations leave nothing behind that keeps
+// Sluice from a clean shutdown: SIGTERM → exit 0 (the harness SIGKILLs after 10 s, giving -1).
+TEST(AuthShutdownTest, SigtermAfterFailedLoginsExitsZero) {
+  SluiceProcess sluice(default_config());
+  {
+    RawClient c(sluice.port());
+    ASSERT_TRUE(c.send("GET / HTTP/1.1\r\n\r\n"));
+    expect_fatal_then_close(c, "08P01");
+  }
+  {
+    PgConn conn = connect(sluice.conninfo("sluice_test", "app", "wrong_pw"));
+    EXPECT_EQ(PQstatus(conn.get()), CONNECTION_BAD);
+  }
+  {
+    PgConn conn = connect(sluice.conninfo("sluice_test", "ghost", "x"));
+    EXPECT_EQ(PQstatus(conn.get()), CONNECTION_BAD);
+  }
+  {
+    PgConn conn = connect(sluice.conninfo("sluice_test", "app", "app_pw"));
+    ASSERT_EQ(PQstatus(conn.get()), CONNECTION_OK) << error_of(conn);
+  }
+  EXPECT_EQ(sluice.stop(), 0) << "Sluice did not exit with status 0 within 10 s of SIGTERM";
+}
+
 // --- the raw client against PostgreSQL itself --------------------------------------------------
 // These pin down PostgreSQL's own behaviour that the Sluice tests above imitate, and check
 // the raw client's exchanges (a wrong SCRAM proof, a wrong MD5 hash) are well-formed.

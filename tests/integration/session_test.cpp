@@ -712,6 +712,40 @@ TEST_F(SessionPoolOfOneTest, DisconnectDuringPgSleepDoesNotHandBusyBackendToNext
   EXPECT_EQ(value(c.get(), "SELECT 2"), "2");
 }
 
+TEST_F(SessionPoolOfOneTest, CancelKeyOfAnEndedSessionDoesNotCancelTheNextSession) {
+  // A's key stays in the client's hands after A ends; the backend A used now serves B.
+  std::unique_ptr<PGcancel, decltype(&PQfreeCancel)> stale(nullptr, &PQfreeCancel);
+  long long a_pid = 0;
+  {
+    PgConn a = connect_ok(via_sluice());
+    a_pid = std::stoll(value(a.get(), "SELECT pg_backend_pid()"));
+    stale.reset(PQgetCancel(a.get()));
+    ASSERT_TRUE(stale);
+  }
+  PgConn b = connect_ok(via_sluice());
+  const long long b_pid = std::stoll(value(b.get(), "SELECT pg_backend_pid()"));
+  std::printf("[ INFO     ] session A on backend %lld, session B on backend %lld\n", a_pid, b_pid);
+  const std::string marker = "sluice_stale_key_marker";
+  ASSERT_EQ(PQsendQuery(b.get(), ("SELECT pg_sleep(4), 42 /* " + marker + " */").c_str()), 1);
+  ASSERT_TRUE(wait_for([&] { return active_backends_with_marker(marker) == 1; }, 20s));
+  char errbuf[256] = {};
+  EXPECT_EQ(PQcancel(stale.get(), errbuf, sizeof errbuf), 1) << errbuf;  // sent; must be ignored
+  PgResult r = next_result_within(b.get(), 60s);
+  ASSERT_TRUE(r) << "no result within 60 s";
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+      << "the cancel key of an ended session cancelled the next session's query: " << describe(b.get(), r.get());
+  ASSERT_TRUE(drain_results(b.get(), 20s));
+  // B's own key still works.
+  ASSERT_EQ(PQsendQuery(b.get(), ("SELECT pg_sleep(30) /* " + marker + "_2 */").c_str()), 1);
+  ASSERT_TRUE(wait_for([&] { return active_backends_with_marker(marker + "_2") == 1; }, 20s));
+  std::unique_ptr<PGcancel, decltype(&PQfreeCancel)> own(PQgetCancel(b.get()), &PQfreeCancel);
+  ASSERT_EQ(PQcancel(own.get(), errbuf, sizeof errbuf), 1) << errbuf;
+  PgResult r2 = next_result_within(b.get(), 60s);
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(sqlstate_of(r2.get()), "57014") << describe(b.get(), r2.get());
+  ASSERT_TRUE(drain_results(b.get(), 20s));
+}
+
 struct Baseline {
   std::string application_name;
   std::string search_path;
@@ -919,6 +953,32 @@ TEST_F(SessionPoolOfOneTest, StillServesAfterAllOfTheAbove) {
   PgConn c = connect_ok(via_sluice());
   EXPECT_EQ(value(c.get(), "SELECT 1"), "1");
   EXPECT_EQ(PQtransactionStatus(c.get()), PQTRANS_IDLE);
+}
+
+// ---------------------------------------------------------------------------
+// SIGTERM after ordinary session-mode traffic: stop accepting, close connections, exit 0.
+// A Sluice of its own, so that the other suites' order does not matter.
+// ---------------------------------------------------------------------------
+TEST(SessionShutdownTest, SigtermAfterSessionTrafficExitsZero) {
+  SluiceProcess sluice(default_config(2));
+  const std::string conninfo = sluice.conninfo(kDb, kUser, kPassword);
+  {
+    PgConn done = connect_ok(conninfo);
+    EXPECT_EQ(value(done.get(), "SELECT 1"), "1");
+  }
+  // A connection that never completes a login: a CancelRequest with an unknown key.
+  const RawCancelOutcome cancel = send_raw_cancel(sluice.port(), 12345, 67890);
+  EXPECT_TRUE(cancel.closed);
+  PgConn connected = connect_ok(conninfo);
+  EXPECT_EQ(value(connected.get(), "SELECT 2"), "2");
+
+  const auto start = Clock::now();
+  const int status = sluice.stop();  // SIGTERM; the harness sends SIGKILL after 10 s (status -1)
+  std::printf("[ INFO     ] sluice exited with status %d %.3f s after SIGTERM\n", status, seconds_since(start));
+  EXPECT_EQ(status, 0) << "Sluice did not exit with status 0 on SIGTERM; log:\n" << tail(sluice.log(), 40);
+  // The client that was still connected has lost its connection.
+  PgResult r(PQexec(connected.get(), "SELECT 3"));
+  EXPECT_NE(PQresultStatus(r.get()), PGRES_TUPLES_OK);
 }
 
 }  // namespace

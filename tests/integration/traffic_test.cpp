@@ -668,6 +668,75 @@ TEST_P(TrafficTest, PipelineModeWithAnErrorAbortsTheRestOfThatSync) {
   exec_ok(c, "DROP TABLE " + t);
 }
 
+// A non-blocking pipeline that keeps both directions busy at once: megabytes of queries go out
+// while megabytes of results come back, more than socket buffers hold. A relay that does not
+// pump both directions independently deadlocks here.
+TEST_P(TrafficTest, NonBlockingPipelineWithBothDirectionsSaturated) {
+  PgConn conn;
+  ASSERT_NO_FATAL_FAILURE(open(conn));
+  PGconn* c = conn.get();
+  ASSERT_EQ(PQsetnonblocking(c, 1), 0) << PQerrorMessage(c);
+  ASSERT_EQ(PQenterPipelineMode(c), 1) << PQerrorMessage(c);
+
+  constexpr int kQueries = 2000;
+  constexpr int kPerSync = 50;
+  const std::string filler(4000, 'p');
+  const std::string sql = "SELECT $1::int, length($2::text), repeat('r', 6000)";
+  int sent = 0, sent_syncs = 0, received = 0, received_syncs = 0;
+  bool expect_null = false;
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (received < kQueries || received_syncs < kQueries / kPerSync) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << "pipeline stalled: sent " << sent << " received " << received << " syncs " << received_syncs;
+    // Queue more work while libpq's output buffer is drained.
+    int flush = PQflush(c);
+    ASSERT_GE(flush, 0) << PQerrorMessage(c);
+    for (int k = 0; flush == 0 && k < kPerSync && sent < kQueries; ++k) {
+      const std::string id = std::to_string(sent);
+      const char* values[2] = {id.c_str(), filler.c_str()};
+      ASSERT_EQ(PQsendQueryParams(c, sql.c_str(), 2, nullptr, values, nullptr, nullptr, 0), 1) << PQerrorMessage(c);
+      if (++sent % kPerSync == 0) {
+        ASSERT_EQ(PQpipelineSync(c), 1) << PQerrorMessage(c);
+        ++sent_syncs;
+      }
+    }
+    flush = PQflush(c);
+    ASSERT_GE(flush, 0) << PQerrorMessage(c);
+
+    pollfd pfd{PQsocket(c), static_cast<short>(POLLIN | (flush == 1 ? POLLOUT : 0)), 0};
+    ::poll(&pfd, 1, 1000);
+    ASSERT_EQ(PQconsumeInput(c), 1) << PQerrorMessage(c);
+    while (received + received_syncs < sent + sent_syncs && !PQisBusy(c)) {
+      PgResult res(PQgetResult(c));
+      if (expect_null) {
+        ASSERT_FALSE(res) << "expected the end of query " << received - 1 << ", got " << result_error(res.get());
+        expect_null = false;
+        continue;
+      }
+      ASSERT_TRUE(res) << "unexpected NULL result after " << received << " results";
+      if (PQresultStatus(res.get()) == PGRES_PIPELINE_SYNC) {
+        ASSERT_EQ(received % kPerSync, 0) << "sync after " << received << " results";
+        ++received_syncs;
+        continue;
+      }
+      ASSERT_EQ(PQresultStatus(res.get()), PGRES_TUPLES_OK) << received << ": " << result_error(res.get());
+      ASSERT_EQ(std::string(PQgetvalue(res.get(), 0, 0)), std::to_string(received));
+      ASSERT_STREQ(PQgetvalue(res.get(), 0, 1), "4000");
+      ASSERT_EQ(PQgetlength(res.get(), 0, 2), 6000);
+      ++received;
+      expect_null = true;
+    }
+  }
+  if (expect_null) {
+    EXPECT_EQ(PQgetResult(c), nullptr);
+  }
+  EXPECT_EQ(received, kQueries);
+  EXPECT_EQ(received_syncs, kQueries / kPerSync);
+  ASSERT_EQ(PQexitPipelineMode(c), 1) << PQerrorMessage(c);
+  ASSERT_EQ(PQsetnonblocking(c, 0), 0);
+  EXPECT_EQ(scalar(c, "SELECT 'after pipeline'"), "after pipeline");
+}
+
 // ---------------------------------------------------------------------------------------------
 // COPY
 
