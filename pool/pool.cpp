@@ -75,6 +75,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
   std::unique_ptr<ServerConnection> found;
   bool may_open = false;
   std::shared_ptr<Waiter> waiter;
+  auto executor = co_await asio::this_coro::executor;
   {
     std::lock_guard lock(mutex_);
     if (waiters_.empty()) {
@@ -107,7 +108,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
       }
     }
     if (!found && !may_open) {
-      waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, params);
+      waiter = std::make_shared<Waiter>(executor, params);
       waiters_.push_back(waiter);
     }
   }

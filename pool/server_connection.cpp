@@ -163,6 +163,18 @@ awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams pa
   co_return co_await login(std::move(socket), target, params, id);
 }
 
+// Wrapped so that operator|| does not flatten ConnectResult's own alternatives
+// into its result variant.
+struct Attempt {
+  ConnectResult result;
+};
+
+awaitable<Attempt> attempt_connect(ServerTarget target, StartupParams params, std::uint64_t id) {
+  // (Not `co_return Attempt{co_await ...}`: g++ 12 mishandles co_await inside braced initialisers.)
+  auto result = co_await connect_and_login(std::move(target), std::move(params), id);
+  co_return Attempt{std::move(result)};
+}
+
 }  // namespace
 
 StartupParams normalize_startup_params(StartupParams params) {
@@ -203,14 +215,13 @@ awaitable<ConnectResult> connect_server(const ServerTarget& target, const Startu
                                         std::chrono::milliseconds timeout, std::uint64_t id) {
   using namespace asio::experimental::awaitable_operators;
   if (timeout.count() <= 0) co_return co_await connect_and_login(target, params, id);
-  asio::steady_timer timer(co_await asio::this_coro::executor, timeout);
-  auto outcome = co_await (connect_and_login(target, params, id) || timer.async_wait(use_nothrow));
-  if (outcome.index() == 1) {
-    log()->warn("[s{}] connecting to {} timed out after {} ms", id, target.address(), timeout.count());
-    co_return transport_failure("connection to server " + target.address() + " timed out (server_connect " +
-                                std::to_string(timeout.count()) + "ms)");
-  }
-  co_return std::move(std::get<0>(outcome));
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, timeout);
+  auto outcome = co_await (attempt_connect(target, params, id) || timer.async_wait(use_nothrow));
+  if (auto* finished = std::get_if<Attempt>(&outcome)) co_return std::move(finished->result);
+  log()->warn("[s{}] connecting to {} timed out after {} ms", id, target.address(), timeout.count());
+  co_return transport_failure("connection to server " + target.address() + " timed out (server_connect " +
+                              std::to_string(timeout.count()) + "ms)");
 }
 
 awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::BackendKey key) {

@@ -101,6 +101,7 @@ result<ErrorFields> parse_error_fields(Bytes body) noexcept {
       default: break;
     }
   }
+  if (pos != body.size()) return errc::malformed_message;
   return fields;
 }
 

@@ -631,7 +631,8 @@ awaitable<void> ClientSession::return_server() {
     co_return;
   }
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(co_await asio::this_coro::executor, kCleanupTimeout);
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer deadline(executor, kCleanupTimeout);
   auto outcome = co_await (reset_server() || deadline.async_wait(use_nothrow));
   const bool clean = outcome.index() == 0 && std::get<0>(outcome);
   if (clean) {

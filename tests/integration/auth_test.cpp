@@ -407,7 +407,15 @@ class AuthTest : public ::testing::Test {
   static void SetUpTestSuite() { sluice_ = std::make_unique<SluiceProcess>(default_config()); }
   static void TearDownTestSuite() { sluice_.reset(); }
 
-  void SetUp() override { ASSERT_TRUE(sluice_ && sluice_->running()) << "Sluice is not running"; }
+  void SetUp() override {
+    ASSERT_TRUE(sluice_) << "Sluice did not start (see SetUpTestSuite's error)";
+    if (!sluice_->running() && !reported_exit_) {
+      reported_exit_ = true;  // show the log once, not in every following test
+      FAIL() << "Sluice exited (status " << sluice_->stop() << ", -1 = killed by a signal); its log:\n"
+             << sluice_->log();
+    }
+    ASSERT_TRUE(sluice_->running()) << "Sluice is not running (it exited during an earlier test)";
+  }
 
   static SluiceProcess& sluice() { return *sluice_; }
 
@@ -420,8 +428,10 @@ class AuthTest : public ::testing::Test {
   }
 
   static std::unique_ptr<SluiceProcess> sluice_;
+  static bool reported_exit_;
 };
 std::unique_ptr<SluiceProcess> AuthTest::sluice_;
+bool AuthTest::reported_exit_ = false;
 
 // --- each client auth method, right password ---------------------------------------------
 
