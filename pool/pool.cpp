@@ -150,6 +150,13 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     co_return AcquireResult{Lease(), std::move(*failure)};
   }
   auto conn = std::move(std::get<0>(result));
+  {
+    std::lock_guard lock(mutex_);
+    // Bounded: a fleet of clients with ever-changing startup values (say, a unique
+    // application_name each) must not grow this without limit.
+    if (reported_parameters_.size() >= 256) reported_parameters_.clear();
+    reported_parameters_[params] = conn->parameters;
+  }
   log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
               conn->backend_key.pid);
   co_return AcquireResult{Lease(shared_from_this(), std::move(conn)), {}};
@@ -209,6 +216,14 @@ Pool::Counts Pool::counts() const {
   c.active = open_ - c.idle;
   c.waiting = static_cast<int>(waiters_.size());
   return c;
+}
+
+std::optional<std::vector<std::pair<std::string, std::string>>> Pool::cached_parameters(
+    const StartupParams& params) const {
+  std::lock_guard lock(mutex_);
+  auto it = reported_parameters_.find(params);
+  if (it == reported_parameters_.end()) return std::nullopt;
+  return it->second;
 }
 
 void Pool::close_idle() {

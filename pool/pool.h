@@ -4,6 +4,8 @@
 // slot goes to the first waiter. Connections are only handed to a client whose
 // startup parameters they were opened with (session semantics of RESET).
 #include <deque>
+#include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -69,6 +71,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
     int waiting = 0;
   };
   Counts counts() const;
+  // The ParameterStatus set a server connection opened with `params` reported at
+  // login, if one ever was: lets a client log in before it needs a server.
+  std::optional<std::vector<std::pair<std::string, std::string>>> cached_parameters(const StartupParams& params) const;
   // Closes idle connections (shutdown).
   void close_idle();
 
@@ -90,6 +95,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
   int open_ = 0;  // idle + leased + connecting; never above settings_.size
   std::deque<std::shared_ptr<Waiter>> waiters_;
+  std::map<StartupParams, std::vector<std::pair<std::string, std::string>>> reported_parameters_;
 };
 
 // All pools, created on first use.

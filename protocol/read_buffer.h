@@ -1,6 +1,7 @@
 #pragma once
-// A growable read buffer with a hard maximum, for message-at-a-time reading
-// during login and connection set-up (the relay path uses StreamScanner instead).
+// A growable read buffer for message-at-a-time reading (the size of a message is
+// capped by peek_message's max_body, which the caller checks before reading more),
+// used during login and connection set-up (the relay path uses StreamScanner instead).
 // Contract: prepare() returns writable space, commit(n) publishes n bytes read
 // into it, data() is the unconsumed bytes, consume(n) drops them. Views into
 // data() stay valid until the next prepare().
@@ -32,6 +33,12 @@ class ReadBuffer {
   void consume(std::size_t n) noexcept { begin_ += n; }
   std::size_t size() const noexcept { return end_ - begin_; }
   bool empty() const noexcept { return begin_ == end_; }
+  // Gives the memory back while nothing is buffered (an idle client keeps none).
+  void release_if_empty() {
+    if (begin_ != end_) return;
+    std::vector<std::uint8_t>().swap(storage_);
+    begin_ = end_ = 0;
+  }
 
  private:
   std::vector<std::uint8_t> storage_;

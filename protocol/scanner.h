@@ -38,6 +38,7 @@ class StreamScanner {
   void set_max_body(std::uint32_t max_body) noexcept { max_body_ = max_body; }
 
  private:
+  static constexpr std::size_t kMaxKeptStash = 16 * 1024;
   std::uint32_t max_body_;
   std::uint8_t header_[kHeaderSize]{};
   std::size_t header_len_ = 0;
@@ -87,7 +88,13 @@ result<StreamScanner::Outcome> StreamScanner::feed(Bytes chunk, Observer& observ
     remaining_ -= static_cast<std::uint32_t>(take);
     if (remaining_ != 0) break;  // chunk exhausted mid-body
     in_body_ = false;
-    if (inspecting_ && observer.on_message(type_, body) == ScanAction::stop) return Outcome{pos, true};
+    if (inspecting_) {
+      const ScanAction action = observer.on_message(type_, body);
+      // An unusually large inspected message (a long ErrorResponse) must not pin its
+      // memory for the rest of the connection.
+      if (stash_.capacity() > kMaxKeptStash) std::string().swap(stash_);
+      if (action == ScanAction::stop) return Outcome{pos, true};
+    }
   }
   return Outcome{pos, false};
 }

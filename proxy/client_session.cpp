@@ -1,6 +1,7 @@
 #include "proxy/client_session.h"
 
 #include <openssl/crypto.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -180,9 +181,21 @@ awaitable<void> ClientSession::serve() {
   if (!co_await read_startup()) co_return;
   if (!co_await authenticate()) co_return;
   login_timer_.cancel();
-  if (!co_await attach_server()) co_return;
-  log()->info("[c{}] login db={} user={} on server connection s{} (backend pid {})", id_, database_, user_,
-              server_->id(), server_->backend_key.pid);
+  if (!co_await finish_login()) co_return;
+  login_buffer_.release_if_empty();
+  if (!server_) {
+    // Logged in without a server connection: hold none (and no buffers) until the
+    // client actually sends something, as PgBouncer does, so idle clients cost
+    // only their socket and this session.
+    error_code ec;
+    if (login_buffer_.empty()) std::tie(ec) = co_await client_.async_wait(tcp::socket::wait_read, use_nothrow);
+    if (ec || client_wants_to_leave()) {
+      close_client();
+      log()->info("[c{}] client {} disconnected", id_, peer_);
+      co_return;
+    }
+    if (!co_await attach_server()) co_return;
+  }
 
   using namespace asio::experimental::awaitable_operators;
   client_buffer_.resize(kInitialRelayBuffer);
@@ -471,7 +484,7 @@ awaitable<bool> ClientSession::authenticate() {
   co_return co_await write_client(out);
 }
 
-awaitable<bool> ClientSession::attach_server() {
+std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   const auto& db = *database_config_;
   const auto& user = *user_config_;
   pool::ServerTarget target;
@@ -489,9 +502,42 @@ awaitable<bool> ClientSession::attach_server() {
     target.credential.plain = client_cleartext_password_;
   }
   const auto settings = context_.config().pool_for(db, user);
-  auto pool = context_.pools().get_or_create(database_, user_, target,
-                                             {settings.size, context_.config().timeouts.server_connect});
-  auto acquired = co_await pool->acquire(startup_params_, id_);
+  return context_.pools().get_or_create(database_, user_, target,
+                                        {settings.size, context_.config().timeouts.server_connect});
+}
+
+bool ClientSession::client_wants_to_leave() {
+  // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
+  std::uint8_t first = 0;
+  const ssize_t n = ::recv(client_.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  return first == 'X' && login_buffer_.empty();
+}
+
+awaitable<bool> ClientSession::finish_login() {
+  pool_ = find_pool();
+  client_key_ = context_.cancels().add();
+  key_registered_ = true;
+  std::string out;
+  if (auto cached = pool_->cached_parameters(startup_params_)) {
+    // A connection opened with these startup parameters has told us what the
+    // server reports; the client can start now and get a server on first use.
+    sent_parameters_ = std::move(*cached);
+  } else {
+    if (!co_await attach_server()) co_return false;
+    sent_parameters_ = server_->parameters;
+  }
+  for (const auto& [name, value] : sent_parameters_) protocol::append_parameter_status(out, name, value);
+  protocol::append_backend_key(out, client_key_);
+  protocol::append_ready_for_query(out, 'I');
+  log()->info("[c{}] login db={} user={}{}", id_, database_, user_,
+              server_ ? " (server connection s" + std::to_string(server_->id()) + ")" : "");
+  co_return co_await write_client(out);
+}
+
+awaitable<bool> ClientSession::attach_server() {
+  auto acquired = co_await pool_->acquire(startup_params_, id_);
   if (!acquired.lease) {
     if (!acquired.failure.server_error.empty()) {
       // PostgreSQL's own refusal, relayed as it was sent.
@@ -506,16 +552,22 @@ awaitable<bool> ClientSession::attach_server() {
   }
   server_ = std::move(acquired.lease);
   state_ = ServerState{};
-
-  client_key_ = context_.cancels().add();
-  key_registered_ = true;
-  context_.cancels().set_target(client_key_.pid, CancelTarget{db.host, db.port, server_->backend_key});
-
+  context_.cancels().set_target(client_key_.pid,
+                                CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
+  log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
+  if (sent_parameters_.empty()) co_return true;  // still logging in: the caller sends them
+  // Tell the client about any reported parameter that differs from what it was told
+  // at login (for example after ALTER ROLE ... SET on the server).
   std::string out;
-  for (const auto& [name, value] : server_->parameters) protocol::append_parameter_status(out, name, value);
-  protocol::append_backend_key(out, client_key_);
-  protocol::append_ready_for_query(out, 'I');
-  co_return co_await write_client(out);
+  for (const auto& [name, value] : server_->parameters) {
+    auto known = std::find_if(sent_parameters_.begin(), sent_parameters_.end(),
+                              [&](const auto& p) { return p.first == name; });
+    if (known == sent_parameters_.end() || known->second != value) {
+      protocol::append_parameter_status(out, name, value);
+    }
+  }
+  if (!out.empty() && !co_await write_client(out)) co_return false;
+  co_return true;
 }
 
 // ---- Relay ------------------------------------------------------------------------
@@ -602,8 +654,7 @@ awaitable<bool> ClientSession::reset_server() {
     // then read until the server is idle again.
     log()->info("[c{}] client left with a request in flight; cancelling on s{} (backend pid {})", id_,
                 server_->id(), server_->backend_key.pid);
-    co_await pool::send_cancel(context_.config().find_database(database_)->host,
-                               context_.config().find_database(database_)->port, server_->backend_key);
+    co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
     if (!co_await drain_server()) co_return false;
   }
   if (state_.transaction != 'I') {

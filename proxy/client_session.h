@@ -44,7 +44,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<void> serve();
   awaitable<bool> read_startup();
   awaitable<bool> authenticate();
+  std::shared_ptr<pool::Pool> find_pool();
+  // Sends ParameterStatus, BackendKeyData and ReadyForQuery; attaches a server
+  // first only when the pool has never reported parameters for these startup values.
+  awaitable<bool> finish_login();
   awaitable<bool> attach_server();
+  bool client_wants_to_leave();
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
   awaitable<void> return_server();
@@ -77,6 +82,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool key_registered_ = false;
 
   // Relay.
+  std::shared_ptr<pool::Pool> pool_;
+  std::vector<std::pair<std::string, std::string>> sent_parameters_;  // what the client was told at login
   pool::Lease server_;
   ServerState state_;
   protocol::StreamScanner client_scanner_;

@@ -41,7 +41,10 @@ void Server::bind() {
 awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
   static std::atomic<std::uint64_t> next_client_id{0};
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io_), use_nothrow);
+    // With one worker thread every session already runs serially: no strand needed.
+    asio::any_io_executor executor = io_.get_executor();
+    if (!single_threaded_) executor = asio::make_strand(io_);
+    auto [ec, socket] = co_await acceptor.async_accept(executor, use_nothrow);
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       // Out of file descriptors and the like: log, back off briefly, keep serving.
@@ -95,13 +98,14 @@ int Server::run() {
       std::_Exit(0);
     });
   });
+  int workers = config_->workers > 0 ? config_->workers : static_cast<int>(std::thread::hardware_concurrency());
+  if (workers <= 0) workers = 1;
+  single_threaded_ = workers == 1;
   for (auto& acceptor : acceptors_) {
     asio::co_spawn(io_, accept_loop(*acceptor), [](std::exception_ptr error) {
       if (error) std::rethrow_exception(error);
     });
   }
-  int workers = config_->workers > 0 ? config_->workers : static_cast<int>(std::thread::hardware_concurrency());
-  if (workers <= 0) workers = 1;
   log()->info("running with {} worker thread(s)", workers);
   std::vector<std::thread> threads;
   for (int i = 1; i < workers; ++i) threads.emplace_back([this] { io_.run(); });

@@ -30,6 +30,7 @@ class Server {
   asio::io_context io_;
   asio::signal_set signals_;
   bool finished_ = false;
+  bool single_threaded_ = false;
   Context context_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
 };

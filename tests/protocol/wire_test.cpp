@@ -1023,12 +1023,10 @@ TEST(ParseErrorFields, MalformedBodies) {
   }
 }
 
-// BUG (protocol/wire.cpp, parse_error_fields): bytes after the field list's terminating zero byte
-// are ignored, so a body whose contents disagree with its length is accepted. Every other parser
-// in wire.cpp rejects trailing bytes (parse_parameter_status, parse_password, the SASL mechanism
-// list, StartupMessage), libpq rejects such a message ("message contents do not agree with length
-// in message type"), and a pooler should fail closed. Expected malformed_message; actual: ok.
-// Kept enabled so that it fails until parse_error_fields checks `pos == body.size()`.
+// Regression: parse_error_fields used to ignore bytes after the field list's terminating zero
+// byte, accepting a body whose contents disagree with its length. libpq rejects such a message
+// ("message contents do not agree with length in message type"), the other parsers here reject
+// trailing bytes too, and a pooler fails closed.
 TEST(ParseErrorFields, BytesAfterTheTerminatorAreMalformed) {
   const std::string body = kPgErrorBody + "X" + cstr("trailing");
   ExactCopy copy(body);
