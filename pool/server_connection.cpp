@@ -1,6 +1,7 @@
 #include "pool/server_connection.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
@@ -160,7 +161,22 @@ awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams pa
   auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
   if (cec) co_return transport_failure("could not connect to server " + target.address() + ": " + cec.message());
   socket.set_option(tcp::no_delay(true));
-  co_return co_await login(std::move(socket), target, params, id);
+  // The connect registered the socket for EPOLLOUT with the reactor, so every
+  // send would later wake the reactor again and spoil its "the last read
+  // drained the socket" bookkeeping (an extra EAGAIN read per response).
+  // Re-registering the descriptor drops that interest; writes that never block
+  // never bring it back.
+  error_code ec;
+  const auto protocol = endpoint.protocol();
+  const auto fd = socket.release(ec);
+  if (ec) co_return transport_failure("could not set up the server socket: " + ec.message());
+  tcp::socket fresh(executor);
+  fresh.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    co_return transport_failure("could not set up the server socket: " + ec.message());
+  }
+  co_return co_await login(std::move(fresh), target, params, id);
 }
 
 // Wrapped so that operator|| does not flatten ConnectResult's own alternatives

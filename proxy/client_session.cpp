@@ -589,6 +589,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     if (outcome->stopped) co_return RelayEnd::client_terminated;
   }
   for (;;) {
+    // Asio skips the speculative read after a short one and waits for the next
+    // edge, so each request costs one read: no EAGAIN round trips.
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(client_buffer_), use_nothrow);
     if (ec) co_return RelayEnd::client_closed;
     auto outcome = client_scanner_.feed(protocol::Bytes(client_buffer_.data(), n), observer);

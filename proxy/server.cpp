@@ -15,8 +15,21 @@ const std::shared_ptr<spdlog::logger>& log() {
 }
 }  // namespace
 
+namespace {
+int worker_count(const config::Config& config) {
+  int workers = config.workers > 0 ? config.workers : static_cast<int>(std::thread::hardware_concurrency());
+  return workers > 0 ? workers : 1;
+}
+}  // namespace
+
+// With one worker the io_context is told so: one thread, and no locking of
+// per-socket reactor state (only that thread ever touches it).
 Server::Server(std::shared_ptr<const config::Config> config)
-    : config_(config), io_(), signals_(io_, SIGINT, SIGTERM), context_(config) {}
+    : config_(config),
+      workers_(worker_count(*config)),
+      io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
+      signals_(io_, SIGINT, SIGTERM),
+      context_(config) {}
 
 void Server::bind() {
   for (const auto& listen : config_->listen) {
@@ -98,8 +111,7 @@ int Server::run() {
       std::_Exit(0);
     });
   });
-  int workers = config_->workers > 0 ? config_->workers : static_cast<int>(std::thread::hardware_concurrency());
-  if (workers <= 0) workers = 1;
+  const int workers = workers_;
   single_threaded_ = workers == 1;
   for (auto& acceptor : acceptors_) {
     asio::co_spawn(io_, accept_loop(*acceptor), [](std::exception_ptr error) {

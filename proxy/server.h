@@ -27,6 +27,7 @@ class Server {
   void finish_if_drained();
 
   std::shared_ptr<const config::Config> config_;
+  int workers_;
   asio::io_context io_;
   asio::signal_set signals_;
   bool finished_ = false;
