@@ -28,7 +28,8 @@ Server::Server(std::shared_ptr<const config::Config> config)
     : config_(config),
       workers_(worker_count(*config)),
       io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
-      signals_(io_, SIGINT, SIGTERM),
+      control_(asio::make_strand(io_)),
+      signals_(control_, SIGINT, SIGTERM),
       context_(config) {}
 
 void Server::bind() {
@@ -96,25 +97,28 @@ void Server::shutdown() {
 }
 
 void Server::stop() {
-  asio::post(io_, [this] { shutdown(); });
+  asio::post(control_, [this] { shutdown(); });
 }
 
 int Server::run() {
+  // Signal handling, shutdown and the final cancel all run on control_, so the
+  // signal_set is never touched from two threads at once.
   signals_.async_wait([this](error_code ec, int signo) {
     if (ec) return;
     log()->info("received signal {}", signo);
-    shutdown();
     // A second signal while sessions are still closing: exit at once.
     signals_.async_wait([](error_code ec2, int signo2) {
       if (ec2) return;
       log()->warn("received signal {} again; exiting without waiting for clients", signo2);
       std::_Exit(0);
     });
+    shutdown();
   });
   const int workers = workers_;
   single_threaded_ = workers == 1;
   for (auto& acceptor : acceptors_) {
-    asio::co_spawn(io_, accept_loop(*acceptor), [](std::exception_ptr error) {
+    // On control_ as well: shutdown closes the acceptors from there.
+    asio::co_spawn(control_, accept_loop(*acceptor), [](std::exception_ptr error) {
       if (error) std::rethrow_exception(error);
     });
   }
@@ -129,7 +133,7 @@ int Server::run() {
 
 void Server::finish_if_drained() {
   if (!context_.shutting_down() || context_.live_sessions() > 0) return;
-  asio::post(io_, [this] {
+  asio::post(control_, [this] {
     if (finished_) return;
     finished_ = true;
     for (auto& pool : context_.pools().all()) pool->close_idle();

@@ -29,6 +29,7 @@ class Server {
   std::shared_ptr<const config::Config> config_;
   int workers_;
   asio::io_context io_;
+  asio::strand<asio::io_context::executor_type> control_;
   asio::signal_set signals_;
   bool finished_ = false;
   bool single_threaded_ = false;
