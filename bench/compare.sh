@@ -5,7 +5,7 @@
 # and prints a Markdown table (also written to bench/results/<date>-<set>.md, with a PNG chart).
 # See bench/README.md for what each scenario measures and how to read the table.
 #
-#   bench/compare.sh                     every scenario, 3 rounds of 10 s (about 15-20 minutes)
+#   bench/compare.sh                     every scenario, 3 rounds of 10 s (about 12-15 minutes)
 #   bench/compare.sh --quick             1 round of 2 s of simple20,connect8,idle50 (about 20 s)
 #
 #   --scenarios a,b,c      simple20 extended20 prepared20 connect8 many400 tpcb20 idle5000
@@ -220,7 +220,7 @@ cpu_ticks() {
   echo $((f[11] + f[12]))
 }
 proc_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
-fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 alive() { [[ $1 == direct ]] && return 0; [[ -z ${T_DEAD[$1]:-} ]] && kill -0 "${T_PID[$1]}" 2>/dev/null; }
 
 # --- environment ----------------------------------------------------------------------------
@@ -479,6 +479,9 @@ mark_dead_targets() {  # after each run: a pooler that exited is reported and no
       T_DEAD[$t]=1
       EXIT_STATUS=1
       note "$t (pid ${T_PID[$t]}) died during $1; its later runs are reported as 'died'"
+      # Forget the pid (pids wrap quickly on a busy machine; cleanup must not signal a stranger).
+      grep -vx "${T_PID[$t]}" "$TMP/pids" >"$TMP/pids.new"; mv "$TMP/pids.new" "$TMP/pids"
+      T_PID[$t]=""
     fi
   done
   if ! kill -0 "$PG_PID" 2>/dev/null; then
@@ -580,10 +583,11 @@ run_idle() {  # scenario target round
   else
     status=failed
     kill -0 "$IDLE_PID" 2>/dev/null && status=timeout
-    note "$s/$t round $r: $status: $(grep -m1 -E '^failed|error' "$out" | cut -c1-240)"
+    note "$s/$t round $r: $(grep -m1 -E '^failed|error' "$out" | sed 's/^failed: //' | cut -c1-240) ($status)"
   fi
   stop_pid "$IDLE_PID" TERM
   wait "$IDLE_PID" 2>/dev/null || true
+  grep -vx "$IDLE_PID" "$TMP/pids" >"$TMP/pids.new"; mv "$TMP/pids.new" "$TMP/pids"
   IDLE_PID=""
   # Let the pooler drop the closed clients before the next run: its descriptor count must come
   # back to where it was (plus any server connections it opened).
@@ -632,6 +636,7 @@ max_value() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t && $c
 sum_value() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { n += $c } END { print n + 0 }' "${4:-$RESULTS}"; }
 first_ok() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t && $4 == "ok" && $c != "" { print $c; exit }' "${4:-$RESULTS}"; }
 label() { case "$1" in direct) echo "direct" ;; sluice) echo "Sluice" ;; pgbouncer) echo "PgBouncer" ;; *) echo "$1" ;; esac; }
+ms() { [[ -n $1 ]] && awk -v v="$1" 'BEGIN { print v / 1000 }'; }
 mib() { [[ -z $1 ]] && { echo "—"; return; }; awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 PGB_SCENARIOS=() IDLE_SCENARIOS=()
@@ -647,9 +652,13 @@ load1() { sed -n 's/.*load average: \([0-9.]*\).*/\1/p' <<<"$1"; }
 LOAD_BEFORE=$(load1 "$UPTIME_BEFORE") LOAD_AFTER=$(load1 "$UPTIME_AFTER")
 NPROC=$(nproc)
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':(exclude)bench' 2>/dev/null | wc -l)
-[[ $GIT_DIRTY -gt 0 ]] && GIT_COMMIT+=" + uncommitted changes in $GIT_DIRTY tracked file(s) outside bench/"
+# The commit of the tree the Sluice binary sits in (a build dir inside a checkout or worktree),
+# else of this checkout.
+SLUICE_SRC=$(git -C "$(dirname "$SLUICE_BIN")" rev-parse --show-toplevel 2>/dev/null || echo "$ROOT")
+GIT_COMMIT=$(git -C "$SLUICE_SRC" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(git -C "$SLUICE_SRC" status --porcelain --untracked-files=no -- . ':(exclude)bench' ':(exclude)tests' 2>/dev/null | wc -l)
+[[ $GIT_DIRTY -gt 0 ]] && GIT_COMMIT+=" + uncommitted changes in $GIT_DIRTY tracked file(s) outside bench/ and tests/"
+[[ $SLUICE_SRC != "$ROOT" ]] && GIT_COMMIT+=" (checkout $SLUICE_SRC)"
 
 {
   echo "# Sluice vs PgBouncer vs direct: $SET_NAME ($DATE)"
@@ -687,7 +696,12 @@ GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':(exclu
         x_direct="" x_pgb="" x_cpu=""
         [[ $t != direct ]] && x_direct=$(ratio "$tps" "$tps_direct")
         if [[ $t != direct && $t != pgbouncer ]]; then x_pgb=$(ratio "$tps" "$tps_pgb"); x_cpu=$(ratio "$cpu" "$cpu_pgb"); fi
-        echo "| $s | $(label "$t") | $(fmt %.0f "$tps")$star | ${x_direct} | ${x_pgb} | $(fmt %.3f "$(awk -v v="$(med "$s" "$t" 8)" 'BEGIN { if (v != "") print v / 1000 }')") | $(fmt %.3f "$(awk -v v="$(med "$s" "$t" 9)" 'BEGIN { if (v != "") print v / 1000 }')") | $(sum_value "$s" "$t" 7) | $( [[ $t == direct ]] && echo "" || fmt %.1f "$cpu") | ${x_cpu} | $(mib "$(last_value "$s" "$t" 11)") | $(mib "$(max_value "$s" "$t" 12)") |"
+        mean_ms=$(fmt %.3f "$(ms "$(med "$s" "$t" 8)")")
+        p99_ms=$(fmt %.3f "$(ms "$(med "$s" "$t" 9)")")
+        cpu_cell=""
+        [[ $t != direct ]] && cpu_cell=$(fmt %.1f "$cpu")
+        echo "| $s | $(label "$t") | $(fmt %.0f "$tps")$star | $x_direct | $x_pgb | $mean_ms | $p99_ms |" \
+             "$(sum_value "$s" "$t" 7) | $cpu_cell | $x_cpu | $(mib "$(last_value "$s" "$t" 11)") | $(mib "$(max_value "$s" "$t" 12)") |"
       done
       echo >>"$CHART_DATA.tps"; echo >>"$CHART_DATA.cpu"
     done
@@ -731,9 +745,10 @@ GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':(exclu
   echo
   echo "| scenario | metric | target | measured | met |"
   echo "|---|---|---|---:|---|"
-  check() {  # scenario metric op threshold value
+  check() {  # scenario metric op threshold value [fail-means-missed]
     local met="no"
-    if [[ -z $5 ]]; then met="—"
+    if [[ -z $5 && -n ${6:-} ]]; then met="no"
+    elif [[ -z $5 ]]; then met="—"
     elif awk -v v="$5" -v th="$4" -v op="$3" 'BEGIN { exit !((op == "≥" && v >= th) || (op == "≤" && v <= th)) }'; then met="yes"; fi
     echo "| $1 | $2 | $3 $4 | ${5:-failed} | $met |"
   }
@@ -750,7 +765,7 @@ GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no -- . ':(exclu
     esac
   done
   for s in "${IDLE_SCENARIOS[@]}"; do
-    check "$s" "KiB per idle client" "≤" 1.5 "$(first_ok "$s" sluice 9 "$IDLE_RESULTS")"
+    check "$s" "KiB per idle client" "≤" 1.5 "$(first_ok "$s" sluice 9 "$IDLE_RESULTS")" missed
   done
   echo
   echo "## Per round"
