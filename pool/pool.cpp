@@ -155,7 +155,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     // Bounded: a fleet of clients with ever-changing startup values (say, a unique
     // application_name each) must not grow this without limit.
     if (reported_parameters_.size() >= 256) reported_parameters_.clear();
-    reported_parameters_[params] = conn->parameters;
+    reported_parameters_[params] = std::make_shared<const ParameterList>(conn->parameters);
   }
   log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
               conn->backend_key.pid);
@@ -218,11 +218,10 @@ Pool::Counts Pool::counts() const {
   return c;
 }
 
-std::optional<std::vector<std::pair<std::string, std::string>>> Pool::cached_parameters(
-    const StartupParams& params) const {
+std::shared_ptr<const ParameterList> Pool::cached_parameters(const StartupParams& params) const {
   std::lock_guard lock(mutex_);
   auto it = reported_parameters_.find(params);
-  if (it == reported_parameters_.end()) return std::nullopt;
+  if (it == reported_parameters_.end()) return nullptr;
   return it->second;
 }
 

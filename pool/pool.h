@@ -73,7 +73,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   Counts counts() const;
   // The ParameterStatus set a server connection opened with `params` reported at
   // login, if one ever was: lets a client log in before it needs a server.
-  std::optional<std::vector<std::pair<std::string, std::string>>> cached_parameters(const StartupParams& params) const;
+  // Shared, not copied: every idle client of the pool points at the same list.
+  std::shared_ptr<const ParameterList> cached_parameters(const StartupParams& params) const;
   // Closes idle connections (shutdown).
   void close_idle();
 
@@ -95,7 +96,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
   int open_ = 0;  // idle + leased + connecting; never above settings_.size
   std::deque<std::shared_ptr<Waiter>> waiters_;
-  std::map<StartupParams, std::vector<std::pair<std::string, std::string>>> reported_parameters_;
+  std::map<StartupParams, std::shared_ptr<const ParameterList>> reported_parameters_;
 };
 
 // All pools, created on first use.

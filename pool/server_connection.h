@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 // Startup parameters a client asked for (everything but user and database),
 // sorted by lower-cased name so that two sets compare equal regardless of order.
 using StartupParams = std::vector<std::pair<std::string, std::string>>;
+// Reportable server parameters (ParameterStatus name/value pairs).
+using ParameterList = std::vector<std::pair<std::string, std::string>>;
 StartupParams normalize_startup_params(StartupParams params);
 
 struct ServerCredential {

@@ -133,6 +133,7 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
 }
 
 ClientSession::~ClientSession() {
+  context_.untrack(id_);
   if (key_registered_) context_.cancels().remove(client_key_.pid);
   if (counted_) context_.remove_client();
 }
@@ -195,13 +196,29 @@ awaitable<void> ClientSession::serve() {
   login_timer_.cancel();
   if (!co_await finish_login()) co_return;
   login_buffer_.release_if_empty();
+  if (!server_ && login_buffer_.empty()) {
+    // Logged in without a server connection: park. Nothing of this session but the
+    // object itself waits for the client's first bytes (no coroutine frames, no
+    // buffers, no server), as PgBouncer does, so idle clients cost little.
+    client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      // The completion handler owns the session while resume() runs.
+      asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          log()->error("[c{}] session ended with an exception: {}", id, e.what());
+        }
+      });
+    });
+    co_return;
+  }
+  co_await resume({});
+}
+
+awaitable<void> ClientSession::resume(error_code wait_error) {
   if (!server_) {
-    // Logged in without a server connection: hold none (and no buffers) until the
-    // client actually sends something, as PgBouncer does, so idle clients cost
-    // only their socket and this session.
-    error_code ec;
-    if (login_buffer_.empty()) std::tie(ec) = co_await client_.async_wait(tcp::socket::wait_read, use_nothrow);
-    if (ec || client_wants_to_leave()) {
+    if (wait_error || client_wants_to_leave()) {
       close_client();
       log()->info("[c{}] client {} disconnected", id_, peer_);
       co_return;
@@ -541,12 +558,12 @@ awaitable<bool> ClientSession::finish_login() {
   if (auto cached = pool_->cached_parameters(startup_params_)) {
     // A connection opened with these startup parameters has told us what the
     // server reports; the client can start now and get a server on first use.
-    sent_parameters_ = std::move(*cached);
+    sent_parameters_ = std::move(cached);
   } else {
     if (!co_await attach_server()) co_return false;
-    sent_parameters_ = server_->parameters;
+    sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
   }
-  for (const auto& [name, value] : sent_parameters_) protocol::append_parameter_status(out, name, value);
+  for (const auto& [name, value] : *sent_parameters_) protocol::append_parameter_status(out, name, value);
   protocol::append_backend_key(out, client_key_);
   protocol::append_ready_for_query(out, 'I');
   log()->info("[c{}] login db={} user={}{}", id_, database_, user_,
@@ -573,14 +590,14 @@ awaitable<bool> ClientSession::attach_server() {
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
-  if (sent_parameters_.empty()) co_return true;  // still logging in: the caller sends them
+  if (!sent_parameters_) co_return true;  // still logging in: the caller sends them
   // Tell the client about any reported parameter that differs from what it was told
   // at login (for example after ALTER ROLE ... SET on the server).
   std::string out;
   for (const auto& [name, value] : server_->parameters) {
-    auto known = std::find_if(sent_parameters_.begin(), sent_parameters_.end(),
+    auto known = std::find_if(sent_parameters_->begin(), sent_parameters_->end(),
                               [&](const auto& p) { return p.first == name; });
-    if (known == sent_parameters_.end() || known->second != value) {
+    if (known == sent_parameters_->end() || known->second != value) {
       protocol::append_parameter_status(out, name, value);
     }
   }

@@ -42,6 +42,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   struct ServerObserver;
 
   awaitable<void> serve();
+  // Attaches a server if needed, relays until either side leaves, returns the server.
+  awaitable<void> resume(error_code wait_error);
   awaitable<bool> read_startup();
   awaitable<bool> authenticate();
   std::shared_ptr<pool::Pool> find_pool();
@@ -83,7 +85,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Relay.
   std::shared_ptr<pool::Pool> pool_;
-  std::vector<std::pair<std::string, std::string>> sent_parameters_;  // what the client was told at login
+  std::shared_ptr<const pool::ParameterList> sent_parameters_;  // what the client was told at login
   pool::Lease server_;
   ServerState state_;
   protocol::StreamScanner client_scanner_;

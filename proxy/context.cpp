@@ -63,8 +63,13 @@ void Context::track(std::uint64_t id, const std::shared_ptr<ClientSession>& sess
 }
 
 void Context::untrack(std::uint64_t id) {
-  std::lock_guard lock(sessions_mutex_);
-  sessions_.erase(id);
+  bool last = false;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    sessions_.erase(id);
+    last = sessions_.empty() && shutting_down();
+  }
+  if (last && last_session_hook_) last_session_hook_();
 }
 
 std::size_t Context::live_sessions() {

@@ -2,6 +2,7 @@
 // State shared by every client session of one Sluice process: the config, the
 // pools, the cancel-key registry and the live sessions (for shutdown).
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,7 +63,11 @@ class Context {
 
   // Live sessions, so shutdown can close them.
   void track(std::uint64_t id, const std::shared_ptr<ClientSession>& session);
+  // Called by the session's destructor: a parked session has no coroutine whose
+  // end could be observed, so its lifetime is what counts.
   void untrack(std::uint64_t id);
+  // Runs (on the untracking thread) when the last session is gone during shutdown.
+  void on_last_session_gone(std::function<void()> hook) { last_session_hook_ = std::move(hook); }
   void close_all_sessions();
   std::size_t live_sessions();
 
@@ -81,6 +86,7 @@ class Context {
 
   std::mutex sessions_mutex_;
   std::unordered_map<std::uint64_t, std::weak_ptr<ClientSession>> sessions_;
+  std::function<void()> last_session_hook_;
 };
 
 }  // namespace sluice::proxy

@@ -30,7 +30,9 @@ Server::Server(std::shared_ptr<const config::Config> config)
       io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
       control_(asio::make_strand(io_)),
       signals_(control_, SIGINT, SIGTERM),
-      context_(config) {}
+      context_(config) {
+  context_.on_last_session_gone([this] { finish_if_drained(); });
+}
 
 void Server::bind() {
   for (const auto& listen : config_->listen) {
@@ -70,7 +72,8 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
     const auto id = ++next_client_id;
     auto session = std::make_shared<ClientSession>(std::move(socket), context_, id);
     context_.track(id, session);
-    asio::co_spawn(session->executor(), session->run(), [this, id, session](std::exception_ptr error) {
+    // The handler owns the session until run() ends; a parked session is then owned by its wait.
+    asio::co_spawn(session->executor(), session->run(), [id, session](std::exception_ptr error) {
       if (error) {
         try {
           std::rethrow_exception(error);
@@ -78,8 +81,6 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
           log()->error("[c{}] session ended with an exception: {}", id, e.what());
         }
       }
-      context_.untrack(id);
-      finish_if_drained();
     });
   }
 }
