@@ -124,8 +124,7 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
     : client_(std::move(socket)),
       context_(context),
       id_(id),
-      login_timer_(client_.get_executor()),
-      client_scanner_(context.config().max_message_size) {
+      max_message_size_(context.config().max_message_size) {
   error_code ec;
   auto endpoint = client_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
@@ -172,17 +171,17 @@ awaitable<void> ClientSession::send_fatal(std::string_view sqlstate, std::string
 
 awaitable<void> ClientSession::run() {
   co_await serve();
-  login_timer_.cancel();
+  login_timer_.reset();  // destroying a timer cancels its wait
 }
 
 awaitable<void> ClientSession::serve() {
   log()->info("[c{}] connection from {}", id_, peer_);
   const auto login_timeout = context_.config().timeouts.client_login;
   if (login_timeout.count() > 0) {
-    login_timer_.expires_after(login_timeout);
+    login_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor(), login_timeout);
     // A weak reference: a session that ended early must not be kept alive (nor keep
     // io_context::run busy at shutdown) by its login timer.
-    login_timer_.async_wait([weak = weak_from_this()](error_code ec) {
+    login_timer_->async_wait([weak = weak_from_this()](error_code ec) {
       auto self = weak.lock();
       if (ec || !self) return;  // cancelled: login finished (or the session ended) in time
       log()->info("[c{}] closing {}: login not completed within client_login ({} ms)", self->id_, self->peer_,
@@ -193,7 +192,7 @@ awaitable<void> ClientSession::serve() {
 
   if (!co_await read_startup()) co_return;
   if (!co_await authenticate()) co_return;
-  login_timer_.cancel();
+  login_timer_.reset();
   if (!co_await finish_login()) co_return;
   login_buffer_.release_if_empty();
   if (!server_ && login_buffer_.empty()) {
@@ -233,8 +232,8 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     client_.non_blocking(true, ec);
     server_->socket().non_blocking(true, ec);
   }
-  client_buffer_.resize(kInitialRelayBuffer);
-  server_buffer_.resize(kInitialRelayBuffer);
+  relay_->client_buffer.resize(kInitialRelayBuffer);
+  relay_->server_buffer.resize(kInitialRelayBuffer);
   auto ended = co_await (pump_client_to_server() || pump_server_to_client());
   const RelayEnd end = std::visit([](auto e) { return e; }, ended);
 
@@ -586,7 +585,7 @@ awaitable<bool> ClientSession::attach_server() {
     co_return false;
   }
   server_ = std::move(acquired.lease);
-  state_ = ServerState{};
+  relay_ = std::make_unique<Relay>(max_message_size_);
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
@@ -608,13 +607,13 @@ awaitable<bool> ClientSession::attach_server() {
 // ---- Relay ------------------------------------------------------------------------
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
-  ClientObserver observer{state_};
+  ClientObserver observer{relay_->state};
   // Bytes that arrived with the last login message belong to the relay.
   if (!login_buffer_.empty()) {
     std::string pending(as_text(login_buffer_.data()));
     login_buffer_.consume(pending.size());
     auto bytes = protocol::Bytes(reinterpret_cast<const std::uint8_t*>(pending.data()), pending.size());
-    auto outcome = client_scanner_.feed(bytes, observer);
+    auto outcome = relay_->client_scanner.feed(bytes, observer);
     if (!outcome) {
       protocol_error_ = outcome.error().message();
       co_return RelayEnd::client_protocol_error;
@@ -626,9 +625,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
   for (;;) {
     // Asio skips the speculative read after a short one and waits for the next
     // edge, so each request costs one read: no EAGAIN round trips.
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(client_buffer_), use_nothrow);
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
     if (ec) co_return RelayEnd::client_closed;
-    auto outcome = client_scanner_.feed(protocol::Bytes(client_buffer_.data(), n), observer);
+    auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
     if (!outcome) {
       protocol_error_ = outcome.error() == protocol::errc::message_too_large
                             ? "message length exceeds max_message_size (" +
@@ -639,63 +638,63 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     // Terminate is the last thing a client sends; everything before it is forwarded.
     const std::size_t forward = outcome->stopped ? outcome->consumed - protocol::kHeaderSize : n;
     if (forward > 0) {
-      auto sent = send_now(server_->socket(), client_buffer_.data(), forward);
+      auto sent = send_now(server_->socket(), relay_->client_buffer.data(), forward);
       if (!sent) co_return RelayEnd::server_closed;
       if (*sent < forward) {
         auto [wec, written] = co_await asio::async_write(
-            server_->socket(), asio::buffer(client_buffer_.data() + *sent, forward - *sent), use_nothrow);
+            server_->socket(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), use_nothrow);
         if (wec) co_return RelayEnd::server_closed;
       }
     }
     if (outcome->stopped) co_return RelayEnd::client_terminated;
-    maybe_grow(client_buffer_, n);
+    maybe_grow(relay_->client_buffer, n);
   }
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
-  ServerObserver observer{state_, &*server_};
+  ServerObserver observer{relay_->state, &*server_};
   for (;;) {
-    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(server_buffer_), use_nothrow);
+    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return RelayEnd::server_closed;
-    auto outcome = server_scanner_.feed(protocol::Bytes(server_buffer_.data(), n), observer);
-    auto sent = send_now(client_, server_buffer_.data(), n);
+    auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
+    auto sent = send_now(client_, relay_->server_buffer.data(), n);
     if (sent && *sent < n) {
       auto [wec, written] =
-          co_await asio::async_write(client_, asio::buffer(server_buffer_.data() + *sent, n - *sent), use_nothrow);
+          co_await asio::async_write(client_, asio::buffer(relay_->server_buffer.data() + *sent, n - *sent), use_nothrow);
       if (wec) sent.reset();
     }
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
-    maybe_grow(server_buffer_, n);
+    maybe_grow(relay_->server_buffer, n);
   }
 }
 
 // ---- Returning the server connection -------------------------------------------------
 
 awaitable<bool> ClientSession::drain_server() {
-  ServerObserver observer{state_, &*server_};
-  while (state_.pending > 0) {
-    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(server_buffer_), use_nothrow);
+  ServerObserver observer{relay_->state, &*server_};
+  while (relay_->state.pending > 0) {
+    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return false;
-    auto outcome = server_scanner_.feed(protocol::Bytes(server_buffer_.data(), n), observer);
-    if (!outcome || state_.fatal) co_return false;
+    auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
+    if (!outcome || relay_->state.fatal) co_return false;
   }
   co_return true;
 }
 
 awaitable<bool> ClientSession::reset_server() {
   std::string out;
-  if (state_.copy_in) {
+  if (relay_->state.copy_in) {
     protocol::append_copy_fail(out, "client disconnected");
-    state_.copy_in = false;
+    relay_->state.copy_in = false;
   }
-  if (state_.unsynced) {
+  if (relay_->state.unsynced) {
     protocol::append_sync(out);
-    ++state_.pending;
-    state_.unsynced = false;
+    ++relay_->state.pending;
+    relay_->state.unsynced = false;
   }
   if (!out.empty() && !co_await write_server(out)) co_return false;
-  if (state_.pending > 0) {
+  if (relay_->state.pending > 0) {
     // The client left while the server was still working for it: stop the work,
     // then read until the server is idle again.
     log()->info("[c{}] client left with a request in flight; cancelling on s{} (backend pid {})", id_,
@@ -703,27 +702,27 @@ awaitable<bool> ClientSession::reset_server() {
     co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
     if (!co_await drain_server()) co_return false;
   }
-  if (state_.transaction != 'I') {
+  if (relay_->state.transaction != 'I') {
     out.clear();
     protocol::append_query(out, "ROLLBACK");
-    ++state_.pending;
+    ++relay_->state.pending;
     if (!co_await write_server(out) || !co_await drain_server()) co_return false;
   }
   const auto reset_query = context_.config().pool_for(*database_config_, *user_config_).server_reset_query;
   if (!reset_query.empty()) {
     out.clear();
     protocol::append_query(out, reset_query);
-    ++state_.pending;
-    const int errors_before = state_.errors;
+    ++relay_->state.pending;
+    const int errors_before = relay_->state.errors;
     if (!co_await write_server(out) || !co_await drain_server()) co_return false;
-    if (state_.errors != errors_before) co_return false;
+    if (relay_->state.errors != errors_before) co_return false;
   }
-  co_return state_.transaction == 'I' && server_scanner_.at_boundary();
+  co_return relay_->state.transaction == 'I' && relay_->server_scanner.at_boundary();
 }
 
 awaitable<void> ClientSession::return_server() {
   if (!server_) co_return;
-  if (state_.fatal) {
+  if (relay_->state.fatal) {
     server_.discard();
     co_return;
   }

@@ -70,7 +70,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   const std::uint64_t id_;
   std::string peer_;
   bool counted_ = false;
-  asio::steady_timer login_timer_;
+  std::unique_ptr<asio::steady_timer> login_timer_;  // only while logging in
+  std::uint32_t max_message_size_;
 
   // Login.
   protocol::ReadBuffer login_buffer_{1024};
@@ -87,13 +88,18 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::shared_ptr<pool::Pool> pool_;
   std::shared_ptr<const pool::ParameterList> sent_parameters_;  // what the client was told at login
   pool::Lease server_;
-  ServerState state_;
-  protocol::StreamScanner client_scanner_;
-  protocol::StreamScanner server_scanner_{1u << 30};
-  std::vector<std::uint8_t> client_buffer_;
-  std::vector<std::uint8_t> server_buffer_;
+  // What only an attached session needs, allocated on attach so that a parked
+  // (idle, logged-in) client carries none of it.
+  struct Relay {
+    explicit Relay(std::uint32_t max_message_size) : client_scanner(max_message_size) {}
+    ServerState state;
+    protocol::StreamScanner client_scanner;
+    protocol::StreamScanner server_scanner{1u << 30};
+    std::vector<std::uint8_t> client_buffer;
+    std::vector<std::uint8_t> server_buffer;
+  };
+  std::unique_ptr<Relay> relay_;
   std::string protocol_error_;
-  std::string scratch_;
 };
 
 }  // namespace sluice::proxy
