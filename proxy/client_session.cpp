@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cctype>
+#include <cstring>
 
 #include "pool/log.h"
 #include "protocol/auth.h"
@@ -445,7 +446,7 @@ awaitable<bool> ClientSession::authenticate() {
                                      : protocol::auth::md5_password_hash(user.password, user_);
       std::array<std::uint8_t, 4> salt{};
       auto random = protocol::auth::random_bytes(4);
-      std::copy(random.begin(), random.end(), salt.begin());
+      std::memcpy(salt.data(), random.data(), std::min(random.size(), salt.size()));
       protocol::append_auth_md5(out, salt);
       if (!co_await write_client(out)) co_return false;
       std::size_t consumed = 0;

@@ -61,8 +61,8 @@ void write_text_file(const std::string& path, const std::string& text, bool appe
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-std::string make_temp_dir(const std::string& prefix) {
-  std::string pattern = "/tmp/" + prefix + "-XXXXXX";
+std::string make_temp_dir(const std::string& prefix, const std::string& parent = "/tmp") {
+  std::string pattern = parent + "/" + prefix + "-XXXXXX";
   if (mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("mkdtemp(" + pattern + "): " + std::strerror(errno));
   }
@@ -442,7 +442,9 @@ std::string PostgresServer::query_value(const std::string& sql, const std::strin
 // SluiceProcess
 
 SluiceProcess::SluiceProcess(std::string toml) {
-  dir_ = make_temp_dir("sluice");
+  // Inside PostgreSQL's temp dir, so that the watchdog removes it too if the test binary is
+  // killed before this destructor runs.
+  dir_ = make_temp_dir("sluice", PostgresServer::shared().socket_dir());
   log_path_ = dir_ + "/sluice.log";
   try {
     for (int attempt = 1;; ++attempt) {
@@ -492,6 +494,7 @@ bool SluiceProcess::start(const std::string& toml) {
     dup2(devnull, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
+    if (chdir(dir_.c_str()) != 0) _exit(126);  // relative paths in the config land in dir_
     execv(binary.c_str(), argv);
     const char msg[] = "harness: exec of the sluice binary failed\n";
     (void)!write(2, msg, sizeof msg - 1);
@@ -562,6 +565,8 @@ int SluiceProcess::stop() {
     while (!reap(false) && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
     if (!reap(false)) {
       std::cerr << "[harness] sluice (pid " << pid_ << ") ignored SIGTERM for 10 s; sending SIGKILL\n";
+      // Sluice must always exit on SIGTERM: a hang here is a bug, not a test detail.
+      ADD_FAILURE() << "sluice (pid " << pid_ << ") did not exit within 10 s of SIGTERM";
       kill(pid_, SIGKILL);
       reap(true);
     }

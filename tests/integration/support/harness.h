@@ -82,6 +82,7 @@ class SluiceProcess {
   void send_signal(int signo) const;
   int pid() const { return pid_; }
   int metrics_port() const { return metrics_port_; }
+  // This process's temp dir (config, log); inside PostgresServer's temp dir.
   std::string dir() const { return dir_; }
   std::string config_path() const { return dir_ + "/sluice.toml"; }
 
