@@ -160,7 +160,8 @@ awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams pa
   tcp::socket socket(executor);
   auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
   if (cec) co_return transport_failure("could not connect to server " + target.address() + ": " + cec.message());
-  socket.set_option(tcp::no_delay(true));
+  error_code nodelay_error;
+  socket.set_option(tcp::no_delay(true), nodelay_error);  // best effort; never throw here
   // The connect registered the socket for EPOLLOUT with the reactor, so every
   // send would later wake the reactor again and spoil its "the last read
   // drained the socket" bookkeeping (an extra EAGAIN read per response).
@@ -240,7 +241,8 @@ awaitable<ConnectResult> connect_server(const ServerTarget& target, const Startu
                               std::to_string(timeout.count()) + "ms)");
 }
 
-awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::BackendKey key) {
+namespace {
+awaitable<void> send_cancel_unbounded(std::string host, std::uint16_t port, protocol::BackendKey key) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);
   auto [rec, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), use_nothrow);
@@ -260,6 +262,17 @@ awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::Back
     auto [ec, n] = co_await socket.async_read_some(asio::buffer(sink), use_nothrow);
     if (ec) break;
   }
+}
+}  // namespace
+
+awaitable<void> send_cancel(std::string host, std::uint16_t port, protocol::BackendKey key) {
+  using namespace asio::experimental::awaitable_operators;
+  // Bounded: a backend host that drops packets must not pin a session (or shutdown).
+  constexpr auto kCancelTimeout = std::chrono::seconds(5);
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, kCancelTimeout);
+  auto outcome = co_await (send_cancel_unbounded(host, port, key) || timer.async_wait(use_nothrow));
+  if (outcome.index() == 1) log()->warn("cancel request to {}:{} timed out", host, port);
 }
 
 }  // namespace sluice::pool

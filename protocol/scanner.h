@@ -27,7 +27,16 @@ class StreamScanner {
   struct Outcome {
     std::size_t consumed = 0;  // bytes of the chunk walked (all, unless the observer stopped)
     bool stopped = false;      // the observer returned ScanAction::stop for a message ending at `consumed`
+    // When stopped: where the stopping message's header began in this chunk, or
+    // npos when it began in an earlier chunk (so part of it was already passed on).
+    std::size_t stop_message_begin = 0;
   };
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  // Inspected bodies longer than this are delivered truncated to their first
+  // kMaxInspected bytes: the fields Sluice reads (severity, SQLSTATE, status) come
+  // first, and a 300 MB ErrorResponse must not be held in memory.
+  static constexpr std::size_t kMaxInspected = 64 * 1024;
 
   // Walks `chunk`. Errors (bad length, oversized message) leave the scanner unusable.
   template <class Observer>
@@ -46,6 +55,9 @@ class StreamScanner {
   bool inspecting_ = false;
   char type_ = 0;
   std::uint32_t remaining_ = 0;
+  std::uint32_t body_length_ = 0;
+  bool began_in_this_chunk_ = false;
+  std::size_t message_begin_ = 0;
   std::string stash_;  // body of an inspected message split across chunks; capacity is reused
 };
 
@@ -57,12 +69,21 @@ result<StreamScanner::Outcome> StreamScanner::feed(Bytes chunk, Observer& observ
     if (!in_body_) {
       // Collect the 5-byte header; the common case has it whole in the chunk.
       if (header_len_ == 0 && size - pos >= kHeaderSize) {
+        began_in_this_chunk_ = true;
+        message_begin_ = pos;
         type_ = static_cast<char>(chunk[pos]);
         remaining_ = read_u32(chunk.data() + pos + 1);
         pos += kHeaderSize;
       } else {
+        if (header_len_ == 0) {
+          began_in_this_chunk_ = true;
+          message_begin_ = pos;
+        }
         while (header_len_ < kHeaderSize && pos < size) header_[header_len_++] = chunk[pos++];
-        if (header_len_ < kHeaderSize) break;
+        if (header_len_ < kHeaderSize) {
+          began_in_this_chunk_ = false;  // the next chunk continues this header
+          break;
+        }
         type_ = static_cast<char>(header_[0]);
         remaining_ = read_u32(header_ + 1);
         header_len_ = 0;
@@ -70,6 +91,7 @@ result<StreamScanner::Outcome> StreamScanner::feed(Bytes chunk, Observer& observ
       if (remaining_ < 4) return errc::bad_length;
       remaining_ -= 4;
       if (remaining_ > max_body_) return errc::message_too_large;
+      body_length_ = remaining_;
       in_body_ = true;
       inspecting_ = observer.inspect(type_);
       stash_.clear();
@@ -77,26 +99,31 @@ result<StreamScanner::Outcome> StreamScanner::feed(Bytes chunk, Observer& observ
     const std::size_t take = std::min<std::size_t>(remaining_, size - pos);
     Bytes body;
     if (inspecting_) {
-      if (stash_.empty() && take == remaining_) {
-        body = chunk.subspan(pos, take);  // whole body in this chunk: no copy
+      if (stash_.empty() && take == remaining_ && body_length_ == remaining_) {
+        // Whole body in this chunk: a view, no copy (capped like a stashed one).
+        body = chunk.subspan(pos, std::min<std::size_t>(take, kMaxInspected));
       } else {
-        stash_.append(reinterpret_cast<const char*>(chunk.data() + pos), take);
+        const std::size_t room = kMaxInspected > stash_.size() ? kMaxInspected - stash_.size() : 0;
+        stash_.append(reinterpret_cast<const char*>(chunk.data() + pos), std::min(take, room));
         body = Bytes(reinterpret_cast<const std::uint8_t*>(stash_.data()), stash_.size());
       }
     }
     pos += take;
     remaining_ -= static_cast<std::uint32_t>(take);
-    if (remaining_ != 0) break;  // chunk exhausted mid-body
+    if (remaining_ != 0) {
+      began_in_this_chunk_ = false;  // the next chunk continues this body
+      break;                         // chunk exhausted mid-body
+    }
     in_body_ = false;
     if (inspecting_) {
       const ScanAction action = observer.on_message(type_, body);
-      // An unusually large inspected message (a long ErrorResponse) must not pin its
-      // memory for the rest of the connection.
+      // An unusually large inspected message must not pin its memory for the rest
+      // of the connection.
       if (stash_.capacity() > kMaxKeptStash) std::string().swap(stash_);
-      if (action == ScanAction::stop) return Outcome{pos, true};
+      if (action == ScanAction::stop) return Outcome{pos, true, began_in_this_chunk_ ? message_begin_ : npos};
     }
   }
-  return Outcome{pos, false};
+  return Outcome{pos, false, 0};
 }
 
 }  // namespace sluice::protocol

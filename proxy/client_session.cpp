@@ -51,6 +51,25 @@ std::optional<std::size_t> send_now(tcp::socket& socket, const std::uint8_t* dat
   return std::nullopt;
 }
 
+// Whether an ErrorResponse body says FATAL or PANIC. Reads only up to the
+// severity fields, so a body the scanner truncated still answers.
+bool severity_is_fatal(protocol::Bytes body) {
+  std::size_t pos = 0;
+  while (pos < body.size() && body[pos] != 0) {
+    const char code = static_cast<char>(body[pos++]);
+    const auto* start = body.data() + pos;
+    const auto* nul = static_cast<const std::uint8_t*>(std::memchr(start, 0, body.size() - pos));
+    if (nul == nullptr) return false;
+    std::string_view value(reinterpret_cast<const char*>(start), static_cast<std::size_t>(nul - start));
+    if (code == 'V' || code == 'S') {
+      if (value == "FATAL" || value == "PANIC") return true;
+      if (code == 'V') return false;  // the non-localized severity is authoritative
+    }
+    pos += value.size() + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 // Watches client -> server traffic. Counting happens at header time (inspect), so
@@ -64,10 +83,17 @@ struct ClientSession::ClientObserver {
         ++state.pending;
         return false;
       case 'S':  // Sync
-        ++state.pending;
         state.unsynced = false;
+        // PostgreSQL ignores Sync while it is in COPY IN: no ReadyForQuery for it.
+        if (state.copy_in) return false;
+        ++state.pending;
+        ++state.syncs_since_execute;
         return false;
-      case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
+      case 'E':  // Execute
+        state.syncs_since_execute = 0;
+        state.unsynced = true;
+        return false;
+      case 'P': case 'B': case 'D': case 'C': case 'H':
         state.unsynced = true;
         return false;
       case 'c':  // CopyDone
@@ -96,6 +122,10 @@ struct ClientSession::ServerObserver {
       case 'G':  // CopyInResponse
       case 'W':  // CopyBothResponse
         state.copy_in = true;
+        // Syncs the client sent after the Execute that started this COPY reach the
+        // server in COPY IN mode, which ignores them (libpq sends one right away).
+        state.pending = std::max<std::int64_t>(0, state.pending - state.syncs_since_execute);
+        state.syncs_since_execute = 0;
         return false;
       default:
         return false;
@@ -110,7 +140,7 @@ struct ClientSession::ServerObserver {
         break;
       case 'E':
         ++state.errors;
-        if (auto fields = protocol::parse_error_fields(body); fields && fields->is_fatal()) state.fatal = true;
+        if (severity_is_fatal(body)) state.fatal = true;
         break;
       case 'S':
         if (auto status = protocol::parse_parameter_status(body); status && server)
@@ -245,7 +275,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       close_client();
       log()->info("[c{}] client {} disconnected{}", id_, peer_,
                   end == RelayEnd::client_terminated ? "" : " without Terminate");
-      co_await return_server();
+      co_await return_server(end == RelayEnd::client_terminated);
       break;
     case RelayEnd::client_protocol_error:
       server_.discard();  // it may have received part of a message
@@ -607,6 +637,19 @@ awaitable<bool> ClientSession::attach_server() {
 
 // ---- Relay ------------------------------------------------------------------------
 
+// Bytes of a scanned client chunk to pass on. Terminate is the last thing a
+// client sends and is not forwarded; everything before it is. If the Terminate's
+// first bytes already went out with an earlier chunk, the server holds part of a
+// message and the connection must not be reused.
+std::size_t ClientSession::forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size) {
+  if (!outcome.stopped) return size;
+  if (outcome.stop_message_begin == protocol::StreamScanner::npos) {
+    relay_->server_stream_broken = true;
+    return 0;
+  }
+  return outcome.stop_message_begin;
+}
+
 awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
   ClientObserver observer{relay_->state};
   // Bytes that arrived with the last login message belong to the relay.
@@ -619,13 +662,11 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       protocol_error_ = outcome.error().message();
       co_return RelayEnd::client_protocol_error;
     }
-    std::size_t forward = outcome->stopped ? outcome->consumed - protocol::kHeaderSize : bytes.size();
+    const std::size_t forward = forward_length(*outcome, bytes.size());
     if (!co_await write_server(std::string_view(pending.data(), forward))) co_return RelayEnd::server_closed;
     if (outcome->stopped) co_return RelayEnd::client_terminated;
   }
   for (;;) {
-    // Asio skips the speculative read after a short one and waits for the next
-    // edge, so each request costs one read: no EAGAIN round trips.
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
     if (ec) co_return RelayEnd::client_closed;
     auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
@@ -636,9 +677,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
                             : "invalid message length";
       co_return RelayEnd::client_protocol_error;
     }
-    // Terminate is the last thing a client sends; everything before it is forwarded.
-    const std::size_t forward = outcome->stopped ? outcome->consumed - protocol::kHeaderSize : n;
+    const std::size_t forward = forward_length(*outcome, n);
     if (forward > 0) {
+      relay_->forwarding = true;  // stays set if this write is cut short
       auto sent = send_now(server_->socket(), relay_->client_buffer.data(), forward);
       if (!sent) co_return RelayEnd::server_closed;
       if (*sent < forward) {
@@ -646,6 +687,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
             server_->socket(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), use_nothrow);
         if (wec) co_return RelayEnd::server_closed;
       }
+      relay_->forwarding = false;
     }
     if (outcome->stopped) co_return RelayEnd::client_terminated;
     maybe_grow(relay_->client_buffer, n);
@@ -695,9 +737,15 @@ awaitable<bool> ClientSession::reset_server() {
     relay_->state.unsynced = false;
   }
   if (!out.empty() && !co_await write_server(out)) co_return false;
+  if (relay_->state.pending > 0 && client_said_goodbye_) {
+    // The client sent Terminate with a request still running. PostgreSQL would
+    // finish that work (it may commit) and then close; closing our side does the
+    // same without making the next client wait for it.
+    co_return false;
+  }
   if (relay_->state.pending > 0) {
-    // The client left while the server was still working for it: stop the work,
-    // then read until the server is idle again.
+    // The client vanished while the server was still working for it: stop the
+    // work, then read until the server is idle again.
     log()->info("[c{}] client left with a request in flight; cancelling on s{} (backend pid {})", id_,
                 server_->id(), server_->backend_key.pid);
     co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
@@ -721,17 +769,24 @@ awaitable<bool> ClientSession::reset_server() {
   co_return relay_->state.transaction == 'I' && relay_->server_scanner.at_boundary();
 }
 
-awaitable<void> ClientSession::return_server() {
+awaitable<void> ClientSession::return_server(bool client_said_goodbye) {
   if (!server_) co_return;
-  if (relay_->state.fatal) {
+  // A connection whose byte stream we cannot vouch for is closed, never reset:
+  // the server holds part of a message (a Terminate split across reads, a client
+  // that left mid-message, a write cut short), or it is going away, or Sluice is.
+  if (relay_->state.fatal || relay_->server_stream_broken || relay_->forwarding ||
+      !relay_->client_scanner.at_boundary() || context_.shutting_down()) {
+    log()->info("[c{}] server connection s{} left in an unknown state; closing it", id_, server_->id());
     server_.discard();
     co_return;
   }
+  client_said_goodbye_ = client_said_goodbye;
   using namespace asio::experimental::awaitable_operators;
   auto executor = co_await asio::this_coro::executor;
   asio::steady_timer deadline(executor, kCleanupTimeout);
   auto outcome = co_await (reset_server() || deadline.async_wait(use_nothrow));
-  const bool clean = outcome.index() == 0 && std::get<0>(outcome);
+  // Nothing may be left unread: every reply must have been accounted for.
+  const bool clean = outcome.index() == 0 && std::get<0>(outcome) && server_->idle_and_clean();
   if (clean) {
     log()->debug("[c{}] server connection s{} reset and returned to the pool", id_, server_->id());
     server_.release_clean();

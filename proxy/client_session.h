@@ -28,12 +28,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Protocol state of the attached server connection, as seen in the relayed streams.
   struct ServerState {
-    int pending = 0;          // Query/Sync/FunctionCall sent whose ReadyForQuery has not come back
+    // Query/Sync/FunctionCall sent whose ReadyForQuery has not come back. 64-bit and
+    // never below 0: a client cannot wrap it into "nothing pending".
+    std::int64_t pending = 0;
+    std::int64_t syncs_since_execute = 0;  // Syncs counted since the last Execute
     char transaction = 'I';   // status of the last ReadyForQuery
     bool copy_in = false;     // server waits for CopyData from the client
     bool unsynced = false;    // extended-protocol messages sent since the last Sync
     bool fatal = false;       // server sent FATAL/PANIC: it is closing
-    int errors = 0;           // ErrorResponses seen (used while resetting)
+    std::int64_t errors = 0;  // ErrorResponses seen (used while resetting)
   };
 
  private:
@@ -52,9 +55,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<bool> finish_login();
   awaitable<bool> attach_server();
   bool client_wants_to_leave();
+  std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
-  awaitable<void> return_server();
+  awaitable<void> return_server(bool client_said_goodbye);
   awaitable<bool> reset_server();
   awaitable<bool> drain_server();
   awaitable<bool> write_server(std::string_view bytes);
@@ -97,9 +101,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     protocol::StreamScanner server_scanner{1u << 30};
     std::vector<std::uint8_t> client_buffer;
     std::vector<std::uint8_t> server_buffer;
+    bool server_stream_broken = false;  // the server got part of a message: never reuse it
+    bool forwarding = false;            // a write to the server was under way
   };
   std::unique_ptr<Relay> relay_;
   std::string protocol_error_;
+  bool client_said_goodbye_ = false;
 };
 
 }  // namespace sluice::proxy
