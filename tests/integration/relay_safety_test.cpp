@@ -1,0 +1,154 @@
+// Regressions for the relay's bookkeeping (from a review of the session relay):
+// a Terminate split across reads (before the fix Sluice forwarded ~2^64 bytes
+// from its buffer: a crash under `scripts/test.sh --sanitize`, garbage sent to
+// PostgreSQL otherwise), a huge ErrorResponse, and COPY through the extended
+// protocol, whose extra Sync PostgreSQL ignores.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#include "support/harness.h"
+
+namespace {
+
+using namespace sluice::test;
+
+class RelaySafetyTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { sluice_ = new SluiceProcess(default_config(1)); }
+  static void TearDownTestSuite() {
+    delete sluice_;
+    sluice_ = nullptr;
+  }
+  static SluiceProcess* sluice_;
+
+  std::string app_conninfo() const { return sluice_->conninfo("sluice_test", "app", "app_pw"); }
+  std::string one_value(PGconn* conn, const char* sql) {
+    PgResult res(PQexec(conn, sql));
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) return "<error: " + std::string(PQerrorMessage(conn)) + ">";
+    return PQgetvalue(res.get(), 0, 0);
+  }
+};
+SluiceProcess* RelaySafetyTest::sluice_ = nullptr;
+
+// A minimal raw client: trust login, then whatever bytes the test sends.
+int raw_login_trust(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
+  std::string params;
+  for (const char* part : {"user", "trustuser", "database", "sluice_test"}) params.append(part).push_back('\0');
+  params.push_back('\0');
+  std::string startup(4, '\0');
+  const std::uint32_t version = htonl(196608);
+  startup.append(reinterpret_cast<const char*>(&version), 4);
+  startup += params;
+  const std::uint32_t length = htonl(static_cast<std::uint32_t>(startup.size()));
+  startup.replace(0, 4, reinterpret_cast<const char*>(&length), 4);
+  if (::send(fd, startup.data(), startup.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(startup.size())) return -1;
+  // Read until ReadyForQuery ('Z' with a 5-byte length and status).
+  std::string in;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return -1;
+    in.append(buf, static_cast<std::size_t>(n));
+    if (in.size() >= 6 && in[in.size() - 6] == 'Z') return fd;
+  }
+}
+
+long peak_rss_kib(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+TEST_F(RelaySafetyTest, TerminateSplitAcrossReadsIsHandledAndTheServerIsNotReusedDirty) {
+  for (int split = 1; split < 5; ++split) {
+    const int fd = raw_login_trust(sluice_->port());
+    ASSERT_GE(fd, 0);
+    // A query first, so that a server is attached and the relay (not the parked
+    // login) reads the Terminate.
+    const char query[] = {'Q', 0, 0, 0, 13, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '1', 0};
+    ASSERT_EQ(::send(fd, query, sizeof query, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof query));
+    std::string reply;
+    char chunk[512];
+    while (reply.size() < 6 || reply[reply.size() - 6] != 'Z') {
+      const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      ASSERT_GT(n, 0);
+      reply.append(chunk, static_cast<std::size_t>(n));
+    }
+    const char terminate[] = {'X', 0, 0, 0, 4};
+    ASSERT_EQ(::send(fd, terminate, static_cast<std::size_t>(split), MSG_NOSIGNAL), split);
+    // Make sure Sluice has read (and relayed) the first part before the rest comes.
+    PgConn probe = connect(app_conninfo());
+    ASSERT_EQ(PQstatus(probe.get()), CONNECTION_OK) << PQerrorMessage(probe.get());
+    (void)::send(fd, terminate + split, static_cast<std::size_t>(5 - split), MSG_NOSIGNAL);
+    char byte;
+    EXPECT_LE(::recv(fd, &byte, 1, 0), 0) << "Sluice closes after Terminate";
+    ::close(fd);
+    // The trustuser pool's connection either was reset cleanly or closed; either
+    // way the next session works and Sluice is alive.
+    PgConn next = connect(sluice_->conninfo("sluice_test", "trustuser", "trust_pw"));
+    ASSERT_EQ(PQstatus(next.get()), CONNECTION_OK) << PQerrorMessage(next.get());
+    EXPECT_EQ(one_value(next.get(), "SELECT 41 + 1"), "42");
+  }
+  EXPECT_TRUE(sluice_->running());
+}
+
+TEST_F(RelaySafetyTest, HugeErrorResponseIsRelayedWithoutBufferingIt) {
+  PgConn conn = connect(app_conninfo());
+  ASSERT_EQ(PQstatus(conn.get()), CONNECTION_OK) << PQerrorMessage(conn.get());
+  PgResult res(PQexec(conn.get(), "DO $$BEGIN RAISE EXCEPTION '%', repeat('x', 60000000); END$$"));
+  ASSERT_EQ(PQresultStatus(res.get()), PGRES_FATAL_ERROR);
+  EXPECT_EQ(std::string(PQresultErrorField(res.get(), PG_DIAG_SQLSTATE)), "P0001");
+  EXPECT_EQ(std::string(PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY)).size(), 60000000u);
+  // A 60 MB message went through; Sluice must not have held it (baseline is ~10 MB).
+  const long peak = peak_rss_kib(sluice_->pid());
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, 40 * 1024) << "Sluice's peak RSS (KiB) suggests it buffered the ErrorResponse";
+  EXPECT_EQ(one_value(conn.get(), "SELECT 'still in step'"), "still in step");
+}
+
+TEST_F(RelaySafetyTest, ExtendedProtocolCopyLeavesTheConnectionReusable) {
+  std::string first_backend;
+  {
+    PgConn conn = connect(app_conninfo());
+    ASSERT_EQ(PQstatus(conn.get()), CONNECTION_OK) << PQerrorMessage(conn.get());
+    first_backend = one_value(conn.get(), "SELECT pg_backend_pid()");  // PQbackendPID is Sluice's key
+    PgResult created(PQexec(conn.get(), "CREATE TABLE IF NOT EXISTS relay_copy_ext(x int)"));
+    ASSERT_EQ(PQresultStatus(created.get()), PGRES_COMMAND_OK);
+    // PQexecParams uses the extended protocol: Parse/Bind/Execute/Sync, and
+    // PQputCopyEnd sends CopyDone and another Sync. PostgreSQL ignores the first Sync.
+    PgResult copy(PQexecParams(conn.get(), "COPY relay_copy_ext FROM STDIN", 0, nullptr, nullptr, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(copy.get()), PGRES_COPY_IN) << PQerrorMessage(conn.get());
+    ASSERT_EQ(PQputCopyData(conn.get(), "1\n2\n3\n", 6), 1);
+    ASSERT_EQ(PQputCopyEnd(conn.get(), nullptr), 1);
+    PgResult done(PQgetResult(conn.get()));
+    ASSERT_EQ(PQresultStatus(done.get()), PGRES_COMMAND_OK) << PQerrorMessage(conn.get());
+    while (PGresult* extra = PQgetResult(conn.get())) PQclear(extra);
+  }
+  // Pool of one: the next client must get the same, reset connection promptly.
+  const auto started = std::chrono::steady_clock::now();
+  PgConn next = connect(app_conninfo());
+  ASSERT_EQ(PQstatus(next.get()), CONNECTION_OK) << PQerrorMessage(next.get());
+  EXPECT_EQ(one_value(next.get(), "SELECT count(*) FROM relay_copy_ext WHERE x <= 3"), "3");
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::printf("[ INFO     ] next client served after %.3f s\n", waited);
+  // The connection was reset and reused rather than held for the 30 s cleanup bound.
+  EXPECT_EQ(one_value(next.get(), "SELECT pg_backend_pid()"), first_backend);
+  PgResult dropped(PQexec(next.get(), "DROP TABLE relay_copy_ext"));
+}
+
+}  // namespace
