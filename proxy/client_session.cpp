@@ -51,105 +51,7 @@ std::optional<std::size_t> send_now(tcp::socket& socket, const std::uint8_t* dat
   return std::nullopt;
 }
 
-// Whether an ErrorResponse body says FATAL or PANIC. Reads only up to the
-// severity fields, so a body the scanner truncated still answers.
-bool severity_is_fatal(protocol::Bytes body) {
-  std::size_t pos = 0;
-  while (pos < body.size() && body[pos] != 0) {
-    const char code = static_cast<char>(body[pos++]);
-    const auto* start = body.data() + pos;
-    const auto* nul = static_cast<const std::uint8_t*>(std::memchr(start, 0, body.size() - pos));
-    if (nul == nullptr) return false;
-    std::string_view value(reinterpret_cast<const char*>(start), static_cast<std::size_t>(nul - start));
-    if (code == 'V' || code == 'S') {
-      if (value == "FATAL" || value == "PANIC") return true;
-      if (code == 'V') return false;  // the non-localized severity is authoritative
-    }
-    pos += value.size() + 1;
-  }
-  return false;
-}
-
 }  // namespace
-
-// Watches client -> server traffic. Counting happens at header time (inspect), so
-// no client message body is ever copied; only Terminate stops the relay.
-struct ClientSession::ClientObserver {
-  ServerState& state;
-  bool inspect(char type) {
-    switch (type) {
-      case 'Q':  // Query
-      case 'F':  // FunctionCall
-        ++state.pending;
-        return false;
-      case 'S':  // Sync
-        state.unsynced = false;
-        // PostgreSQL ignores Sync while it is in COPY IN: no ReadyForQuery for it.
-        if (state.copy_in) return false;
-        ++state.pending;
-        ++state.syncs_since_execute;
-        return false;
-      case 'E':  // Execute
-        state.syncs_since_execute = 0;
-        state.unsynced = true;
-        return false;
-      case 'P': case 'B': case 'D': case 'C': case 'H':
-        state.unsynced = true;
-        return false;
-      case 'c':  // CopyDone
-      case 'f':  // CopyFail
-        state.copy_in = false;
-        return false;
-      case 'X':  // Terminate: Sluice ends the session itself
-        return true;
-      default:
-        return false;
-    }
-  }
-  protocol::ScanAction on_message(char type, protocol::Bytes) {
-    return type == 'X' ? protocol::ScanAction::stop : protocol::ScanAction::next;
-  }
-};
-
-// Watches server -> client traffic: ReadyForQuery, errors, parameter changes, COPY.
-struct ClientSession::ServerObserver {
-  ServerState& state;
-  pool::ServerConnection* server;
-  bool inspect(char type) {
-    switch (type) {
-      case 'Z': case 'E': case 'S':
-        return true;
-      case 'G':  // CopyInResponse
-      case 'W':  // CopyBothResponse
-        state.copy_in = true;
-        // Syncs the client sent after the Execute that started this COPY reach the
-        // server in COPY IN mode, which ignores them (libpq sends one right away).
-        state.pending = std::max<std::int64_t>(0, state.pending - state.syncs_since_execute);
-        state.syncs_since_execute = 0;
-        return false;
-      default:
-        return false;
-    }
-  }
-  protocol::ScanAction on_message(char type, protocol::Bytes body) {
-    switch (type) {
-      case 'Z':
-        if (state.pending > 0) --state.pending;
-        if (auto status = protocol::parse_ready_for_query(body)) state.transaction = *status;
-        state.copy_in = false;
-        break;
-      case 'E':
-        ++state.errors;
-        if (severity_is_fatal(body)) state.fatal = true;
-        break;
-      case 'S':
-        if (auto status = protocol::parse_parameter_status(body); status && server)
-          server->set_parameter(status->name, status->value);
-        break;
-    }
-    return protocol::ScanAction::next;
-  }
-};
 
 ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t id)
     : client_(std::move(socket)),
@@ -651,7 +553,7 @@ std::size_t ClientSession::forward_length(const protocol::StreamScanner::Outcome
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
-  ClientObserver observer{relay_->state};
+  protocol::FrontendObserver observer{relay_->state};
   // Bytes that arrived with the last login message belong to the relay.
   if (!login_buffer_.empty()) {
     std::string pending(as_text(login_buffer_.data()));
@@ -695,7 +597,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
-  ServerObserver observer{relay_->state, &*server_};
+  protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
   for (;;) {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return RelayEnd::server_closed;
@@ -715,7 +617,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
 // ---- Returning the server connection -------------------------------------------------
 
 awaitable<bool> ClientSession::drain_server() {
-  ServerObserver observer{relay_->state, &*server_};
+  protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
   while (relay_->state.pending > 0) {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return false;

@@ -9,6 +9,7 @@
 #include "pool/asio.h"
 #include "pool/pool.h"
 #include "protocol/read_buffer.h"
+#include "protocol/relay_state.h"
 #include "protocol/scanner.h"
 #include "protocol/wire.h"
 #include "proxy/context.h"
@@ -26,23 +27,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::uint64_t id() const { return id_; }
   asio::any_io_executor executor() { return client_.get_executor(); }
 
-  // Protocol state of the attached server connection, as seen in the relayed streams.
-  struct ServerState {
-    // Query/Sync/FunctionCall sent whose ReadyForQuery has not come back. 64-bit and
-    // never below 0: a client cannot wrap it into "nothing pending".
-    std::int64_t pending = 0;
-    std::int64_t syncs_since_execute = 0;  // Syncs counted since the last Execute
-    char transaction = 'I';   // status of the last ReadyForQuery
-    bool copy_in = false;     // server waits for CopyData from the client
-    bool unsynced = false;    // extended-protocol messages sent since the last Sync
-    bool fatal = false;       // server sent FATAL/PANIC: it is closing
-    std::int64_t errors = 0;  // ErrorResponses seen (used while resetting)
-  };
-
  private:
   enum class RelayEnd { client_closed, client_terminated, client_protocol_error, server_closed, server_protocol_error };
-  struct ClientObserver;
-  struct ServerObserver;
 
   awaitable<void> serve();
   // Attaches a server if needed, relays until either side leaves, returns the server.
@@ -96,7 +82,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // (idle, logged-in) client carries none of it.
   struct Relay {
     explicit Relay(std::uint32_t max_message_size) : client_scanner(max_message_size) {}
-    ServerState state;
+    protocol::RelayState state;
     protocol::StreamScanner client_scanner;
     protocol::StreamScanner server_scanner{1u << 30};
     std::vector<std::uint8_t> client_buffer;

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/relay_state.h"
 #include "protocol/scanner.h"
 #include "protocol/wire.h"
 
@@ -36,16 +37,9 @@ inline void per_message(benchmark::State& state, std::int64_t messages_per_itera
   per_unit(state, "t/msg", static_cast<double>(messages_per_iteration));
 }
 
-// ---- Observers (mirror proxy/client_session.cpp) -------------------------------------
+// ---- Observers ----------------------------------------------------------------------
 
-struct ServerState {  // ClientSession::ServerState
-  int pending = 0;
-  char transaction = 'I';
-  bool copy_in = false;
-  bool unsynced = false;
-  bool fatal = false;
-  int errors = 0;
-};
+using ServerState = protocol::RelayState;
 
 // pool::ServerConnection's parameter list and set_parameter (linear search, assign).
 struct ParameterStore {
@@ -61,70 +55,9 @@ struct ParameterStore {
   }
 };
 
-// Client -> server: counting at header time, only Terminate is inspected.
-struct ClientObserver {
-  ServerState& state;
-  bool inspect(char type) {
-    switch (type) {
-      case 'Q':
-      case 'F':
-        ++state.pending;
-        return false;
-      case 'S':
-        ++state.pending;
-        state.unsynced = false;
-        return false;
-      case 'P': case 'B': case 'E': case 'D': case 'C': case 'H':
-        state.unsynced = true;
-        return false;
-      case 'c':
-      case 'f':
-        state.copy_in = false;
-        return false;
-      case 'X':
-        return true;
-      default:
-        return false;
-    }
-  }
-  ScanAction on_message(char type, Bytes) { return type == 'X' ? ScanAction::stop : ScanAction::next; }
-};
-
-// Server -> client: ReadyForQuery, ErrorResponse and ParameterStatus bodies are inspected.
-struct ServerObserver {
-  ServerState& state;
-  ParameterStore* server;
-  bool inspect(char type) {
-    switch (type) {
-      case 'Z': case 'E': case 'S':
-        return true;
-      case 'G':
-      case 'W':
-        state.copy_in = true;
-        return false;
-      default:
-        return false;
-    }
-  }
-  ScanAction on_message(char type, Bytes body) {
-    switch (type) {
-      case 'Z':
-        if (state.pending > 0) --state.pending;
-        if (auto status = protocol::parse_ready_for_query(body)) state.transaction = *status;
-        state.copy_in = false;
-        break;
-      case 'E':
-        ++state.errors;
-        if (auto fields = protocol::parse_error_fields(body); fields && fields->is_fatal()) state.fatal = true;
-        break;
-      case 'S':
-        if (auto status = protocol::parse_parameter_status(body); status && server)
-          server->set_parameter(status->name, status->value);
-        break;
-    }
-    return ScanAction::next;
-  }
-};
+// The relay's own observers (protocol/relay_state.h), as the proxy uses them.
+using ClientObserver = protocol::FrontendObserver;
+using ServerObserver = protocol::BackendObserver<ParameterStore>;
 
 // ---- pgbench -S traffic ------------------------------------------------------------------
 // pgbench's select-only script: SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
