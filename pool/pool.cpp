@@ -54,6 +54,7 @@ struct Pool::Waiter {
   std::unique_ptr<ServerConnection> conn;
   bool may_open = false;
   bool served = false;
+  bool refused = false;  // the pool is closing
 };
 
 namespace {
@@ -76,9 +77,12 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
   bool may_open = false;
   std::shared_ptr<Waiter> waiter;
   auto executor = co_await asio::this_coro::executor;
+  bool refused = false;
   {
     std::lock_guard lock(mutex_);
-    if (waiters_.empty()) {
+    if (closing_) {
+      refused = true;
+    } else if (waiters_.empty()) {
       // Most recently used first: it is the most likely to be warm.
       for (auto it = idle_.rbegin(); it != idle_.rend();) {
         if ((*it)->startup_params != params) {
@@ -107,7 +111,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
         }
       }
     }
-    if (!found && !may_open) {
+    if (!found && !may_open && !refused) {
       waiter = std::make_shared<Waiter>(executor, params);
       waiters_.push_back(waiter);
     }
@@ -128,6 +132,10 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     }
     if (waiter->conn) found = std::move(waiter->conn);
     may_open = waiter->may_open;
+    refused = waiter->refused;
+  }
+  if (refused) {
+    co_return AcquireResult{Lease(), ConnectFailure{"terminating connection due to administrator command", {}, "57P01"}};
   }
 
   if (found) {
@@ -167,8 +175,13 @@ void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
   std::vector<std::unique_ptr<ServerConnection>> to_close;
   {
     std::lock_guard lock(mutex_);
-    idle_.push_back(std::move(conn));
-    serve_waiters_locked(to_close);
+    if (closing_) {
+      --open_;
+      to_close.push_back(std::move(conn));
+    } else {
+      idle_.push_back(std::move(conn));
+      serve_waiters_locked(to_close);
+    }
   }
   for (auto& c : to_close) c->close();
 }
@@ -223,6 +236,21 @@ std::shared_ptr<const ParameterList> Pool::cached_parameters(const StartupParams
   auto it = reported_parameters_.find(params);
   if (it == reported_parameters_.end()) return nullptr;
   return it->second;
+}
+
+void Pool::close() {
+  std::deque<std::shared_ptr<Waiter>> refused;
+  {
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+    refused.swap(waiters_);
+    for (auto& waiter : refused) {
+      waiter->served = true;
+      waiter->refused = true;
+      wake(waiter);
+    }
+  }
+  close_idle();
 }
 
 void Pool::close_idle() {

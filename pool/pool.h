@@ -77,6 +77,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::shared_ptr<const ParameterList> cached_parameters(const StartupParams& params) const;
   // Closes idle connections (shutdown).
   void close_idle();
+  // Shutdown: waiting clients are told at once (instead of being served a
+  // connection opened during shutdown), no new connection is opened, idle ones close.
+  void close();
 
  struct Waiter;
 
@@ -94,7 +97,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
-  int open_ = 0;  // idle + leased + connecting; never above settings_.size
+  int open_ = 0;
+  bool closing_ = false;  // idle + leased + connecting; never above settings_.size
   std::deque<std::shared_ptr<Waiter>> waiters_;
   std::map<StartupParams, std::shared_ptr<const ParameterList>> reported_parameters_;
 };

@@ -513,7 +513,11 @@ awaitable<bool> ClientSession::attach_server() {
       co_await write_client(acquired.failure.server_error);
       close_client();
     } else {
-      co_await send_fatal("08006", acquired.failure.reason);
+      // Computed outside the co_await: g++ 12 mishandles temporaries with destructors
+      // (here a std::string from the conditional) inside co_await expressions.
+      const std::string_view sqlstate =
+          acquired.failure.sqlstate.empty() ? std::string_view("08006") : std::string_view(acquired.failure.sqlstate);
+      co_await send_fatal(sqlstate, acquired.failure.reason);
     }
     co_return false;
   }

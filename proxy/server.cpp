@@ -93,6 +93,7 @@ void Server::shutdown() {
     error_code ec;
     acceptor->close(ec);
   }
+  for (auto& pool : context_.pools().all()) pool->close();
   context_.close_all_sessions();
   finish_if_drained();
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <string>
 
@@ -152,6 +153,43 @@ TEST_F(RelaySafetyTest, ExtendedProtocolCopyLeavesTheConnectionReusable) {
   // The connection was reset and reused rather than held for the 30 s cleanup bound.
   EXPECT_EQ(one_value(next.get(), "SELECT pg_backend_pid()"), first_backend);
   PgResult dropped(PQexec(next.get(), "DROP TABLE relay_copy_ext"));
+}
+
+TEST(RelayShutdownTest, ClientWaitingForAServerIsToldAtShutdownAndNoBackendIsOpened) {
+  SluiceProcess sluice(default_config(1));
+  const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
+  PgConn holder = connect(conninfo);
+  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
+  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
+  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+
+  PgConn waiter = connect(conninfo);
+  ASSERT_EQ(PQstatus(waiter.get()), CONNECTION_OK) << PQerrorMessage(waiter.get());
+  ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 1"), 1);
+  // Wait until Sluice has the waiter queued (it logs it at debug level).
+  ASSERT_TRUE(wait_for([&] { return sluice.log().find("waiting for a server connection") != std::string::npos; }))
+      << sluice.log();
+  auto& pg = PostgresServer::shared();
+  const auto backends = [&] {
+    return pg.query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'sluice_test'");
+  };
+  EXPECT_EQ(backends(), "1");
+
+  sluice.send_signal(SIGTERM);
+  // The waiter gets an error (57P01) or the close, not a server connection.
+  PGresult* result = nullptr;
+  std::string sqlstate;
+  while ((result = PQgetResult(waiter.get())) != nullptr) {
+    if (const char* code = PQresultErrorField(result, PG_DIAG_SQLSTATE)) sqlstate = code;
+    EXPECT_NE(PQresultStatus(result), PGRES_TUPLES_OK) << "the waiter was served during shutdown";
+    PQclear(result);
+  }
+  EXPECT_TRUE(sqlstate.empty() || sqlstate == "57P01") << sqlstate;
+  // The one SIGTERM is enough: Sluice exits by itself, with status 0.
+  EXPECT_TRUE(wait_for([&] { return !sluice.running(); })) << sluice.log();
+  EXPECT_EQ(sluice.stop(), 0) << sluice.log();
+  EXPECT_EQ(sluice.log().find("opening server connection", sluice.log().find("received signal")), std::string::npos)
+      << "a server connection was opened after SIGTERM:\n" << sluice.log();
 }
 
 }  // namespace
