@@ -241,10 +241,11 @@ awaitable<bool> ClientSession::read_startup() {
       case protocol::StartupKind::cancel_request: {
         const protocol::BackendKey key{packet.cancel_pid, packet.cancel_secret};
         close_client();
-        if (auto target = context_.cancels().find(key)) {
+        if (auto forwarded = context_.cancels().find(key)) {
+          const CancelTarget& target = forwarded->target();
           log()->info("[c{}] cancel request for client pid {} forwarded to {}:{} (backend pid {})", id_, key.pid,
-                      target->host, target->port, target->key.pid);
-          co_await pool::send_cancel(target->host, target->port, target->key);
+                      target.host, target.port, target.key.pid);
+          co_await pool::send_cancel(target.host, target.port, target.key);
         } else {
           log()->debug("[c{}] cancel request with unknown key dropped", id_);
         }
@@ -484,7 +485,7 @@ bool ClientSession::client_wants_to_leave() {
 
 awaitable<bool> ClientSession::finish_login() {
   pool_ = find_pool();
-  client_key_ = context_.cancels().add();
+  client_key_ = context_.cancels().add(cancels_in_flight_);
   key_registered_ = true;
   std::string out;
   if (auto cached = pool_->cached_parameters(startup_params_)) {
@@ -632,6 +633,16 @@ awaitable<bool> ClientSession::drain_server() {
 }
 
 awaitable<bool> ClientSession::reset_server() {
+  // A CancelRequest this client sent may still be on its way to the backend; let
+  // it land (send_cancel is bounded) before the connection can serve anyone else.
+  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) {
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer tick(executor);
+    while (cancels_in_flight_->load() > 0) {
+      tick.expires_after(std::chrono::milliseconds(2));
+      co_await tick.async_wait(use_nothrow);
+    }
+  }
   std::string out;
   if (relay_->state.copy_in) {
     protocol::append_copy_fail(out, "client disconnected");

@@ -7,14 +7,15 @@
 
 namespace sluice::proxy {
 
-protocol::BackendKey CancelRegistry::add() {
+protocol::BackendKey CancelRegistry::add(CancelsInFlight& in_flight) {
   std::lock_guard lock(mutex_);
   for (;;) {
     std::uint32_t values[2];
     RAND_bytes(reinterpret_cast<unsigned char*>(values), sizeof values);
     protocol::BackendKey key{values[0] & 0x7fffffffu, values[1]};
     if (key.pid == 0 || entries_.contains(key.pid)) continue;
-    entries_.emplace(key.pid, Entry{key.secret, std::nullopt});
+    in_flight = std::make_shared<std::atomic<int>>(0);
+    entries_.emplace(key.pid, Entry{key.secret, std::nullopt, in_flight});
     return key;
   }
 }
@@ -29,12 +30,16 @@ void CancelRegistry::set_target(std::uint32_t pid, std::optional<CancelTarget> t
   if (auto it = entries_.find(pid); it != entries_.end()) it->second.target = std::move(target);
 }
 
-std::optional<CancelTarget> CancelRegistry::find(protocol::BackendKey key) const {
+std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) const {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(key.pid);
   if (it == entries_.end()) return std::nullopt;
   if (CRYPTO_memcmp(&it->second.secret, &key.secret, sizeof key.secret) != 0) return std::nullopt;
-  return it->second.target;
+  if (!it->second.target) return std::nullopt;
+  // Counted under the lock: once set_target(nullopt) has run, no new cancel is
+  // counted, so a count of zero afterwards means none is left.
+  it->second.in_flight->fetch_add(1);
+  return ForwardedCancel(*it->second.target, it->second.in_flight);
 }
 
 bool Context::try_add_client() {

@@ -25,20 +25,45 @@ struct CancelTarget {
   protocol::BackendKey key;
 };
 
+// Cancels being forwarded for one client. A session waits for them to finish
+// before its server connection goes back to the pool, so that a late cancel
+// cannot hit the next client's query on the same backend.
+using CancelsInFlight = std::shared_ptr<std::atomic<int>>;
+
+// A cancel that find() has counted as in flight; uncounts itself when done.
+class [[nodiscard]] ForwardedCancel {
+ public:
+  ForwardedCancel(CancelTarget target, CancelsInFlight counter)
+      : target_(std::move(target)), counter_(std::move(counter)) {}
+  ForwardedCancel(ForwardedCancel&&) noexcept = default;
+  ForwardedCancel& operator=(ForwardedCancel&&) = delete;
+  ~ForwardedCancel() {
+    if (counter_) counter_->fetch_sub(1);
+  }
+  const CancelTarget& target() const { return target_; }
+
+ private:
+  CancelTarget target_;
+  CancelsInFlight counter_;
+};
+
 // Maps the BackendKeyData Sluice gave each client to the backend serving it.
 class CancelRegistry {
  public:
-  // Issues a fresh key (random pid and secret, pid unique among live clients).
-  protocol::BackendKey add();
+  // Issues a fresh key (random pid and secret, pid unique among live clients) and
+  // the counter of cancels in flight for it.
+  protocol::BackendKey add(CancelsInFlight& in_flight);
   void remove(std::uint32_t pid);
   void set_target(std::uint32_t pid, std::optional<CancelTarget> target);
-  // The target for a CancelRequest, or nullopt for an unknown pid / wrong secret.
-  std::optional<CancelTarget> find(protocol::BackendKey key) const;
+  // The target for a CancelRequest, counted as in flight, or nullopt for an unknown
+  // pid, a wrong secret, or a client with no server attached.
+  std::optional<ForwardedCancel> find(protocol::BackendKey key) const;
 
  private:
   struct Entry {
     std::uint32_t secret = 0;
     std::optional<CancelTarget> target;
+    CancelsInFlight in_flight;
   };
   mutable std::mutex mutex_;
   std::unordered_map<std::uint32_t, Entry> entries_;
