@@ -358,14 +358,7 @@ awaitable<bool> ClientSession::authenticate() {
       auto msg = co_await read_password_message(consumed);
       if (!msg) co_return false;
       auto password = protocol::parse_password(msg->body);
-      bool ok = password.has_value();
-      if (ok) {
-        if (user.name == "*" && user.password.empty()) {
-          client_cleartext_password_ = std::string(*password);  // PostgreSQL will judge it
-        } else {
-          ok = equals_constant_time(*password, user.password);
-        }
-      }
+      const bool ok = password && equals_constant_time(*password, user.password);
       login_buffer_.consume(consumed);
       if (!ok) {
         co_await send_fatal("28P01", auth_failed);
@@ -464,10 +457,8 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
     target.credential.plain = user.server_password;
   } else if (protocol::auth::is_md5_hash(user.password)) {
     target.credential.md5_hash = user.password;
-  } else if (!protocol::auth::is_scram_secret(user.password) && !user.password.empty()) {
-    target.credential.plain = user.password;
-  } else {
-    target.credential.plain = client_cleartext_password_;
+  } else if (!protocol::auth::is_scram_secret(user.password)) {
+    target.credential.plain = user.password;  // empty for trust users: PostgreSQL decides
   }
   const auto settings = context_.config().pool_for(db, user);
   return context_.pools().get_or_create(database_, user_, target,

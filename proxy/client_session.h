@@ -70,7 +70,6 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   pool::StartupParams startup_params_;
   const config::Database* database_config_ = nullptr;
   const config::User* user_config_ = nullptr;
-  std::string client_cleartext_password_;  // only for [users."*"] cleartext pass-through
   protocol::BackendKey client_key_{};
   CancelsInFlight cancels_in_flight_;
   bool key_registered_ = false;
