@@ -550,23 +550,22 @@ std::size_t ClientSession::forward_length(const protocol::StreamScanner::Outcome
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
   protocol::FrontendObserver observer{relay_->state};
-  // Bytes that arrived with the last login message belong to the relay.
-  if (!login_buffer_.empty()) {
-    std::string pending(as_text(login_buffer_.data()));
-    login_buffer_.consume(pending.size());
-    auto bytes = protocol::Bytes(reinterpret_cast<const std::uint8_t*>(pending.data()), pending.size());
-    auto outcome = relay_->client_scanner.feed(bytes, observer);
-    if (!outcome) {
-      protocol_error_ = outcome.error().message();
-      co_return RelayEnd::client_protocol_error;
-    }
-    const std::size_t forward = forward_length(*outcome, bytes.size());
-    if (!co_await write_server(std::string_view(pending.data(), forward))) co_return RelayEnd::server_closed;
-    if (outcome->stopped) co_return RelayEnd::client_terminated;
+  // Bytes that arrived with the last login message belong to the relay: they go
+  // through the same path as the first read.
+  std::size_t carried = login_buffer_.size();
+  if (carried > 0) {
+    if (relay_->client_buffer.size() < carried) relay_->client_buffer.resize(carried);
+    std::memcpy(relay_->client_buffer.data(), login_buffer_.data().data(), carried);
+    login_buffer_.consume(carried);
   }
   for (;;) {
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
-    if (ec) co_return RelayEnd::client_closed;
+    std::size_t n = carried;
+    carried = 0;
+    if (n == 0) {
+      auto [ec, read] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
+      if (ec) co_return RelayEnd::client_closed;
+      n = read;
+    }
     auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
     if (!outcome) {
       protocol_error_ = outcome.error() == protocol::errc::message_too_large
