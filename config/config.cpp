@@ -388,18 +388,16 @@ std::optional<PoolMode> get_pool_mode(Checker& c, const toml::node& node, const 
   const auto mode = get_string(c, node, key);
   if (!mode) return std::nullopt;
   if (*mode == "session") return PoolMode::session;
-  if (*mode == "transaction" || *mode == "statement") {
-    c.error(node.source(), key, "pool mode " + quoted(*mode) + " is not supported yet; only \"session\" is available");
-  } else {
-    c.error(node.source(), key,
-            "invalid pool mode " + quoted(*mode) + "; expected \"session\", \"transaction\" or \"statement\"");
-  }
+  if (*mode == "transaction") return PoolMode::transaction;
+  if (*mode == "statement") return PoolMode::statement;
+  c.error(node.source(), key,
+          "invalid pool mode " + quoted(*mode) + "; expected \"session\", \"transaction\" or \"statement\"");
   return std::nullopt;
 }
 
 PoolOverrides read_pool(Checker& c, const toml::table& table, const std::string& path) {
-  check_keys(c, table, path, {"mode", "size", "server_reset_query"},
-             {"min_size", "reserve_size", "reserve_timeout", "max_prepared_statements"});
+  check_keys(c, table, path, {"mode", "size", "server_reset_query", "max_prepared_statements"},
+             {"min_size", "reserve_size", "reserve_timeout"});
   PoolOverrides pool;
   if (const auto* node = table.get("mode")) pool.mode = get_pool_mode(c, *node, child_key(path, "mode"));
   if (const auto* node = table.get("size")) {
@@ -408,6 +406,11 @@ PoolOverrides read_pool(Checker& c, const toml::table& table, const std::string&
   if (const auto* node = table.get("server_reset_query")) {
     pool.server_reset_query = get_string(c, *node, child_key(path, "server_reset_query"));
   }
+  if (const auto* node = table.get("max_prepared_statements")) {
+    if (auto v = get_int(c, *node, child_key(path, "max_prepared_statements"), 0, 100000)) {
+      pool.max_prepared_statements = static_cast<int>(*v);
+    }
+  }
   return pool;
 }
 
@@ -415,6 +418,7 @@ void apply(PoolSettings& settings, const PoolOverrides& overrides) {
   if (overrides.mode) settings.mode = *overrides.mode;
   if (overrides.size) settings.size = *overrides.size;
   if (overrides.server_reset_query) settings.server_reset_query = *overrides.server_reset_query;
+  if (overrides.max_prepared_statements) settings.max_prepared_statements = *overrides.max_prepared_statements;
 }
 
 // ---- [timeouts] ---------------------------------------------------------------------------

@@ -27,12 +27,19 @@ struct PoolOverrides {
   std::optional<PoolMode> mode;
   std::optional<int> size;
   std::optional<std::string> server_reset_query;
+  std::optional<int> max_prepared_statements;
 };
 
 struct PoolSettings {
   PoolMode mode = PoolMode::session;
   int size = 20;
+  // Run when a client leaves, in session mode only (in transaction and statement
+  // mode the connection is shared while clients stay connected).
   std::string server_reset_query = "DISCARD ALL";
+  // Transaction/statement mode: protocol-level prepared statements kept per server
+  // connection (LRU); 0 turns the tracking off (named statements then only work
+  // within one transaction, as with PgBouncer's default).
+  int max_prepared_statements = 200;
 };
 
 struct Timeouts {

@@ -47,9 +47,9 @@ void Lease::discard() {
 // cancelled (on the waiter's own executor) to wake the waiter once `conn` or
 // `may_open` has been set under the pool's mutex.
 struct Pool::Waiter {
-  explicit Waiter(asio::any_io_executor executor, const StartupParams& p)
-      : params(p), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
-  const StartupParams& params;
+  explicit Waiter(asio::any_io_executor executor, const StartupParams& k)
+      : key(k), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
+  const StartupParams& key;
   asio::steady_timer timer;
   std::unique_ptr<ServerConnection> conn;
   bool may_open = false;
@@ -71,7 +71,12 @@ Pool::Pool(std::string name, ServerTarget target, PoolSettingsSnapshot settings)
 
 Pool::~Pool() { close_idle(); }
 
+StartupParams Pool::key_for(const StartupParams& params) const {
+  return settings_.share_tracked_parameters ? sharing_key(params) : params;
+}
+
 awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_t client_id) {
+  const StartupParams key = key_for(params);
   std::vector<std::unique_ptr<ServerConnection>> to_close;
   std::unique_ptr<ServerConnection> found;
   bool may_open = false;
@@ -85,7 +90,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     } else if (waiters_.empty()) {
       // Most recently used first: it is the most likely to be warm.
       for (auto it = idle_.rbegin(); it != idle_.rend();) {
-        if ((*it)->startup_params != params) {
+        if ((*it)->pool_key != key) {
           ++it;
           continue;
         }
@@ -112,7 +117,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
       }
     }
     if (!found && !may_open && !refused) {
-      waiter = std::make_shared<Waiter>(executor, params);
+      waiter = std::make_shared<Waiter>(executor, key);
       waiters_.push_back(waiter);
     }
   }
@@ -158,12 +163,10 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     co_return AcquireResult{Lease(), std::move(*failure)};
   }
   auto conn = std::move(std::get<0>(result));
+  conn->pool_key = key;
   {
     std::lock_guard lock(mutex_);
-    // Bounded: a fleet of clients with ever-changing startup values (say, a unique
-    // application_name each) must not grow this without limit.
-    if (reported_parameters_.size() >= 256) reported_parameters_.clear();
-    reported_parameters_[params] = std::make_shared<const ParameterList>(conn->parameters);
+    remember_locked(params, std::make_shared<const ParameterList>(conn->parameters));
   }
   log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
               conn->backend_key.pid);
@@ -202,7 +205,7 @@ void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& 
   while (!waiters_.empty()) {
     auto& waiter = waiters_.front();
     auto match = std::find_if(idle_.rbegin(), idle_.rend(),
-                              [&](const auto& c) { return c->startup_params == waiter->params; });
+                              [&](const auto& c) { return c->pool_key == waiter->key; });
     if (match != idle_.rend()) {
       waiter->conn = std::move(*match);
       idle_.erase(std::next(match).base());
@@ -236,6 +239,18 @@ std::shared_ptr<const ParameterList> Pool::cached_parameters(const StartupParams
   auto it = reported_parameters_.find(params);
   if (it == reported_parameters_.end()) return nullptr;
   return it->second;
+}
+
+void Pool::remember_parameters(const StartupParams& params, std::shared_ptr<const ParameterList> reported) {
+  std::lock_guard lock(mutex_);
+  remember_locked(params, std::move(reported));
+}
+
+void Pool::remember_locked(const StartupParams& params, std::shared_ptr<const ParameterList> reported) {
+  // Bounded: a fleet of clients with ever-changing startup values (say, a unique
+  // application_name each) must not grow this without limit.
+  if (reported_parameters_.size() >= 256) reported_parameters_.clear();
+  reported_parameters_[params] = std::move(reported);
 }
 
 void Pool::close() {

@@ -52,6 +52,11 @@ struct AcquireResult {
 struct PoolSettingsSnapshot {
   int size = 20;
   std::chrono::milliseconds connect_timeout{5000};
+  // Transaction/statement mode: clients whose startup parameters differ only in
+  // tracked parameters (application_name, TimeZone, ...) share connections; the
+  // session SETs its values on the connection it is given. Session mode: a client
+  // only gets a connection opened with exactly its startup parameters.
+  bool share_tracked_parameters = false;
 };
 
 class Pool : public std::enable_shared_from_this<Pool> {
@@ -75,6 +80,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // login, if one ever was: lets a client log in before it needs a server.
   // Shared, not copied: every idle client of the pool points at the same list.
   std::shared_ptr<const ParameterList> cached_parameters(const StartupParams& params) const;
+  // Records what a client with `params` is told at login (transaction mode, after
+  // its tracked parameters were SET on a shared connection).
+  void remember_parameters(const StartupParams& params, std::shared_ptr<const ParameterList> reported);
   // Closes idle connections (shutdown).
   void close_idle();
   // Shutdown: waiting clients are told at once (instead of being served a
@@ -90,6 +98,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void drop(std::unique_ptr<ServerConnection> conn);       // dirty, from a lease
   // Hands a connection or a free slot to the first waiter; called with mutex_ held.
   void serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close);
+  StartupParams key_for(const StartupParams& params) const;
+  void remember_locked(const StartupParams& params, std::shared_ptr<const ParameterList> reported);
 
   const std::string name_;
   const ServerTarget target_;

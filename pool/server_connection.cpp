@@ -200,6 +200,21 @@ StartupParams normalize_startup_params(StartupParams params) {
   return params;
 }
 
+bool is_tracked_parameter(std::string_view name) {
+  static constexpr std::string_view kTracked[] = {"application_name", "client_encoding",  "datestyle",
+                                                  "intervalstyle",    "timezone",         "standard_conforming_strings",
+                                                  "default_transaction_read_only"};
+  const std::string lowered = lower(name);
+  return std::find(std::begin(kTracked), std::end(kTracked), lowered) != std::end(kTracked);
+}
+
+StartupParams sharing_key(const StartupParams& params) {
+  StartupParams key;
+  for (const auto& param : params)
+    if (!is_tracked_parameter(param.first)) key.push_back(param);
+  return key;
+}
+
 void ServerConnection::set_parameter(std::string_view name, std::string_view value) {
   for (auto& [k, v] : parameters) {
     if (k == name) {

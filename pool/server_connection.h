@@ -23,6 +23,14 @@ using StartupParams = std::vector<std::pair<std::string, std::string>>;
 using ParameterList = std::vector<std::pair<std::string, std::string>>;
 StartupParams normalize_startup_params(StartupParams params);
 
+// Reported parameters a client may set and that Sluice carries over when, in
+// transaction or statement mode, the client moves to another server connection
+// (compared case-insensitively with startup parameter names).
+bool is_tracked_parameter(std::string_view name);
+// The startup parameters that decide which server connections a client may share
+// in transaction/statement mode: all but the tracked ones, which are SET instead.
+StartupParams sharing_key(const StartupParams& params);
+
 struct ServerCredential {
   std::string plain;     // cleartext password, when known
   std::string md5_hash;  // "md5..." hash, enough for md5 authentication
@@ -50,6 +58,7 @@ class ServerConnection {
   // every ParameterStatus the server sends.
   std::vector<std::pair<std::string, std::string>> parameters;
   StartupParams startup_params;  // what this connection was opened with
+  StartupParams pool_key;        // which clients may use it (see Pool)
   std::string address;           // "host:port" of the backend
   Clock::time_point created_at = Clock::now();
   Clock::time_point last_used_at = Clock::now();

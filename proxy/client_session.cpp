@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cctype>
 #include <cstring>
@@ -51,7 +52,66 @@ std::optional<std::size_t> send_now(tcp::socket& socket, const std::uint8_t* dat
   return std::nullopt;
 }
 
+// A write that the relay's cancellation must not cut short: a half-written
+// message would leave the peer's byte stream unusable.
+auto uncancellable() { return asio::bind_cancellation_slot(asio::cancellation_slot(), use_nothrow); }
+
+awaitable<bool> cancelled() {
+  auto state = co_await asio::this_coro::cancellation_state;
+  co_return state.cancelled() != asio::cancellation_type::none;
+}
+
+// A SQL string literal that means `value` whatever standard_conforming_strings is.
+std::string quote_literal(std::string_view value) {
+  std::string out = "E'";
+  for (char c : value) {
+    if (c == '\'' || c == '\\') out.push_back(c);
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](unsigned char x, unsigned char y) {
+           return std::tolower(x) == std::tolower(y);
+         });
+}
+
+// Reads the server's answer to a request Sluice sent on its own (not relayed):
+// parameter changes are applied to the connection, the first error is kept.
+struct ExchangeObserver {
+  pool::ServerConnection& server;
+  bool ready = false;
+  std::string error_sqlstate;
+  std::string error_message;
+  bool inspect(char type) { return type == 'Z' || type == 'E' || type == 'S'; }
+  protocol::ScanAction on_message(char type, protocol::Bytes body) {
+    if (type == 'Z') {
+      ready = true;
+    } else if (type == 'S') {
+      if (auto status = protocol::parse_parameter_status(body)) server.set_parameter(status->name, status->value);
+    } else if (type == 'E' && error_sqlstate.empty()) {
+      auto fields = protocol::parse_error_fields(body);
+      error_sqlstate = fields ? std::string(fields->sqlstate) : "XX000";
+      error_message = fields ? std::string(fields->message) : "error";
+    }
+    return protocol::ScanAction::next;
+  }
+};
+
 }  // namespace
+
+// What the relay learns from ParameterStatus: the connection's values, and what
+// the client has been told.
+struct ClientSession::ParameterSink {
+  pool::ServerConnection* server;
+  ClientSession* session;
+  void set_parameter(std::string_view name, std::string_view value) {
+    server->set_parameter(name, value);
+    session->client_parameter_changed(name, value);
+  }
+};
 
 ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t id)
     : client_(std::move(socket)),
@@ -129,23 +189,27 @@ awaitable<void> ClientSession::serve() {
   if (!co_await finish_login()) co_return;
   login_buffer_.release_if_empty();
   if (!server_ && login_buffer_.empty()) {
-    // Logged in without a server connection: park. Nothing of this session but the
-    // object itself waits for the client's first bytes (no coroutine frames, no
-    // buffers, no server), as PgBouncer does, so idle clients cost little.
-    client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-      // The completion handler owns the session while resume() runs.
-      asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          log()->error("[c{}] session ended with an exception: {}", id, e.what());
-        }
-      });
-    });
+    park();
     co_return;
   }
   co_await resume({});
+}
+
+void ClientSession::park() {
+  // Logged in without a server connection: nothing of this session but the object
+  // itself waits for the client's next bytes (no coroutine frames, no buffers, no
+  // server), as PgBouncer does, so idle clients cost little.
+  client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+    // The completion handler owns the session while resume() runs.
+    asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
+      if (!error) return;
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        log()->error("[c{}] session ended with an exception: {}", id, e.what());
+      }
+    });
+  });
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -165,10 +229,23 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     client_.non_blocking(true, ec);
     server_->socket().non_blocking(true, ec);
   }
-  relay_->client_buffer.resize(kInitialRelayBuffer);
-  relay_->server_buffer.resize(kInitialRelayBuffer);
-  auto ended = co_await (pump_client_to_server() || pump_server_to_client());
-  const RelayEnd end = std::visit([](auto e) { return e; }, ended);
+  if (relay_->client_buffer.empty()) {
+    relay_->client_buffer.resize(kInitialRelayBuffer);
+    relay_->server_buffer.resize(kInitialRelayBuffer);
+  }
+  RelayEnd end;
+  for (;;) {
+    auto ended = co_await (pump_client_to_server() || pump_server_to_client());
+    end = std::visit([](auto e) { return e; }, ended);
+    if (end != RelayEnd::released) break;
+    // Checked again: the client pump may have relayed a new request while it was
+    // being stopped; then the same server carries on.
+    if (release_due()) {
+      co_await release_server();
+      park();
+      co_return;
+    }
+  }
 
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   switch (end) {
@@ -183,6 +260,15 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       server_.discard();  // it may have received part of a message
       co_await send_fatal("08P01", protocol_error_);
       break;
+    case RelayEnd::transaction_block:
+      log()->info("[c{}] transaction block in statement mode; closing client {}", id_, peer_);
+      co_await send_fatal("0A000", "transaction blocks are not allowed in statement pooling mode",
+                          "Sluice returns the server connection after every statement; use transaction mode.");
+      co_await return_server(false);
+      break;
+    case RelayEnd::released:
+    case RelayEnd::cancelled:
+      break;  // not an end of the relay (released) or never first (cancelled)
     case RelayEnd::server_closed:
     case RelayEnd::server_protocol_error:
       // Whatever the server said (FATAL included) has been relayed; the client sees
@@ -461,8 +547,10 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
     target.credential.plain = user.password;  // empty for trust users: PostgreSQL decides
   }
   const auto settings = context_.config().pool_for(db, user);
-  return context_.pools().get_or_create(database_, user_, target,
-                                        {settings.size, context_.config().timeouts.server_connect});
+  pool_mode_ = settings.mode;
+  return context_.pools().get_or_create(
+      database_, user_, target,
+      {settings.size, context_.config().timeouts.server_connect, settings.mode != config::PoolMode::session});
 }
 
 bool ClientSession::client_wants_to_leave() {
@@ -486,6 +574,11 @@ awaitable<bool> ClientSession::finish_login() {
   } else {
     if (!co_await attach_server()) co_return false;
     sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
+    if (pool_mode_ != config::PoolMode::session) {
+      // The next client with these startup values logs in without a server.
+      pool_->remember_parameters(startup_params_, sent_parameters_);
+      co_await release_server();
+    }
   }
   for (const auto& [name, value] : *sent_parameters_) protocol::append_parameter_status(out, name, value);
   protocol::append_backend_key(out, client_key_);
@@ -518,9 +611,20 @@ awaitable<bool> ClientSession::attach_server() {
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
+  if (pool_mode_ != config::PoolMode::session) {
+    // The connection may have served clients with other tracked values. At login
+    // the client's wishes are its startup values, unless the connection was opened
+    // with exactly those.
+    if (sent_parameters_) {
+      if (!co_await sync_parameters(*sent_parameters_)) co_return false;
+    } else if (server_->startup_params != startup_params_) {
+      if (!co_await sync_parameters(startup_params_)) co_return false;
+    }
+  }
   if (!sent_parameters_) co_return true;  // still logging in: the caller sends them
-  // Tell the client about any reported parameter that differs from what it was told
-  // at login (for example after ALTER ROLE ... SET on the server).
+  // Tell the client about any reported parameter that differs from what it knows
+  // (for example after ALTER ROLE ... SET on the server, or server_version on
+  // another connection).
   std::string out;
   for (const auto& [name, value] : server_->parameters) {
     auto known = std::find_if(sent_parameters_->begin(), sent_parameters_->end(),
@@ -529,8 +633,90 @@ awaitable<bool> ClientSession::attach_server() {
       protocol::append_parameter_status(out, name, value);
     }
   }
-  if (!out.empty() && !co_await write_client(out)) co_return false;
+  if (out.empty()) co_return true;
+  sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
+  co_return co_await write_client(out);
+}
+
+awaitable<bool> ClientSession::sync_parameters(const pool::ParameterList& wanted) {
+  std::string sql;
+  for (const auto& [name, value] : wanted) {
+    if (!pool::is_tracked_parameter(name)) continue;
+    auto current = std::find_if(server_->parameters.begin(), server_->parameters.end(),
+                                [&](const auto& p) { return iequals(p.first, name); });
+    if (current != server_->parameters.end() && current->second == value) continue;
+    // `name` is one of the tracked names, so it is safe to write as is.
+    sql += "SET " + name + " TO " + quote_literal(value) + ";";
+  }
+  if (sql.empty()) co_return true;
+  log()->debug("[c{}] setting tracked parameters on s{}: {}", id_, server_->id(), sql);
+  std::string out;
+  protocol::append_query(out, sql);
+  bool ok = co_await write_server(out);
+  ExchangeObserver observer{*server_, false, {}, {}};
+  relay_->server_buffer.resize(kInitialRelayBuffer);
+  while (ok && !(observer.ready && relay_->server_scanner.at_boundary())) {
+    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    ok = !ec && relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer).has_value();
+  }
+  if (!ok) {
+    log()->info("[c{}] server connection s{} failed while setting parameters; closing it", id_, server_->id());
+    server_.discard();
+    co_await send_fatal("08006", "server connection lost while setting the client's parameters");
+    co_return false;
+  }
+  if (!observer.error_sqlstate.empty()) {
+    // PostgreSQL would have refused such a value at login; so does Sluice.
+    server_.release_clean();
+    co_await send_fatal(observer.error_sqlstate, observer.error_message);
+    co_return false;
+  }
   co_return true;
+}
+
+void ClientSession::client_parameter_changed(std::string_view name, std::string_view value) {
+  if (sent_parameters_) {
+    auto known = std::find_if(sent_parameters_->begin(), sent_parameters_->end(),
+                              [&](const auto& p) { return p.first == name; });
+    if (known != sent_parameters_->end() && known->second == value) return;
+  }
+  auto changed = sent_parameters_ ? std::make_shared<pool::ParameterList>(*sent_parameters_)
+                                  : std::make_shared<pool::ParameterList>();
+  auto entry = std::find_if(changed->begin(), changed->end(), [&](const auto& p) { return p.first == name; });
+  if (entry != changed->end()) {
+    entry->second.assign(value);
+  } else {
+    changed->emplace_back(name, value);
+  }
+  sent_parameters_ = std::move(changed);
+}
+
+bool ClientSession::release_due() const {
+  if (pool_mode_ == config::PoolMode::session || !relay_) return false;
+  const auto& state = relay_->state;
+  return state.pending == 0 && !state.unsynced && !state.copy_in && state.transaction == 'I' && !state.fatal &&
+         relay_->client_scanner.at_boundary() && relay_->server_scanner.at_boundary() && !relay_->forwarding &&
+         !relay_->server_stream_broken;
+}
+
+awaitable<void> ClientSession::wait_for_cancels_in_flight() {
+  // A CancelRequest this client sent may still be on its way to the backend; let
+  // it land (send_cancel is bounded) before the connection can serve anyone else.
+  if (!cancels_in_flight_ || cancels_in_flight_->load() == 0) co_return;
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer tick(executor);
+  while (cancels_in_flight_->load() > 0) {
+    tick.expires_after(std::chrono::milliseconds(2));
+    co_await tick.async_wait(use_nothrow);
+  }
+}
+
+awaitable<void> ClientSession::release_server() {
+  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  co_await wait_for_cancels_in_flight();
+  log()->debug("[c{}] released server connection s{}", id_, server_->id());
+  relay_.reset();
+  server_.release_clean();
 }
 
 // ---- Relay ------------------------------------------------------------------------
@@ -549,6 +735,9 @@ std::size_t ClientSession::forward_length(const protocol::StreamScanner::Outcome
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
+  // Stopped (when the server pump ends first) only while waiting to read; a read
+  // that completed anyway is still relayed, and writes always finish.
+  co_await asio::this_coro::throw_if_cancelled(false);
   protocol::FrontendObserver observer{relay_->state};
   // Bytes that arrived with the last login message belong to the relay: they go
   // through the same path as the first read.
@@ -563,6 +752,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     carried = 0;
     if (n == 0) {
       auto [ec, read] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
+      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
     }
@@ -580,31 +770,48 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       auto sent = send_now(server_->socket(), relay_->client_buffer.data(), forward);
       if (!sent) co_return RelayEnd::server_closed;
       if (*sent < forward) {
+        auto token = uncancellable();
         auto [wec, written] = co_await asio::async_write(
-            server_->socket(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), use_nothrow);
+            server_->socket(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), token);
         if (wec) co_return RelayEnd::server_closed;
+        relay_->forwarding = false;
+        // The server may have answered everything while this write was finishing.
+        if (release_due()) co_return RelayEnd::released;
       }
       relay_->forwarding = false;
     }
     if (outcome->stopped) co_return RelayEnd::client_terminated;
+    if (co_await cancelled()) co_return RelayEnd::cancelled;
     maybe_grow(relay_->client_buffer, n);
   }
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
-  protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
+  co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
+  ParameterSink parameters{&*server_, this};
+  protocol::BackendObserver<ParameterSink> observer{relay_->state, &parameters};
   for (;;) {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
     auto sent = send_now(client_, relay_->server_buffer.data(), n);
     if (sent && *sent < n) {
+      auto token = uncancellable();
       auto [wec, written] =
-          co_await asio::async_write(client_, asio::buffer(relay_->server_buffer.data() + *sent, n - *sent), use_nothrow);
+          co_await asio::async_write(client_, asio::buffer(relay_->server_buffer.data() + *sent, n - *sent), token);
       if (wec) sent.reset();
     }
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
+    if (pool_mode_ != config::PoolMode::session) {
+      if (release_due()) co_return RelayEnd::released;
+      if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
+          relay_->state.transaction != 'I') {
+        co_return RelayEnd::transaction_block;
+      }
+    }
+    if (co_await cancelled()) co_return RelayEnd::cancelled;
     maybe_grow(relay_->server_buffer, n);
   }
 }
@@ -623,16 +830,7 @@ awaitable<bool> ClientSession::drain_server() {
 }
 
 awaitable<bool> ClientSession::reset_server() {
-  // A CancelRequest this client sent may still be on its way to the backend; let
-  // it land (send_cancel is bounded) before the connection can serve anyone else.
-  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) {
-    auto executor = co_await asio::this_coro::executor;
-    asio::steady_timer tick(executor);
-    while (cancels_in_flight_->load() > 0) {
-      tick.expires_after(std::chrono::milliseconds(2));
-      co_await tick.async_wait(use_nothrow);
-    }
-  }
+  co_await wait_for_cancels_in_flight();
   std::string out;
   if (relay_->state.copy_in) {
     protocol::append_copy_fail(out, "client disconnected");
@@ -664,7 +862,11 @@ awaitable<bool> ClientSession::reset_server() {
     ++relay_->state.pending;
     if (!co_await write_server(out) || !co_await drain_server()) co_return false;
   }
-  const auto reset_query = context_.config().pool_for(*database_config_, *user_config_).server_reset_query;
+  // In transaction and statement mode connections are shared while their clients
+  // stay connected, so a leaving client's end is no occasion to reset (as PgBouncer).
+  const auto reset_query = pool_mode_ == config::PoolMode::session
+                               ? context_.config().pool_for(*database_config_, *user_config_).server_reset_query
+                               : std::string();
   if (!reset_query.empty()) {
     out.clear();
     protocol::append_query(out, reset_query);

@@ -28,7 +28,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   asio::any_io_executor executor() { return client_.get_executor(); }
 
  private:
-  enum class RelayEnd { client_closed, client_terminated, client_protocol_error, server_closed, server_protocol_error };
+  enum class RelayEnd {
+    client_closed,
+    client_terminated,
+    client_protocol_error,
+    server_closed,
+    server_protocol_error,
+    released,           // transaction/statement mode: the server is idle and owes nothing
+    cancelled,          // the other pump ended first
+    transaction_block,  // statement mode: the client opened a transaction
+  };
 
   awaitable<void> serve();
   // Attaches a server if needed, relays until either side leaves, returns the server.
@@ -40,6 +49,18 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // first only when the pool has never reported parameters for these startup values.
   awaitable<bool> finish_login();
   awaitable<bool> attach_server();
+  // Transaction/statement mode: SETs the client's tracked parameters that differ
+  // on the connection it was just given; false (client told) if the server refuses.
+  awaitable<bool> sync_parameters(const pool::ParameterList& wanted);
+  // Transaction/statement mode: whether the attached server can go back to the
+  // pool now (a reply is owed for nothing the client sent, and nothing is half-sent).
+  bool release_due() const;
+  awaitable<void> release_server();
+  awaitable<void> wait_for_cancels_in_flight();
+  // Waits, without a coroutine frame or buffer, for the client's next bytes.
+  void park();
+  // A ParameterStatus the client was sent: what it now believes.
+  void client_parameter_changed(std::string_view name, std::string_view value);
   bool client_wants_to_leave();
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
@@ -54,6 +75,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<void> send_fatal(std::string_view sqlstate, std::string_view message, std::string_view detail = {});
   awaitable<bool> write_client(std::string_view bytes);
   void close_client();
+
+  struct ParameterSink;
 
   tcp::socket client_;
   Context& context_;
@@ -76,7 +99,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Relay.
   std::shared_ptr<pool::Pool> pool_;
-  std::shared_ptr<const pool::ParameterList> sent_parameters_;  // what the client was told at login
+  config::PoolMode pool_mode_ = config::PoolMode::session;
+  // The reported parameters as the client knows them (told at login, then every
+  // ParameterStatus relayed); shared with the pool's cache until one changes.
+  std::shared_ptr<const pool::ParameterList> sent_parameters_;
   pool::Lease server_;
   // What only an attached session needs, allocated on attach so that a parked
   // (idle, logged-in) client carries none of it.

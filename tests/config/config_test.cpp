@@ -506,22 +506,43 @@ host = "h"
                         2, 10, "sluice.listen", "expected an array"));
 }
 
-TEST(ConfigErrorTest, UnsupportedPoolMode) {
-  EXPECT_TRUE(OnlyError(load(R"(
+TEST(ConfigTest, PoolModesAndPreparedStatementCapOverridePerDatabaseAndUser) {
+  const LoadResult result = load(R"(
 [pool]
 mode = "transaction"
-[databases.app]
-host = "h"
-)"),
-                        2, 8, "pool.mode",
-                        "pool mode \"transaction\" is not supported yet; only \"session\" is available"));
-  EXPECT_TRUE(OnlyError(load(R"(
+max_prepared_statements = 50
 [databases.app]
 host = "h"
 pool = { mode = "statement" }
+[databases.other]
+host = "h"
+[users.app]
+auth = "trust"
+pool = { mode = "session", max_prepared_statements = 0 }
+[users.bob]
+auth = "trust"
+)");
+  ASSERT_TRUE(result.config) << (result.errors.empty() ? "" : result.errors.front().to_string());
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.pool.mode, PoolMode::transaction);
+  EXPECT_EQ(cfg.pool.max_prepared_statements, 50);
+  const auto& app = cfg.databases.at("app");
+  const auto& other = cfg.databases.at("other");
+  EXPECT_EQ(cfg.pool_for(app, cfg.users.at("bob")).mode, PoolMode::statement);
+  EXPECT_EQ(cfg.pool_for(other, cfg.users.at("bob")).mode, PoolMode::transaction);
+  EXPECT_EQ(cfg.pool_for(app, cfg.users.at("app")).mode, PoolMode::session);
+  EXPECT_EQ(cfg.pool_for(app, cfg.users.at("app")).max_prepared_statements, 0);
+  EXPECT_EQ(cfg.pool_for(app, cfg.users.at("bob")).max_prepared_statements, 50);
+}
+
+TEST(ConfigErrorTest, MaxPreparedStatementsRange) {
+  EXPECT_TRUE(OnlyError(load(R"(
+[pool]
+max_prepared_statements = -1
+[databases.app]
+host = "h"
 )"),
-                        3, 17, "databases.app.pool.mode",
-                        "pool mode \"statement\" is not supported yet; only \"session\" is available"));
+                        2, 27, "pool.max_prepared_statements", "must be between 0 and 100000, got -1"));
 }
 
 TEST(ConfigErrorTest, InvalidPoolMode) {
@@ -736,7 +757,7 @@ workers = -1
 colour = "blue"
 
 [pool]
-mode = "transaction"
+mode = "transactions"
 
 [timeouts]
 client_login = 5
@@ -755,7 +776,8 @@ password = "SCRAM-SHA-256$4096:x$y:z"
       "test.toml:2:29: sluice.listen[1]: duplicate listen address \"127.0.0.1:6432\"",
       "test.toml:3:11: sluice.workers: must be at least 0, got -1",
       "test.toml:4:1: sluice.colour: unknown key",
-      "test.toml:7:8: pool.mode: pool mode \"transaction\" is not supported yet; only \"session\" is available",
+      "test.toml:7:8: pool.mode: invalid pool mode \"transactions\"; expected \"session\", \"transaction\" or "
+      "\"statement\"",
       "test.toml:10:16: timeouts.client_login: expected a duration string with a unit, e.g. \"5s\" or \"250ms\"; "
       "got the integer 5",
       "test.toml:12:12: databases.app: missing host",

@@ -61,7 +61,7 @@ TEST(CliTest, CheckListsEveryErrorWithPositionAndKey) {
                                "listen = [\"127.0.0.1:6432\", \"127.0.0.1:6432\"]\n"
                                "bogus = 1\n"
                                "[pool]\n"
-                               "mode = \"transaction\"\n"
+                               "mode = \"transactional\"\n"
                                "[databases.app]\n"
                                "port = 99999\n");
   auto run = run_sluice("--check --config " + path);
