@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pool/asio.h"
+#include "pool/prepared_statements.h"
 #include "protocol/wire.h"
 
 namespace sluice::pool {
@@ -62,6 +63,7 @@ class ServerConnection {
   std::string address;           // "host:port" of the backend
   Clock::time_point created_at = Clock::now();
   Clock::time_point last_used_at = Clock::now();
+  ServerStatements statements;   // shared prepared statements it holds (transaction mode)
 
   void set_parameter(std::string_view name, std::string_view value);
 

@@ -223,28 +223,34 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
   }
 
   using namespace asio::experimental::awaitable_operators;
-  {
-    // send_now relies on send() never blocking the thread.
-    error_code ec;
-    client_.non_blocking(true, ec);
-    server_->socket().non_blocking(true, ec);
-  }
-  if (relay_->client_buffer.empty()) {
-    relay_->client_buffer.resize(kInitialRelayBuffer);
-    relay_->server_buffer.resize(kInitialRelayBuffer);
-  }
   RelayEnd end;
   for (;;) {
-    auto ended = co_await (pump_client_to_server() || pump_server_to_client());
+    {
+      // send_now relies on send() never blocking the thread.
+      error_code ec;
+      client_.non_blocking(true, ec);
+      server_->socket().non_blocking(true, ec);
+    }
+    if (relay_->client_buffer.empty()) {
+      relay_->client_buffer.resize(kInitialRelayBuffer);
+      relay_->server_buffer.resize(kInitialRelayBuffer);
+    }
+    auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
+                                      : co_await (pump_client_to_server() || pump_server_to_client());
     end = std::visit([](auto e) { return e; }, ended);
     if (end != RelayEnd::released) break;
-    // Checked again: the client pump may have relayed a new request while it was
-    // being stopped; then the same server carries on.
-    if (release_due()) {
-      co_await release_server();
-      park();
-      co_return;
+    if (server_ && release_due()) co_await release_server();
+    if (!server_) {
+      // Released. Bytes the client sent meanwhile were kept for the next server.
+      relay_.reset();
+      if (login_buffer_.empty()) {
+        park();
+        co_return;
+      }
+      if (!co_await attach_server()) co_return;
     }
+    // Otherwise the client pump relayed a new request while it was being stopped:
+    // the same server carries on.
   }
 
   context_.cancels().set_target(client_key_.pid, std::nullopt);
@@ -548,6 +554,8 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   }
   const auto settings = context_.config().pool_for(db, user);
   pool_mode_ = settings.mode;
+  tracking_statements_ = settings.mode != config::PoolMode::session && settings.max_prepared_statements > 0;
+  max_prepared_statements_ = static_cast<std::size_t>(settings.max_prepared_statements);
   return context_.pools().get_or_create(
       database_, user_, target,
       {settings.size, context_.config().timeouts.server_connect, settings.mode != config::PoolMode::session});
@@ -695,7 +703,7 @@ bool ClientSession::release_due() const {
   if (pool_mode_ == config::PoolMode::session || !relay_) return false;
   const auto& state = relay_->state;
   return state.pending == 0 && !state.unsynced && !state.copy_in && state.transaction == 'I' && !state.fatal &&
-         relay_->client_scanner.at_boundary() && relay_->server_scanner.at_boundary() && !relay_->forwarding &&
+         client_side_at_boundary() && server_side_at_boundary() && !relay_->forwarding &&
          !relay_->server_stream_broken;
 }
 
@@ -711,12 +719,33 @@ awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   }
 }
 
+bool ClientSession::release_now() {
+  // Done before the pumps stop, so that the connection is back in the pool
+  // before this client (or any other) can send its next request.
+  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
+  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  // A cancel counted just before the target went: release_server waits for it.
+  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
+  log()->debug("[c{}] released server connection s{}", id_, server_->id());
+  if (relay_->discard_on_release) {
+    server_.discard();
+  } else {
+    server_.release_clean();
+  }
+  return true;
+}
+
 awaitable<void> ClientSession::release_server() {
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   co_await wait_for_cancels_in_flight();
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
+  const bool trusted = !relay_->discard_on_release;
   relay_.reset();
-  server_.release_clean();
+  if (trusted) {
+    server_.release_clean();
+  } else {
+    server_.discard();
+  }
 }
 
 // ---- Relay ------------------------------------------------------------------------
@@ -755,6 +784,14 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
+      if (!server_) {
+        // The server pump released the server while this read completed: the bytes
+        // are the client's next request, for the next server.
+        auto space = login_buffer_.prepare(n);
+        std::memcpy(space.data(), relay_->client_buffer.data(), n);
+        login_buffer_.commit(n);
+        co_return RelayEnd::cancelled;
+      }
     }
     auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
     if (!outcome) {
@@ -805,7 +842,10 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
     if (pool_mode_ != config::PoolMode::session) {
-      if (release_due()) co_return RelayEnd::released;
+      if (release_due()) {
+        release_now();
+        co_return RelayEnd::released;
+      }
       if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
           relay_->state.transaction != 'I') {
         co_return RelayEnd::transaction_block;
@@ -813,6 +853,427 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     }
     if (co_await cancelled()) co_return RelayEnd::cancelled;
     maybe_grow(relay_->server_buffer, n);
+  }
+}
+
+// ---- Relay with shared prepared statements (transaction/statement mode) ----------------
+
+namespace {
+// A message longer than this is streamed through instead of being held whole; only
+// small messages are ever rewritten, dropped or answered here.
+constexpr std::size_t kLargestHeldMessage = 256 * 1024;
+}  // namespace
+
+bool ClientSession::client_side_at_boundary() const {
+  if (!tracking_statements_) return relay_->client_scanner.at_boundary();
+  return relay_->client_in.empty() && relay_->client_passing == 0;
+}
+
+bool ClientSession::server_side_at_boundary() const {
+  if (!tracking_statements_) return relay_->server_scanner.at_boundary();
+  return relay_->server_in.empty() && relay_->server_passing == 0 && relay_->requests.empty();
+}
+
+awaitable<bool> ClientSession::send_to_server(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) co_return true;
+  relay_->forwarding = true;  // stays set if this write is cut short
+  auto sent = send_now(server_->socket(), data, size);
+  if (!sent) co_return false;
+  if (*sent < size) {
+    auto token = uncancellable();
+    auto [ec, written] = co_await asio::async_write(server_->socket(), asio::buffer(data + *sent, size - *sent), token);
+    if (ec) co_return false;
+  }
+  relay_->forwarding = false;
+  co_return true;
+}
+
+awaitable<bool> ClientSession::send_to_client(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) co_return true;
+  auto sent = send_now(client_, data, size);
+  if (!sent) co_return false;
+  if (*sent < size) {
+    auto token = uncancellable();
+    auto [ec, written] = co_await asio::async_write(client_, asio::buffer(data + *sent, size - *sent), token);
+    if (ec) co_return false;
+  }
+  co_return true;
+}
+
+void ClientSession::ensure_prepared(const pool::StatementPtr& statement, std::string& out) {
+  if (server_->statements.use(statement->id)) return;
+  if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
+    protocol::append_close(out, 'S', victim->server_name);
+    relay_->requests.push_back({'C', PendingRequest::Answer::hide, false, false, nullptr, {}});
+  }
+  protocol::append_parse(out, statement->server_name,
+                         protocol::Bytes(reinterpret_cast<const std::uint8_t*>(statement->tail.data()),
+                                         statement->tail.size()));
+  relay_->requests.push_back({'P', PendingRequest::Answer::hide, false, false, statement, {}});
+}
+
+bool ClientSession::relay_client_message(char type, protocol::Bytes body, protocol::Bytes raw, std::string& out) {
+  using Answer = PendingRequest::Answer;
+  auto& requests = relay_->requests;
+  auto pass = [&](bool expects_answer) {
+    out.append(as_text(raw));
+    if (expects_answer) requests.push_back({type, Answer::relay, false, false, nullptr, {}});
+  };
+  switch (type) {
+    case 'X':
+      return false;
+    case 'P': {
+      auto parse = protocol::parse_parse(body);
+      if (!parse || parse->name.empty()) {
+        pass(true);  // the unnamed statement lives only until the next Parse: nothing to share
+        break;
+      }
+      std::string name(parse->name);
+      if (auto existing = client_statements_.find(name); existing != client_statements_.end()) {
+        // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: have the
+        // server refuse it, naming the statement the client already has under it.
+        ensure_prepared(existing->second, out);
+        protocol::append_parse(out, existing->second->server_name, parse->tail);
+        requests.push_back({'P', Answer::relay, false, false, nullptr, {}});
+        break;
+      }
+      auto statement = context_.statements().intern(parse->tail);
+      client_statements_[name] = statement;
+      if (server_->statements.use(statement->id)) {
+        requests.push_back({'P', Answer::parse_complete, false, false, nullptr, {}});
+        break;
+      }
+      if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
+        protocol::append_close(out, 'S', victim->server_name);
+        requests.push_back({'C', Answer::hide, false, false, nullptr, {}});
+      }
+      protocol::append_parse(out, statement->server_name, parse->tail);
+      requests.push_back({'P', Answer::relay, false, false, statement, std::move(name)});
+      break;
+    }
+    case 'B': {
+      auto bind = protocol::parse_bind(body);
+      auto known = bind && !bind->statement.empty() ? client_statements_.find(std::string(bind->statement))
+                                                    : client_statements_.end();
+      if (known == client_statements_.end()) {
+        pass(true);  // unnamed, or unknown: the server answers as PostgreSQL would
+        break;
+      }
+      ensure_prepared(known->second, out);
+      protocol::append_bind(out, bind->portal, known->second->server_name, bind->tail);
+      requests.push_back({'B', Answer::relay, false, false, nullptr, {}});
+      break;
+    }
+    case 'D': {
+      auto target = protocol::parse_target(body);
+      auto known = target && target->kind == 'S' && !target->name.empty()
+                       ? client_statements_.find(std::string(target->name))
+                       : client_statements_.end();
+      if (known == client_statements_.end()) {
+        pass(true);
+        break;
+      }
+      ensure_prepared(known->second, out);
+      protocol::append_describe(out, 'S', known->second->server_name);
+      requests.push_back({'D', Answer::relay, false, false, nullptr, {}});
+      break;
+    }
+    case 'C': {
+      auto target = protocol::parse_target(body);
+      if (!target || target->kind != 'S' || target->name.empty()) {
+        pass(true);
+        break;
+      }
+      // The server keeps the statement for other clients. Closing a name that does
+      // not exist is not an error in PostgreSQL either.
+      client_statements_.erase(std::string(target->name));
+      requests.push_back({'C', Answer::close_complete, false, false, nullptr, {}});
+      break;
+    }
+    case 'Q': {
+      // Cheap test first: only DEALLOCATE and DISCARD are of interest.
+      std::size_t first = 0;
+      while (first < body.size() && std::isspace(body[first])) ++first;
+      const char initial = first < body.size() ? static_cast<char>(std::tolower(body[first])) : 0;
+      if (initial != 'd' || body.empty()) {
+        pass(true);
+        break;
+      }
+      const std::string_view sql = as_text(body.first(body.size() - 1));  // without the NUL
+      auto command = protocol::classify_statement_command(sql);
+      if (command.kind == protocol::StatementCommand::deallocate && client_statements_.erase(command.name) > 0) {
+        requests.push_back({'Q', Answer::deallocate, false, false, nullptr, {}});
+        break;
+      }
+      pass(true);
+      if (command.kind == protocol::StatementCommand::deallocate_all ||
+          command.kind == protocol::StatementCommand::discard_all) {
+        client_statements_.clear();
+        requests.back().clears_statements = true;
+      }
+      break;
+    }
+    case 'E':
+    case 'S':
+    case 'F':
+      pass(true);
+      break;
+    default:  // Flush, CopyData, CopyDone, CopyFail: no answer of their own
+      pass(false);
+      break;
+  }
+  return true;
+}
+
+awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
+  co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
+  protocol::FrontendObserver observer{relay_->state};
+  auto& in = relay_->client_in;
+  auto& out = relay_->client_out;
+  if (!login_buffer_.empty()) {
+    auto space = in.prepare(login_buffer_.size());
+    std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
+    in.commit(login_buffer_.size());
+    login_buffer_.consume(login_buffer_.size());
+  }
+  std::size_t wanted = in.empty() ? kInitialRelayBuffer : 0;  // room to read into
+  for (;;) {
+    if (in.empty() || wanted > 0) {
+      auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+      if (ec) co_return RelayEnd::client_closed;
+      in.commit(n);
+      if (!server_) {  // released meanwhile (see pump_client_to_server)
+        auto pending = in.data();
+        auto stash = login_buffer_.prepare(pending.size());
+        std::memcpy(stash.data(), pending.data(), pending.size());
+        login_buffer_.commit(pending.size());
+        in.consume(pending.size());
+        co_return RelayEnd::cancelled;
+      }
+    }
+    wanted = 0;
+    out.clear();
+    bool terminated = false;
+    while (!in.empty() && !terminated) {
+      auto data = in.data();
+      if (relay_->client_passing > 0) {
+        const std::size_t take = std::min<std::uint64_t>(relay_->client_passing, data.size());
+        out.append(as_text(data.first(take)));
+        relay_->client_passing -= take;
+        in.consume(take);
+        continue;
+      }
+      if (data.size() < protocol::kHeaderSize) {
+        wanted = protocol::kHeaderSize;
+        break;
+      }
+      const char type = static_cast<char>(data[0]);
+      const std::uint32_t length = protocol::read_u32(data.data() + 1);
+      if (length < 4 || length - 4 > max_message_size_) {
+        protocol_error_ = length < 4 ? "invalid message length"
+                                     : "message length exceeds max_message_size (" +
+                                           std::to_string(context_.config().max_message_size) + " bytes)";
+        co_return RelayEnd::client_protocol_error;
+      }
+      const std::size_t total = std::size_t{length} + 1;
+      if (data.size() < total) {
+        if (type == 'd' && total > kLargestHeldMessage) {
+          // Bulk COPY data: streamed, never rewritten.
+          observer.inspect(type);
+          out.append(as_text(data));
+          relay_->client_passing = total - data.size();
+          in.consume(data.size());
+          continue;
+        }
+        wanted = total - data.size();
+        break;
+      }
+      const bool inspected = observer.inspect(type);
+      if (inspected) observer.on_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
+      terminated = !relay_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
+                                         data.first(total), out);
+      in.consume(total);
+    }
+    if (!co_await send_to_server(reinterpret_cast<const std::uint8_t*>(out.data()), out.size())) {
+      co_return RelayEnd::server_closed;
+    }
+    if (terminated) {
+      relay_->server_stream_broken = relay_->server_stream_broken || !in.empty();
+      co_return RelayEnd::client_terminated;
+    }
+    if (!relay_->requests.empty() && relay_->requests.front().answer != PendingRequest::Answer::relay &&
+        relay_->requests.front().answer != PendingRequest::Answer::hide) {
+      // Answers made here with nothing from the server to carry them: wake the
+      // server pump (it alone writes to the client) to send them.
+      relay_->wake_requested = true;
+      error_code ec;
+      server_->socket().cancel(ec);
+    }
+    if (release_due()) co_return RelayEnd::released;
+    if (co_await cancelled()) co_return RelayEnd::cancelled;
+  }
+}
+
+void ClientSession::forget_request_effects(const PendingRequest& request) {
+  if (request.registers) {
+    // The Parse did not happen: the server lacks the statement, and a client's
+    // name is free again, as in PostgreSQL.
+    server_->statements.erase(request.registers->id);
+    if (!request.client_name.empty()) {
+      auto it = client_statements_.find(request.client_name);
+      if (it != client_statements_.end() && it->second == request.registers) client_statements_.erase(it);
+    }
+  }
+  if (request.type == 'C' && request.answer == PendingRequest::Answer::hide) {
+    relay_->discard_on_release = true;  // an eviction that did not happen: the cache is off
+  }
+}
+
+void ClientSession::append_local_answers(std::string& out) {
+  using Answer = PendingRequest::Answer;
+  auto& requests = relay_->requests;
+  while (!requests.empty()) {
+    const auto answer = requests.front().answer;
+    if (answer == Answer::parse_complete) {
+      protocol::append_parse_complete(out);
+    } else if (answer == Answer::close_complete) {
+      protocol::append_close_complete(out);
+    } else if (answer == Answer::deallocate) {
+      protocol::append_command_complete(out, "DEALLOCATE");
+      protocol::append_ready_for_query(out, relay_->state.transaction);
+      if (relay_->state.pending > 0) --relay_->state.pending;
+    } else {
+      return;
+    }
+    requests.pop_front();
+  }
+}
+
+awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
+  using Answer = PendingRequest::Answer;
+  co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
+  ParameterSink parameters{&*server_, this};
+  protocol::BackendObserver<ParameterSink> observer{relay_->state, &parameters};
+  auto& in = relay_->server_in;
+  auto& out = relay_->server_out;
+  auto& requests = relay_->requests;
+  std::size_t wanted = kInitialRelayBuffer;
+  for (;;) {
+    if (!relay_->wake_requested) {
+      auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
+      auto [ec, n] =
+          co_await server_->socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+      if (ec && !(ec == asio::error::operation_aborted && relay_->wake_requested)) co_return RelayEnd::server_closed;
+      if (!ec) in.commit(n);
+    }
+    relay_->wake_requested = false;
+    wanted = 0;
+
+    // Relayed bytes are sent straight from the read buffer; `out` is only used
+    // once something is dropped or added.
+    out.clear();
+    auto data = in.data();
+    std::size_t pos = 0;
+    std::size_t flushed = 0;   // bytes of data[0, pos) already accounted for in out
+    bool rewritten = false;
+    auto splice = [&](std::size_t upto) {
+      out.append(as_text(data.subspan(flushed, upto - flushed)));
+      flushed = upto;
+      rewritten = true;
+    };
+    if (!requests.empty() && requests.front().answer != Answer::relay && requests.front().answer != Answer::hide) {
+      splice(0);
+      append_local_answers(out);
+    }
+    while (pos < data.size()) {
+      if (relay_->server_passing > 0) {
+        const std::size_t take = std::min<std::uint64_t>(relay_->server_passing, data.size() - pos);
+        relay_->server_passing -= take;
+        pos += take;
+        continue;
+      }
+      if (data.size() - pos < protocol::kHeaderSize) {
+        wanted = protocol::kHeaderSize;
+        break;
+      }
+      const char type = static_cast<char>(data[pos]);
+      const std::uint32_t length = protocol::read_u32(data.data() + pos + 1);
+      if (length < 4) co_return RelayEnd::server_protocol_error;
+      const std::size_t total = std::size_t{length} + 1;
+      const bool whole = data.size() - pos >= total;
+      if (!whole && total <= kLargestHeldMessage) {
+        wanted = total - (data.size() - pos);
+        break;
+      }
+      // A whole message, or the start of a large one (streamed; its first bytes
+      // hold the fields that are read).
+      const std::size_t available = std::min(total, data.size() - pos);
+      const auto body = data.subspan(pos + protocol::kHeaderSize, available - protocol::kHeaderSize);
+      if (observer.inspect(type)) observer.on_message(type, body);
+      bool relay_it = true;
+      bool popped = false;
+      if (!requests.empty()) {
+        PendingRequest& head = requests.front();
+        // Only the answer itself is hidden; a notice or notification passes.
+        if (head.answer == Answer::hide && whole && protocol::ends_response(head.type, type)) relay_it = false;
+        if (type == 'E' && protocol::is_extended_request(head.type)) {
+          // The server skips to the next Sync: so do the requests waiting behind it.
+          forget_request_effects(head);
+          requests.pop_front();
+          while (!requests.empty() && requests.front().type != 'S') {
+            forget_request_effects(requests.front());
+            requests.pop_front();
+          }
+          popped = true;
+        } else if (type == 'E') {
+          head.failed = true;
+        } else if ((type == 'G' || type == 'W') && head.type == 'E') {
+          // COPY IN through Execute: the Syncs already queued behind it are ignored
+          // by the server (see BackendObserver).
+          while (requests.size() > 1 && requests[1].type == 'S') requests.erase(requests.begin() + 1);
+        } else if (protocol::ends_response(head.type, type)) {
+          if (head.clears_statements) {
+            if (head.failed) {
+              relay_->discard_on_release = true;
+            } else {
+              server_->statements.clear();
+            }
+          }
+          requests.pop_front();
+          popped = true;
+        }
+      }
+      if (!relay_it) splice(pos);
+      pos += available;
+      if (!whole) relay_->server_passing = total - available;
+      if (!relay_it) flushed = pos;
+      if (popped && !requests.empty() && requests.front().answer != Answer::relay &&
+          requests.front().answer != Answer::hide) {
+        splice(pos);
+        append_local_answers(out);
+      }
+    }
+    bool sent;
+    if (rewritten) {
+      splice(pos);
+      sent = co_await send_to_client(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+    } else {
+      sent = co_await send_to_client(data.data(), pos);
+    }
+    in.consume(pos);
+    if (!sent) co_return RelayEnd::client_closed;
+    if (release_due()) {
+      release_now();
+      co_return RelayEnd::released;
+    }
+    if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
+        relay_->state.transaction != 'I') {
+      co_return RelayEnd::transaction_block;
+    }
+    if (co_await cancelled()) co_return RelayEnd::cancelled;
   }
 }
 
@@ -883,8 +1344,9 @@ awaitable<void> ClientSession::return_server(bool client_said_goodbye) {
   // A connection whose byte stream we cannot vouch for is closed, never reset:
   // the server holds part of a message (a Terminate split across reads, a client
   // that left mid-message, a write cut short), or it is going away, or Sluice is.
-  if (relay_->state.fatal || relay_->server_stream_broken || relay_->forwarding ||
-      !relay_->client_scanner.at_boundary() || context_.shutting_down()) {
+  if (relay_->state.fatal || relay_->server_stream_broken || relay_->forwarding || !client_side_at_boundary() ||
+      (tracking_statements_ && (!relay_->server_in.empty() || relay_->server_passing > 0)) ||
+      relay_->discard_on_release || context_.shutting_down()) {
     log()->info("[c{}] server connection s{} left in an unknown state; closing it", id_, server_->id());
     server_.discard();
     co_return;

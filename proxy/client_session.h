@@ -3,11 +3,14 @@
 // startup packet, client authentication, attaching a pooled server connection,
 // then relaying both directions until either side leaves, and finally returning
 // the server connection to its pool clean (or closing it).
+#include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "pool/asio.h"
 #include "pool/pool.h"
+#include "protocol/extended.h"
 #include "protocol/read_buffer.h"
 #include "protocol/relay_state.h"
 #include "protocol/scanner.h"
@@ -28,6 +31,24 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   asio::any_io_executor executor() { return client_.get_executor(); }
 
  private:
+  // A request passed to the server (or answered here), in order, until the server
+  // message that ends its answer has gone by.
+  struct PendingRequest {
+    enum class Answer : std::uint8_t {
+      relay,           // the server's answer goes to the client
+      hide,            // Sluice's own request (injected Parse or Close): the answer is dropped
+      parse_complete,  // the server had the statement: ParseComplete is made here
+      close_complete,  // Close of a statement is answered here (the server keeps it for others)
+      deallocate,      // SQL DEALLOCATE of a protocol-level statement, answered here
+    };
+    char type = 0;
+    Answer answer = Answer::relay;
+    bool failed = false;             // an ErrorResponse came while this request was first in line
+    bool clears_statements = false;  // DISCARD ALL / DEALLOCATE ALL: the server's statements go
+    pool::StatementPtr registers;    // a Parse that put this statement on the server
+    std::string client_name;         // a client's named Parse: its name is free again if it fails
+  };
+
   enum class RelayEnd {
     client_closed,
     client_terminated,
@@ -56,6 +77,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // pool now (a reply is owed for nothing the client sent, and nothing is half-sent).
   bool release_due() const;
   awaitable<void> release_server();
+  // Releases at once when no cancel is in flight (only the server pump may: the
+  // server socket must have no other operation pending); false otherwise.
+  bool release_now();
   awaitable<void> wait_for_cancels_in_flight();
   // Waits, without a coroutine frame or buffer, for the client's next bytes.
   void park();
@@ -65,6 +89,23 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
+  // The same, message by message, for transaction/statement mode with shared
+  // prepared statements: client statement names are mapped to server-side ones,
+  // a Parse the server already has is answered here, one it lacks is sent first.
+  awaitable<RelayEnd> pump_client_tracked();
+  awaitable<RelayEnd> pump_server_tracked();
+  // Rewrites one complete client message into `out`; false for Terminate.
+  bool relay_client_message(char type, protocol::Bytes body, protocol::Bytes raw, std::string& out);
+  // Appends a Parse for `statement` unless the server has it (closing the least
+  // recently used statement first when the server's cache is full).
+  void ensure_prepared(const pool::StatementPtr& statement, std::string& out);
+  // Answers produced here for requests at the head of the queue.
+  void append_local_answers(std::string& out);
+  void forget_request_effects(const PendingRequest& request);
+  awaitable<bool> send_to_server(const std::uint8_t* data, std::size_t size);
+  awaitable<bool> send_to_client(const std::uint8_t* data, std::size_t size);
+  bool client_side_at_boundary() const;
+  bool server_side_at_boundary() const;
   awaitable<void> return_server(bool client_said_goodbye);
   awaitable<bool> reset_server();
   awaitable<bool> drain_server();
@@ -115,8 +156,21 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::vector<std::uint8_t> server_buffer;
     bool server_stream_broken = false;  // the server got part of a message: never reuse it
     bool forwarding = false;            // a write to the server was under way
+    // Tracked mode (see pump_client_tracked).
+    std::deque<PendingRequest> requests;  // what each request sent (or answered here) still waits for
+    protocol::ReadBuffer client_in{0};
+    protocol::ReadBuffer server_in{0};
+    std::string client_out;
+    std::string server_out;
+    std::uint64_t client_passing = 0;  // bytes of a large client message still to stream through
+    std::uint64_t server_passing = 0;
+    bool wake_requested = false;       // the server pump was woken to send local answers
+    bool discard_on_release = false;   // the server's statement cache can no longer be trusted
   };
   std::unique_ptr<Relay> relay_;
+  bool tracking_statements_ = false;
+  std::size_t max_prepared_statements_ = 0;
+  std::unordered_map<std::string, pool::StatementPtr> client_statements_;  // the client's name -> shared statement
   std::string protocol_error_;
   bool client_said_goodbye_ = false;
 };

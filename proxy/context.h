@@ -76,6 +76,7 @@ class Context {
   const config::Config& config() const { return *config_; }
   pool::PoolRegistry& pools() { return pools_; }
   CancelRegistry& cancels() { return cancels_; }
+  pool::StatementRegistry& statements() { return statements_; }
 
   // Client connection accounting for max_client_conn.
   bool try_add_client();
@@ -103,6 +104,7 @@ class Context {
   std::shared_ptr<const config::Config> config_;
   pool::PoolRegistry pools_;
   CancelRegistry cancels_;
+  pool::StatementRegistry statements_;
   std::atomic<int> clients_{0};
   std::atomic<bool> shutting_down_{false};
 

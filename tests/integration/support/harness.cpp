@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -29,6 +30,8 @@
 #ifndef SLUICE_BINARY
 #error "SLUICE_BINARY must be defined by the build (path of the sluice executable)"
 #endif
+
+extern char** environ;
 
 namespace sluice::test {
 namespace {
@@ -663,5 +666,82 @@ bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds 
     std::this_thread::sleep_for(20ms);
   }
 }
+
+std::string pg_tool(const std::string& name) {
+  const std::string versioned = "/usr/lib/postgresql/15/bin/" + name;
+  return ::access(versioned.c_str(), X_OK) == 0 ? versioned : name;
+}
+
+
+ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                  std::chrono::milliseconds timeout) {
+  ProcessResult result;
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const auto& mine : env) overridden |= mine.substr(0, mine.find('=')) == name;
+    // Settings a developer's shell may carry that would change what the clients do.
+    static const char* const kDropped[] = {"PGTZ", "PGDATESTYLE", "PGOPTIONS", "PGSERVICE", "PGSSLMODE",
+                                           "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE"};
+    for (const char* d : kDropped) overridden |= name == d;
+    if (!overridden) env_strings.push_back(entry);
+  }
+  for (const auto& mine : env) env_strings.push_back(mine);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp;
+  for (auto& s : args) argp.push_back(s.data());
+  argp.push_back(nullptr);
+
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return result;
+  const auto start = Clock::now();
+  const pid_t child = ::fork();
+  if (child < 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return result;
+  }
+  if (child == 0) {
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, STDIN_FILENO);
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(out[1], STDERR_FILENO);
+    ::execvpe(argp[0], argp.data(), envp.data());
+    const char msg[] = "exec failed\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  const auto deadline = start + timeout;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left <= 0ms) {
+      result.timed_out = true;
+      ::kill(child, SIGKILL);
+      break;
+    }
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000))) <= 0) continue;
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n > 0) {
+      result.output.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
 
 }  // namespace sluice::test

@@ -117,4 +117,19 @@ PgConn connect(const std::string& conninfo);  // may return a connection in CONN
 // Polls `condition` until it holds or `timeout` passes; returns whether it held.
 bool wait_for(const std::function<bool()>& condition, std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+// A PostgreSQL command-line tool: the version 15 binary when installed, else from PATH.
+std::string pg_tool(const std::string& name);
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed by a signal or not started
+  bool timed_out = false;
+  std::string output;  // stdout and stderr, interleaved
+  double seconds = 0;
+};
+
+// Runs argv[0] (looked up in PATH) with the parent's environment plus `env` (minus libpq
+// settings a developer's shell may carry), stdout and stderr captured; killed after `timeout`.
+ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                  std::chrono::milliseconds timeout = std::chrono::seconds(180));
+
 }  // namespace sluice::test
