@@ -20,7 +20,8 @@ std::optional<std::string_view> read_cstr(Bytes body, std::size_t& pos) noexcept
 
 std::string_view as_view(Bytes bytes) { return {reinterpret_cast<const char*>(bytes.data()), bytes.size()}; }
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+// PostgreSQL's scanner: space, tab, newline, carriage return, form feed (not \v).
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'; }
 
 // Splits SQL into words: keywords and identifiers (quoted ones unquoted). Returns
 // false on anything else (comments, other punctuation), which the caller treats
@@ -140,7 +141,8 @@ StatementCommand classify_statement_command(std::string_view sql) {
   if (words.size() == 2 && words[0] == "discard" && words[1] == "all") return {StatementCommand::discard_all, {}};
   if (words.empty() || words[0] != "deallocate") return {};
   std::size_t at = 1;
-  if (at < words.size() && words[at] == "prepare") ++at;
+  // PREPARE is optional, and also a valid statement name ("DEALLOCATE prepare").
+  if (words.size() == 3 && words[at] == "prepare") ++at;
   if (at + 1 != words.size()) return {};
   const std::string& name = words[at];
   if (name == "all") return {StatementCommand::deallocate_all, {}};

@@ -224,7 +224,7 @@ TEST(ConfigLoadTest, ExampleFileLoadsCleanly) {
   ASSERT_TRUE(result.config);
   const Config& cfg = *result.config;
   EXPECT_EQ(cfg.source_file, path);
-  EXPECT_EQ(cfg.pool.mode, PoolMode::session);
+  EXPECT_EQ(cfg.pool.mode, PoolMode::transaction);
   ASSERT_NE(cfg.find_database("app"), nullptr);
   EXPECT_EQ(cfg.find_database("app")->host, "127.0.0.1");
   EXPECT_EQ(cfg.find_database("app")->port, 5432);
