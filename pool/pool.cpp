@@ -150,7 +150,9 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
 
   const auto server_id = next_server_id();
   log()->debug("[s{}] opening server connection to {} for pool {}", server_id, target_.address(), name_);
-  auto result = co_await connect_server(target_, params, settings_.connect_timeout, server_id);
+  // Shared connections are opened without the tracked parameters, so that what
+  // they report at login is the server's default for each (see attach_server).
+  auto result = co_await connect_server(target_, key, settings_.connect_timeout, server_id);
   if (auto* failure = std::get_if<ConnectFailure>(&result)) {
     log()->warn("[s{}] connection to {} for pool {} failed: {}", server_id, target_.address(), name_,
                 failure->reason);
@@ -166,7 +168,8 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
   conn->pool_key = key;
   {
     std::lock_guard lock(mutex_);
-    remember_locked(params, std::make_shared<const ParameterList>(conn->parameters));
+    // What a client with exactly these startup parameters is told at login.
+    remember_locked(key, std::make_shared<const ParameterList>(conn->parameters));
   }
   log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
               conn->backend_key.pid);

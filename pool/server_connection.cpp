@@ -136,6 +136,7 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
       case 'Z':
         buffer.consume(total);
         if (!buffer.empty()) co_return transport_failure("server sent data after ReadyForQuery during login");
+        conn->initial_parameters = conn->parameters;
         co_return std::move(conn);
       case 'N':  // notices during login are not forwarded
       case 'v':  // NegotiateProtocolVersion: we asked for 3.0 and no options

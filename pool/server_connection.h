@@ -58,6 +58,7 @@ class ServerConnection {
   // Current values of the server's reportable parameters, kept up to date from
   // every ParameterStatus the server sends.
   std::vector<std::pair<std::string, std::string>> parameters;
+  ParameterList initial_parameters;  // what the server reported at login
   StartupParams startup_params;  // what this connection was opened with
   StartupParams pool_key;        // which clients may use it (see Pool)
   std::string address;           // "host:port" of the backend

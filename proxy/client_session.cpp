@@ -214,9 +214,16 @@ void ClientSession::park() {
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
   if (!server_) {
-    if (wait_error || client_wants_to_leave()) {
+    const auto readiness = wait_error ? ClientReadiness::leaving : client_readiness();
+    if (readiness == ClientReadiness::leaving) {
       close_client();
       log()->info("[c{}] client {} disconnected", id_, peer_);
+      co_return;
+    }
+    if (readiness == ClientReadiness::nothing) {
+      // A readiness event with nothing to read (epoll can report one left over
+      // from bytes read earlier): keep waiting rather than take a server.
+      park();
       co_return;
     }
     if (!co_await attach_server()) co_return;
@@ -561,13 +568,17 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
       {settings.size, context_.config().timeouts.server_connect, settings.mode != config::PoolMode::session});
 }
 
-bool ClientSession::client_wants_to_leave() {
+ClientSession::ClientReadiness ClientSession::client_readiness() {
+  if (!login_buffer_.empty()) return ClientReadiness::has_bytes;
   // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
   std::uint8_t first = 0;
   const ssize_t n = ::recv(client_.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return true;
-  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-  return first == 'X' && login_buffer_.empty();
+  if (n == 0) return ClientReadiness::leaving;
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return ClientReadiness::nothing;
+    return ClientReadiness::leaving;
+  }
+  return first == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
 }
 
 awaitable<bool> ClientSession::finish_login() {
@@ -625,8 +636,23 @@ awaitable<bool> ClientSession::attach_server() {
     // with exactly those.
     if (sent_parameters_) {
       if (!co_await sync_parameters(*sent_parameters_)) co_return false;
-    } else if (server_->startup_params != startup_params_) {
-      if (!co_await sync_parameters(startup_params_)) co_return false;
+    } else {
+      // Logging in: the server's defaults (what the connection reported at its own
+      // login, opened without tracked parameters), with the client's startup values
+      // on top; the connection may still carry another client's settings.
+      pool::ParameterList wanted;
+      for (const auto& [name, value] : server_->initial_parameters)
+        if (pool::is_tracked_parameter(name)) wanted.emplace_back(name, value);
+      for (const auto& [name, value] : startup_params_) {
+        if (!pool::is_tracked_parameter(name)) continue;
+        auto known = std::find_if(wanted.begin(), wanted.end(), [&](const auto& p) { return iequals(p.first, name); });
+        if (known != wanted.end()) {
+          known->second = value;
+        } else {
+          wanted.emplace_back(name, value);
+        }
+      }
+      if (!co_await sync_parameters(wanted)) co_return false;
     }
   }
   if (!sent_parameters_) co_return true;  // still logging in: the caller sends them
@@ -1306,7 +1332,12 @@ awaitable<bool> ClientSession::reset_server() {
   if (relay_->state.pending > 0 && client_said_goodbye_) {
     // The client sent Terminate with a request still running. PostgreSQL would
     // finish that work (it may commit) and then close; closing our side does the
-    // same without making the next client wait for it.
+    // same without making the next client wait for it. Inside a transaction block
+    // nothing of it can commit any more, so the work is cancelled first rather
+    // than left to hold its locks.
+    if (relay_->state.transaction != 'I') {
+      co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
+    }
     co_return false;
   }
   if (relay_->state.pending > 0) {

@@ -85,7 +85,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void park();
   // A ParameterStatus the client was sent: what it now believes.
   void client_parameter_changed(std::string_view name, std::string_view value);
-  bool client_wants_to_leave();
+  enum class ClientReadiness { leaving, has_bytes, nothing };
+  // What a parked client's socket holds: EOF or a Terminate (leaving), a request,
+  // or nothing after all.
+  ClientReadiness client_readiness();
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
