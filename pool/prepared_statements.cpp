@@ -15,6 +15,19 @@ StatementPtr StatementRegistry::intern(protocol::Bytes tail) {
   return statement;
 }
 
+StatementPtr StatementRegistry::renew(const StatementPtr& stale) {
+  std::lock_guard lock(mutex_);
+  auto it = by_tail_.find(std::string_view(stale->tail));
+  if (it != by_tail_.end() && it->second != stale) return it->second;
+  if (it != by_tail_.end()) by_tail_.erase(it);
+  auto statement = std::make_shared<SharedStatement>();
+  statement->id = ++next_id_;
+  statement->server_name = "sluice_" + std::to_string(statement->id);
+  statement->tail = stale->tail;
+  by_tail_.emplace(std::string_view(statement->tail), statement);
+  return statement;
+}
+
 std::size_t StatementRegistry::size() const {
   std::lock_guard lock(mutex_);
   return by_tail_.size();

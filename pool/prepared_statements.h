@@ -28,6 +28,10 @@ class StatementRegistry {
  public:
   // The statement for this Parse tail, created on first sight.
   StatementPtr intern(protocol::Bytes tail);
+  // A new server-side name for `stale`'s text (its plan no longer fits the
+  // tables), which later intern() calls return; if another client renewed it
+  // first, that statement.
+  StatementPtr renew(const StatementPtr& stale);
   std::size_t size() const;
 
  private:

@@ -726,7 +726,7 @@ void ClientSession::client_parameter_changed(std::string_view name, std::string_
 }
 
 bool ClientSession::release_due() const {
-  if (pool_mode_ == config::PoolMode::session || !relay_) return false;
+  if (pool_mode_ == config::PoolMode::session || !relay_ || !server_) return false;
   const auto& state = relay_->state;
   return state.pending == 0 && !state.unsynced && !state.copy_in && state.transaction == 'I' && !state.fatal &&
          client_side_at_boundary() && server_side_at_boundary() && !relay_->forwarding &&
@@ -858,6 +858,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
+    // Back to the pool before the client sees the reply that ends its transaction:
+    // once it has it, it (or anyone) may ask for a server again at once.
+    const bool released = outcome && release_due() && release_now();
     auto sent = send_now(client_, relay_->server_buffer.data(), n);
     if (sent && *sent < n) {
       auto token = uncancellable();
@@ -868,10 +871,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
     if (pool_mode_ != config::PoolMode::session) {
-      if (release_due()) {
-        release_now();
-        co_return RelayEnd::released;
-      }
+      if (released || release_due()) co_return RelayEnd::released;  // resume() waits for cancels in flight
       if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
           relay_->state.transaction != 'I') {
         co_return RelayEnd::transaction_block;
@@ -888,6 +888,23 @@ namespace {
 // A message longer than this is streamed through instead of being held whole; only
 // small messages are ever rewritten, dropped or answered here.
 constexpr std::size_t kLargestHeldMessage = 256 * 1024;
+// Batches larger than this are not kept for a retry after a stale plan.
+constexpr std::size_t kMaxReplayedBatch = 64 * 1024;
+
+// The value of one field of an ErrorResponse body ("" when absent).
+std::string_view find_error_field(protocol::Bytes body, char code) {
+  std::size_t pos = 0;
+  while (pos < body.size() && body[pos] != 0) {
+    const char field = static_cast<char>(body[pos++]);
+    const auto* start = body.data() + pos;
+    const auto* nul = static_cast<const std::uint8_t*>(std::memchr(start, 0, body.size() - pos));
+    if (nul == nullptr) return {};
+    const std::string_view value(reinterpret_cast<const char*>(start), static_cast<std::size_t>(nul - start));
+    if (field == code) return value;
+    pos += value.size() + 1;
+  }
+  return {};
+}
 }  // namespace
 
 bool ClientSession::client_side_at_boundary() const {
@@ -902,16 +919,117 @@ bool ClientSession::server_side_at_boundary() const {
 
 awaitable<bool> ClientSession::send_to_server(const std::uint8_t* data, std::size_t size) {
   if (size == 0) co_return true;
+  if (relay_->server_write_busy) {
+    // The other pump is finishing a write (only a retried batch does this): wait
+    // for it, so that messages never interleave.
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer tick(executor);
+    while (relay_->server_write_busy) {
+      tick.expires_after(std::chrono::milliseconds(1));
+      auto token = uncancellable();
+      co_await tick.async_wait(token);
+    }
+  }
   relay_->forwarding = true;  // stays set if this write is cut short
   auto sent = send_now(server_->socket(), data, size);
   if (!sent) co_return false;
   if (*sent < size) {
+    relay_->server_write_busy = true;
     auto token = uncancellable();
     auto [ec, written] = co_await asio::async_write(server_->socket(), asio::buffer(data + *sent, size - *sent), token);
+    relay_->server_write_busy = false;
     if (ec) co_return false;
   }
   relay_->forwarding = false;
   co_return true;
+}
+
+void ClientSession::record_batch(char type, protocol::Bytes raw) {
+  auto& relay = *relay_;
+  if (relay.batch_complete) {
+    relay.batch.clear();
+    relay.batch_complete = false;
+    relay.batch_replayable = relay.state.transaction == 'I' && relay.state.pending == 0 && relay.requests.empty();
+    relay.batch_executed = false;
+    relay.batch_retried = false;
+    relay.batch_binds_answered = 0;
+  }
+  if (type == 'S') relay.batch_complete = true;
+  const bool extended = type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C' || type == 'H' ||
+                        type == 'S';
+  if (!extended || relay.batch.size() + raw.size() > kMaxReplayedBatch) relay.batch_replayable = false;
+  if (relay.batch_replayable) relay.batch.append(as_text(raw));
+}
+
+bool ClientSession::stale_plan_retryable(protocol::Bytes error_body) const {
+  const auto& relay = *relay_;
+  if (!relay.batch_replayable || !relay.batch_complete || relay.batch_executed || relay.batch_retried ||
+      relay.requests.empty() || relay.requests.back().type != 'S' || relay.forwarding) {
+    return false;
+  }
+  // Exactly one Sync queued (the batch's own): nothing was sent after it.
+  if (std::count_if(relay.requests.begin(), relay.requests.end(), [](const auto& r) { return r.type == 'S'; }) != 1) {
+    return false;
+  }
+  auto fields = protocol::parse_error_fields(error_body);
+  if (!fields || fields->sqlstate != "0A000") return false;
+  // The routine name is never translated; the message is, with lc_messages.
+  return fields->message == "cached plan must not change result type" ||
+         find_error_field(error_body, 'R') == "RevalidateCachedQuery";
+}
+
+awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
+  auto& relay = *relay_;
+  auto fresh = context_.statements().renew(stale);
+  for (auto& [name, statement] : client_statements_)
+    if (statement == stale) statement = fresh;
+  std::string batch = std::move(relay.batch);
+  relay.batch.clear();
+  relay.batch_retried = true;
+  const std::int64_t binds_before = relay.batch_binds_answered;
+  // The client's own Parses of this batch register again (with the new names).
+  auto each_message = [&](auto&& visit) {
+    protocol::Bytes rest(reinterpret_cast<const std::uint8_t*>(batch.data()), batch.size());
+    while (rest.size() >= protocol::kHeaderSize) {
+      const std::size_t total = std::size_t{protocol::read_u32(rest.data() + 1)} + 1;
+      visit(static_cast<char>(rest[0]), rest.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
+            rest.first(total));
+      rest = rest.subspan(total);
+    }
+  };
+  each_message([&](char type, protocol::Bytes body, protocol::Bytes) {
+    if (type != 'P') return;
+    if (auto parse = protocol::parse_parse(body); parse && !parse->name.empty()) {
+      client_statements_.erase(std::string(parse->name));
+    }
+  });
+  std::string out;
+  protocol::FrontendObserver observer{relay.state};
+  std::int64_t binds_seen = 0;
+  each_message([&](char type, protocol::Bytes body, protocol::Bytes raw) {
+    if (type == 'B') ++binds_seen;
+    // Answers the client already has (everything before the failed Bind) are not
+    // given twice.
+    const bool answered = binds_seen <= binds_before && type != 'S' && type != 'E';
+    const std::size_t queued = relay.requests.size();
+    observer.inspect(type);
+    relay_client_message(type, body, raw, out);
+    if (!answered) return;
+    for (std::size_t i = queued; i < relay.requests.size();) {
+      auto& request = relay.requests[i];
+      if (request.answer == PendingRequest::Answer::relay) {
+        request.answer = PendingRequest::Answer::hide;
+        ++i;
+      } else if (request.answer == PendingRequest::Answer::hide) {
+        ++i;
+      } else {
+        relay.requests.erase(relay.requests.begin() + static_cast<std::ptrdiff_t>(i));  // made here: already sent
+      }
+    }
+  });
+  relay.batch = std::move(batch);
+  relay.batch_complete = true;
+  co_return co_await send_to_server(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
 }
 
 awaitable<bool> ClientSession::send_to_client(const std::uint8_t* data, std::size_t size) {
@@ -930,12 +1048,13 @@ void ClientSession::ensure_prepared(const pool::StatementPtr& statement, std::st
   if (server_->statements.use(statement->id)) return;
   if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
     protocol::append_close(out, 'S', victim->server_name);
-    relay_->requests.push_back({'C', PendingRequest::Answer::hide, false, false, nullptr, {}});
+    relay_->requests.push_back({'C', PendingRequest::Answer::hide});
   }
   protocol::append_parse(out, statement->server_name,
                          protocol::Bytes(reinterpret_cast<const std::uint8_t*>(statement->tail.data()),
                                          statement->tail.size()));
-  relay_->requests.push_back({'P', PendingRequest::Answer::hide, false, false, statement, {}});
+  relay_->requests.push_back({'P', PendingRequest::Answer::hide});
+  relay_->requests.back().registers = statement;
 }
 
 bool ClientSession::relay_client_message(char type, protocol::Bytes body, protocol::Bytes raw, std::string& out) {
@@ -943,7 +1062,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
   auto& requests = relay_->requests;
   auto pass = [&](bool expects_answer) {
     out.append(as_text(raw));
-    if (expects_answer) requests.push_back({type, Answer::relay, false, false, nullptr, {}});
+    if (expects_answer) requests.push_back({type, Answer::relay});
   };
   switch (type) {
     case 'X':
@@ -960,21 +1079,23 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
         // server refuse it, naming the statement the client already has under it.
         ensure_prepared(existing->second, out);
         protocol::append_parse(out, existing->second->server_name, parse->tail);
-        requests.push_back({'P', Answer::relay, false, false, nullptr, {}});
+        requests.push_back({'P', Answer::relay});
         break;
       }
       auto statement = context_.statements().intern(parse->tail);
       client_statements_[name] = statement;
       if (server_->statements.use(statement->id)) {
-        requests.push_back({'P', Answer::parse_complete, false, false, nullptr, {}});
+        requests.push_back({'P', Answer::parse_complete});
         break;
       }
       if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
         protocol::append_close(out, 'S', victim->server_name);
-        requests.push_back({'C', Answer::hide, false, false, nullptr, {}});
+        requests.push_back({'C', Answer::hide});
       }
       protocol::append_parse(out, statement->server_name, parse->tail);
-      requests.push_back({'P', Answer::relay, false, false, statement, std::move(name)});
+      requests.push_back({'P', Answer::relay});
+      requests.back().registers = statement;
+      requests.back().client_name = std::move(name);
       break;
     }
     case 'B': {
@@ -987,7 +1108,8 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       ensure_prepared(known->second, out);
       protocol::append_bind(out, bind->portal, known->second->server_name, bind->tail);
-      requests.push_back({'B', Answer::relay, false, false, nullptr, {}});
+      requests.push_back({'B', Answer::relay});
+      requests.back().uses = known->second;
       break;
     }
     case 'D': {
@@ -1001,7 +1123,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       ensure_prepared(known->second, out);
       protocol::append_describe(out, 'S', known->second->server_name);
-      requests.push_back({'D', Answer::relay, false, false, nullptr, {}});
+      requests.push_back({'D', Answer::relay});
       break;
     }
     case 'C': {
@@ -1013,7 +1135,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       // The server keeps the statement for other clients. Closing a name that does
       // not exist is not an error in PostgreSQL either.
       client_statements_.erase(std::string(target->name));
-      requests.push_back({'C', Answer::close_complete, false, false, nullptr, {}});
+      requests.push_back({'C', Answer::close_complete});
       break;
     }
     case 'Q': {
@@ -1028,7 +1150,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       const std::string_view sql = as_text(body.first(body.size() - 1));  // without the NUL
       auto command = protocol::classify_statement_command(sql);
       if (command.kind == protocol::StatementCommand::deallocate && client_statements_.erase(command.name) > 0) {
-        requests.push_back({'Q', Answer::deallocate, false, false, nullptr, {}});
+        requests.push_back({'Q', Answer::deallocate});
         break;
       }
       pass(true);
@@ -1107,6 +1229,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       if (data.size() < total) {
         if (type == 'd' && total > kLargestHeldMessage) {
           // Bulk COPY data: streamed, never rewritten.
+          record_batch(type, {});
           observer.inspect(type);
           out.append(as_text(data));
           relay_->client_passing = total - data.size();
@@ -1116,6 +1239,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
         wanted = total - data.size();
         break;
       }
+      record_batch(type, data.first(total));
       const bool inspected = observer.inspect(type);
       if (inspected) observer.on_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
       terminated = !relay_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
@@ -1187,6 +1311,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
   auto& requests = relay_->requests;
   std::size_t wanted = kInitialRelayBuffer;
   for (;;) {
+    pool::StatementPtr retry_statement;  // set when a stale plan is to be retried
     if (!relay_->wake_requested) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       auto [ec, n] =
@@ -1244,8 +1369,26 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
       if (!requests.empty()) {
         PendingRequest& head = requests.front();
         // Only the answer itself is hidden; a notice or notification passes.
-        if (head.answer == Answer::hide && whole && protocol::ends_response(head.type, type)) relay_it = false;
-        if (type == 'E' && protocol::is_extended_request(head.type)) {
+        if (head.answer == Answer::hide && whole &&
+            (protocol::ends_response(head.type, type) || (head.type == 'D' && type == 't'))) {
+          relay_it = false;
+        }
+        if (type == 'E' && head.type == 'B' && head.uses && whole && stale_plan_retryable(body)) {
+          // The statement was prepared (for someone) before DDL changed its result:
+          // a direct connection that prepared it now would not fail. Run the batch
+          // again under a new server-side name; the client sees none of this.
+          log()->info("[c{}] shared statement {} has a stale plan on s{}; preparing it again", id_,
+                      head.uses->server_name, server_->id());
+          retry_statement = head.uses;
+          relay_it = false;
+          requests.pop_front();
+          while (requests.front().type != 'S') {
+            forget_request_effects(requests.front());
+            requests.pop_front();
+          }
+          requests.front().answer = Answer::hide;  // its ReadyForQuery too
+          popped = true;
+        } else if (type == 'E' && protocol::is_extended_request(head.type)) {
           // The server skips to the next Sync: so do the requests waiting behind it.
           forget_request_effects(head);
           requests.pop_front();
@@ -1261,6 +1404,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
           // by the server (see BackendObserver).
           while (requests.size() > 1 && requests[1].type == 'S') requests.erase(requests.begin() + 1);
         } else if (protocol::ends_response(head.type, type)) {
+          if (head.type == 'E') relay_->batch_executed = true;
+          if (head.type == 'B' && head.answer == Answer::relay) ++relay_->batch_binds_answered;
           if (head.clears_statements) {
             if (head.failed) {
               relay_->discard_on_release = true;
@@ -1282,19 +1427,18 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
         append_local_answers(out);
       }
     }
+    if (retry_statement && !co_await retry_stale_plan(retry_statement)) co_return RelayEnd::server_closed;
+    if (rewritten) splice(pos);
+    in.consume(pos);  // `data` stays valid until the next prepare()
+    const bool released = release_due() && release_now();  // before the client has the reply (see above)
     bool sent;
     if (rewritten) {
-      splice(pos);
       sent = co_await send_to_client(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
     } else {
       sent = co_await send_to_client(data.data(), pos);
     }
-    in.consume(pos);
     if (!sent) co_return RelayEnd::client_closed;
-    if (release_due()) {
-      release_now();
-      co_return RelayEnd::released;
-    }
+    if (released || release_due()) co_return RelayEnd::released;
     if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
         relay_->state.transaction != 'I') {
       co_return RelayEnd::transaction_block;

@@ -41,12 +41,14 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
       close_complete,  // Close of a statement is answered here (the server keeps it for others)
       deallocate,      // SQL DEALLOCATE of a protocol-level statement, answered here
     };
+    PendingRequest(char request, Answer how) : type(request), answer(how) {}
     char type = 0;
     Answer answer = Answer::relay;
     bool failed = false;             // an ErrorResponse came while this request was first in line
     bool clears_statements = false;  // DISCARD ALL / DEALLOCATE ALL: the server's statements go
     pool::StatementPtr registers;    // a Parse that put this statement on the server
     std::string client_name;         // a client's named Parse: its name is free again if it fails
+    pool::StatementPtr uses;         // a Bind of a shared statement (retried if its plan went stale)
   };
 
   enum class RelayEnd {
@@ -105,6 +107,14 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Answers produced here for requests at the head of the queue.
   void append_local_answers(std::string& out);
   void forget_request_effects(const PendingRequest& request);
+  // Records a client message in the current batch (transaction mode).
+  void record_batch(char type, protocol::Bytes raw);
+  // Whether an ErrorResponse for the Bind at the head of the queue is PostgreSQL's
+  // "cached plan must not change result type" and the batch can safely run again.
+  bool stale_plan_retryable(protocol::Bytes error_body) const;
+  // Gives the statement a new server-side name and sends the batch again; the
+  // error and the ReadyForQuery of the failed attempt are hidden.
+  awaitable<bool> retry_stale_plan(pool::StatementPtr stale);
   awaitable<bool> send_to_server(const std::uint8_t* data, std::size_t size);
   awaitable<bool> send_to_client(const std::uint8_t* data, std::size_t size);
   bool client_side_at_boundary() const;
@@ -169,6 +179,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::uint64_t server_passing = 0;
     bool wake_requested = false;       // the server pump was woken to send local answers
     bool discard_on_release = false;   // the server's statement cache can no longer be trusted
+    bool server_write_busy = false;    // a write to the server is under way (either pump)
+    // The client's messages since its previous Sync, kept (up to kMaxReplayedBatch)
+    // so that a batch that failed only because a shared statement's plan went
+    // stale can be sent again (see retry_stale_plan).
+    std::string batch;
+    bool batch_complete = true;    // its Sync went out: the next message starts a new batch
+    bool batch_replayable = false;  // began with nothing in flight, outside a transaction block
+    bool batch_executed = false;    // an Execute of it completed
+    bool batch_retried = false;
+    std::int64_t batch_binds_answered = 0;  // its Binds the server completed (answers the client has)
   };
   std::unique_ptr<Relay> relay_;
   bool tracking_statements_ = false;

@@ -223,6 +223,69 @@ TEST_F(PreparedTest, RedefiningANameIsRefusedAsInPostgres) {
   ASSERT_EQ(value(holder.get(), "COMMIT"), "COMMIT");
 }
 
+// Columns of a prepared statement's one-row result, as "v1,v2,...", or "ERROR <sqlstate>".
+std::string row_of(PGconn* c, const char* name) {
+  PgResult r(PQexecPrepared(c, name, 0, nullptr, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    return std::string("ERROR ") + (state ? state : "?");
+  }
+  std::string out;
+  for (int i = 0; i < PQnfields(r.get()); ++i) out += (i ? "," : "") + std::string(PQgetvalue(r.get(), 0, i));
+  return out;
+}
+
+TEST_F(PreparedTest, StalePlanOfAStatementSharedWithAnotherClientIsPreparedAgain) {
+  pg().exec("DROP TABLE IF EXISTS plan_t; CREATE TABLE plan_t (a int); INSERT INTO plan_t VALUES (1); "
+            "GRANT ALL ON plan_t TO app");
+  start("transaction", 1);
+  PgConn a = client();
+  ASSERT_EQ(prepare(a.get(), "s", "SELECT * FROM plan_t"), "OK");
+  ASSERT_EQ(row_of(a.get(), "s"), "1");
+  pg().exec("ALTER TABLE plan_t ADD COLUMN b int DEFAULT 7");
+  // b prepares the same text after the DDL: directly, that works. Through Sluice the
+  // server already holds a's statement, whose plan no longer fits.
+  PgConn b = client();
+  ASSERT_EQ(prepare(b.get(), "t", "SELECT * FROM plan_t"), "OK");
+  EXPECT_EQ(row_of(b.get(), "t"), "1,7");
+  EXPECT_EQ(row_of(b.get(), "t"), "1,7");
+
+  // Parse, Bind, Describe, Execute and Sync in one batch (pipeline mode).
+  pg().exec("ALTER TABLE plan_t ADD COLUMN c text DEFAULT 'x'");
+  PgConn c = client();
+  ASSERT_EQ(PQenterPipelineMode(c.get()), 1);
+  ASSERT_EQ(PQsendPrepare(c.get(), "u", "SELECT * FROM plan_t", 0, nullptr), 1);
+  ASSERT_EQ(PQsendQueryPrepared(c.get(), "u", 0, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  std::vector<std::string> seen;
+  for (int results = 0; results < 3;) {
+    PgResult r(PQgetResult(c.get()));
+    if (!r) continue;
+    ++results;
+    const auto status = PQresultStatus(r.get());
+    if (status == PGRES_TUPLES_OK) {
+      std::string row;
+      for (int i = 0; i < PQnfields(r.get()); ++i) row += (i ? "," : "") + std::string(PQgetvalue(r.get(), 0, i));
+      seen.push_back(row);
+    } else {
+      seen.push_back(PQresStatus(status));
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"PGRES_COMMAND_OK", "1,7,x", "PGRES_PIPELINE_SYNC"}));
+  ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
+
+  // Inside a transaction block the failed Bind has already aborted the transaction,
+  // so Sluice passes PostgreSQL's error on (documented).
+  pg().exec("ALTER TABLE plan_t ADD COLUMN d int DEFAULT 9");
+  PgConn d = client();
+  ASSERT_EQ(prepare(d.get(), "v", "SELECT * FROM plan_t"), "OK");
+  ASSERT_EQ(value(d.get(), "BEGIN"), "BEGIN");
+  EXPECT_EQ(row_of(d.get(), "v"), "ERROR 0A000");
+  ASSERT_EQ(value(d.get(), "ROLLBACK"), "ROLLBACK");
+  EXPECT_EQ(row_of(d.get(), "v"), "1,7,x,9");
+  pg().exec("DROP TABLE plan_t");
+}
+
 TEST_F(PreparedTest, PipelineAcrossSyncsWithAFailureKeepsClientAndServerInStep) {
   start("transaction", 1);
   PgConn c = client();
