@@ -11,18 +11,14 @@
 // timing. Where "a client must wait" is checked, it is checked while another client's
 // round trips prove that Sluice has been working in the meantime, and the waiting query's
 // result must show that it ran after the transaction it waited for.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -32,7 +28,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <regex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -41,8 +36,6 @@
 #include <vector>
 
 #include "support/harness.h"
-
-extern char** environ;
 
 namespace sluice::test {
 namespace {
@@ -57,41 +50,10 @@ constexpr std::chrono::milliseconds kResultBound = 60s;
 
 PostgresServer& pg() { return PostgresServer::shared(); }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
-
 // ---------------------------------------------------------------------------
 // libpq helpers (all bounded: a pool that never hands out a server fails the test
 // instead of hanging the binary)
 // ---------------------------------------------------------------------------
-std::string sqlstate_of(const PGresult* r) {
-  const char* s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
-  return s ? s : "";
-}
-
-std::string describe(PGconn* c, const PGresult* r) {
-  std::string out = r ? PQresStatus(PQresultStatus(r)) : "no result";
-  const std::string state = sqlstate_of(r);
-  if (!state.empty()) out += " [" + state + "]";
-  const char* msg = r ? PQresultErrorMessage(r) : nullptr;
-  if (msg && *msg) {
-    out += std::string(": ") + msg;
-  } else if (c && PQerrorMessage(c) && *PQerrorMessage(c)) {
-    out += std::string(": ") + PQerrorMessage(c);
-  }
-  return out;
-}
-
 // Waits (bounded) until libpq has a complete result buffered; false on timeout. A broken
 // connection counts as "not busy": PQgetResult then reports it without blocking.
 bool await_not_busy(PGconn* c, std::chrono::milliseconds timeout) {
@@ -156,7 +118,7 @@ void exec_ok(PGconn* c, const std::string& sql) {
   PgResult r = query(c, sql);
   const auto status = PQresultStatus(r.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    throw std::runtime_error("`" + sql + "` failed: " + describe(c, r.get()));
+    throw std::runtime_error("`" + sql + "` failed: " + describe_result(c, r.get()));
   }
 }
 
@@ -164,7 +126,7 @@ void exec_ok(PGconn* c, const std::string& sql) {
 std::string value(PGconn* c, const std::string& sql) {
   PgResult r = query(c, sql);
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) {
-    throw std::runtime_error("`" + sql + "` failed: " + describe(c, r.get()));
+    throw std::runtime_error("`" + sql + "` failed: " + describe_result(c, r.get()));
   }
   return PQgetvalue(r.get(), 0, 0);
 }
@@ -173,7 +135,7 @@ std::string value(PGconn* c, const std::string& sql) {
 std::vector<std::string> row(PGconn* c, const std::string& sql) {
   PgResult r = query(c, sql);
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) {
-    throw std::runtime_error("`" + sql + "` failed: " + describe(c, r.get()));
+    throw std::runtime_error("`" + sql + "` failed: " + describe_result(c, r.get()));
   }
   std::vector<std::string> out;
   for (int i = 0; i < PQnfields(r.get()); ++i) {
@@ -416,11 +378,20 @@ class TransactionPoolingTest : public ::testing::Test {
     return true;
   }
 
+  // A fresh database `db` (with a table `table` of `columns` for app, when given) behind a new
+  // Sluice in transaction mode with a pool of `size`; false (test failed) if Sluice does not start.
+  bool start_on_fresh_database(const std::string& db, int size, const std::string& table = "",
+                               const std::string& columns = "") {
+    fresh_database(db);
+    if (!table.empty()) create_table(db, table, columns);
+    return start(pooling_config("transaction", size));
+  }
+
   void TearDown() override {
     if (!sluice_) return;
     EXPECT_TRUE(sluice_->running()) << "Sluice exited during the test";
     const std::string log = sluice_->log();
-    EXPECT_EQ(log.find("ended with an exception"), std::string::npos) << tail(log, 60);
+    EXPECT_EQ(log.find("ended with an exception"), std::string::npos) << tail_lines(log, 60);
     sluice_.reset();  // the harness prints the log's tail if the test failed
   }
 
@@ -428,7 +399,6 @@ class TransactionPoolingTest : public ::testing::Test {
                   const std::string& password = kPassword) const {
     return sluice_->conninfo(db, user, password, extra);
   }
-  static std::string direct(const std::string& db) { return pg().conninfo(db, kUser, kPassword); }
 
   std::unique_ptr<SluiceProcess> sluice_;
 };
@@ -436,97 +406,9 @@ class TransactionPoolingTest : public ::testing::Test {
 // ---------------------------------------------------------------------------
 // 1. pgbench: 50 clients on a pool of 5
 // ---------------------------------------------------------------------------
-std::string pg_tool(const std::string& name) {
-  const std::string versioned = "/usr/lib/postgresql/15/bin/" + name;
-  return ::access(versioned.c_str(), X_OK) == 0 ? versioned : name;
-}
-
-struct ProcessResult {
-  int exit_code = -1;  // -1 when killed by a signal or not started
-  bool timed_out = false;
-  std::string output;  // stdout and stderr, interleaved
-  double seconds = 0;
-};
-
-// Runs argv with the parent's environment (minus settings that change what libpq
-// clients do) plus `env`; output captured; killed after `timeout`.
-ProcessResult run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                          std::chrono::milliseconds timeout = 300s) {
-  ProcessResult result;
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) {
-    const std::string entry = *e;
-    const std::string name = entry.substr(0, entry.find('='));
-    bool overridden = false;
-    for (const auto& mine : env) overridden |= mine.substr(0, mine.find('=')) == name;
-    static const char* const kDropped[] = {"PGTZ",  "PGDATESTYLE", "PGOPTIONS", "PGSERVICE",  "PGSSLMODE", "PGHOST",
-                                           "PGPORT", "PGUSER",     "PGDATABASE", "PGPASSFILE", "PGAPPNAME"};
-    for (const char* d : kDropped) overridden |= name == d;
-    if (!overridden) env_strings.push_back(entry);
-  }
-  for (const auto& mine : env) env_strings.push_back(mine);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (auto& s : args) argp.push_back(s.data());
-  argp.push_back(nullptr);
-
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return result;
-  const auto start = Clock::now();
-  const pid_t child = ::fork();
-  if (child < 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    return result;
-  }
-  if (child == 0) {
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, STDIN_FILENO);
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(out[1], STDERR_FILENO);
-    ::execvpe(argp[0], argp.data(), envp.data());
-    const char msg[] = "exec failed\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  const auto deadline = start + timeout;
-  char buf[4096];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left <= 0ms) {
-      result.timed_out = true;
-      ::kill(child, SIGKILL);
-      break;
-    }
-    pollfd pfd{out[0], POLLIN, 0};
-    if (::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000))) <= 0) continue;
-    const ssize_t n = ::read(out[0], buf, sizeof buf);
-    if (n > 0) {
-      result.output.append(buf, static_cast<std::size_t>(n));
-    } else if (n == 0 || errno != EINTR) {
-      break;
-    }
-  }
-  ::close(out[0]);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  result.seconds = seconds_since(start);
-  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  return result;
-}
-
-std::optional<long long> parse_number(const std::string& text, const std::string& pattern) {
-  std::smatch m;
-  if (std::regex_search(text, m, std::regex(pattern))) return std::stoll(m[1].str());
-  return std::nullopt;
-}
-
 constexpr const char* kPgbenchDb = "tx_pgbench";
 constexpr int kPgbenchPool = 5;
+constexpr std::chrono::milliseconds kPgbenchTimeout = 300s;  // a pgbench run is killed after this
 
 class PgbenchPoolingTest : public TransactionPoolingTest {
  protected:
@@ -534,10 +416,9 @@ class PgbenchPoolingTest : public TransactionPoolingTest {
     try {
       fresh_database(kPgbenchDb);
       // Initialised directly: what is tested is the run through Sluice.
-      const ProcessResult r =
-          run_process({pg_tool("pgbench"), "-i", "-s", "1", "-q", "-h", pg().host(), "-p", std::to_string(pg().port()),
-                       "-U", kUser, kPgbenchDb},
-                      env());
+      const ProcessResult r = run({pg_tool("pgbench"), "-i", "-s", "1", "-q", "-h", pg().host(), "-p",
+                                   std::to_string(pg().port()), "-U", kUser, kPgbenchDb},
+                                  env(), kPgbenchTimeout);
       if (r.exit_code != 0) init_error_ = "pgbench -i failed:\n" + r.output;
     } catch (const std::exception& e) {
       init_error_ = e.what();
@@ -559,7 +440,7 @@ class PgbenchPoolingTest : public TransactionPoolingTest {
                                      "-U", kUser};
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back(kPgbenchDb);
-    const ProcessResult r = run_process(argv, env());
+    const ProcessResult r = run(argv, env(), kPgbenchTimeout);
     sampler.stop();
 
     std::string command = "pgbench";
@@ -567,7 +448,7 @@ class PgbenchPoolingTest : public TransactionPoolingTest {
     std::printf("[ INFO     ] %s mode, %s: exit %d after %.2f s; pg_stat_activity: at most %lld backends in %lld "
                 "samples, %zu distinct pids\n%s\n",
                 mode.c_str(), command.c_str(), r.exit_code, r.seconds, sampler.max(), sampler.samples(),
-                sampler.pids().size(), tail(r.output, 8).c_str());
+                sampler.pids().size(), tail_lines(r.output, 8).c_str());
     ASSERT_FALSE(r.timed_out) << r.output;
     EXPECT_EQ(r.exit_code, 0) << r.output;
     const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
@@ -639,7 +520,7 @@ TEST_F(TransactionPoolingTest, TwentyClientsShareTwoServers) {
     ASSERT_TRUE(results.has_value()) << "client " << i << " got no answer within the bound";
     ASSERT_EQ(results->size(), 1u);
     const PGresult* r = results->front().get();
-    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(clients[i].get(), r);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(clients[i].get(), r);
     EXPECT_EQ(std::string(PQgetvalue(r, 0, 1)), std::to_string(i));
     pids.insert(PQgetvalue(r, 0, 0));
     EXPECT_EQ(PQtransactionStatus(clients[i].get()), PQTRANS_IDLE);
@@ -657,7 +538,7 @@ TEST_F(TransactionPoolingTest, TwentyClientsShareTwoServers) {
     ASSERT_TRUE(results.has_value()) << "client " << i << " got no answer within the bound";
     ASSERT_EQ(results->size(), 1u);
     const PGresult* r = results->front().get();
-    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(clients[i].get(), r);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(clients[i].get(), r);
     EXPECT_EQ(std::string(PQgetvalue(r, 0, 0)), std::to_string(i + 1000));
     pids.insert(PQgetvalue(r, 0, 1));
   }
@@ -675,8 +556,7 @@ TEST_F(TransactionPoolingTest, TwentyClientsShareTwoServers) {
 // single idle client holding the connection would starve everyone else.
 TEST_F(TransactionPoolingTest, IdleClientsNeverHoldAServer) {
   const std::string db = "tx_idle";
-  fresh_database(db);
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1));
   PgConn worker = connect_ok(via(db));
   EXPECT_EQ(value(worker.get(), "SELECT 'first'"), "first");
   constexpr int kIdle = 100;
@@ -690,7 +570,7 @@ TEST_F(TransactionPoolingTest, IdleClientsNeverHoldAServer) {
     } catch (const std::exception& e) {
       FAIL() << "after idle client " << i << " logged in (sending nothing), the worker got no server: " << e.what();
     }
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe(worker.get(), r.get());
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe_result(worker.get(), r.get());
   }
   for (int i = 0; i < kIdle; ++i) EXPECT_EQ(value(idle[i].get(), "SELECT 'idle " + std::to_string(i) + "'"),
                                             "idle " + std::to_string(i));
@@ -702,9 +582,7 @@ TEST_F(TransactionPoolingTest, IdleClientsNeverHoldAServer) {
 // ---------------------------------------------------------------------------
 TEST_F(TransactionPoolingTest, OpenTransactionHoldsTheOnlyServerUntilCommit) {
   const std::string db = "tx_hold";
-  fresh_database(db);
-  create_table(db, "items", "x int");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "items", "x int"));
   BackendSampler sampler(db, kUser);
 
   PgConn a = connect_ok(via(db));
@@ -748,7 +626,7 @@ TEST_F(TransactionPoolingTest, OpenTransactionHoldsTheOnlyServerUntilCommit) {
       ASSERT_TRUE(results.has_value()) << "waiter " << i << " not served after A's transaction ended";
       ASSERT_EQ(results->size(), 1u);
       const PGresult* r = results->front().get();
-      ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(waiters[i].get(), r);
+      ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(waiters[i].get(), r);
       EXPECT_EQ(std::stoll(PQgetvalue(r, 0, 0)), a_pid) << "a pool of 1 used another backend";
       EXPECT_TRUE(PQgetisnull(r, 0, 1)) << "waiter " << i << " ran inside A's transaction (xid "
                                         << PQgetvalue(r, 0, 1) << ")";
@@ -768,9 +646,7 @@ TEST_F(TransactionPoolingTest, OpenTransactionHoldsTheOnlyServerUntilCommit) {
 // ---------------------------------------------------------------------------
 TEST_F(TransactionPoolingTest, PipelineWithFailingSegmentThenServerGoesBackToPool) {
   const std::string db = "tx_pipeline";
-  fresh_database(db);
-  create_table(db, "piped", "seg int, i int");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "piped", "seg int, i int"));
   PgConn a = connect_ok(via(db));
   PgConn b = connect_ok(via(db));
 
@@ -807,24 +683,24 @@ TEST_F(TransactionPoolingTest, PipelineWithFailingSegmentThenServerGoesBackToPoo
       PgResult r = next_result_within(a.get());
       ASSERT_TRUE(r) << "no result within the bound: " << PQerrorMessage(a.get());
       if (seg == kFailingSegment && i == kFailingIndex) {
-        EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe(a.get(), r.get());
-        EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe(a.get(), r.get());
+        EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe_result(a.get(), r.get());
+        EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe_result(a.get(), r.get());
       } else if (seg == kFailingSegment && i > kFailingIndex) {
-        EXPECT_EQ(PQresultStatus(r.get()), PGRES_PIPELINE_ABORTED) << describe(a.get(), r.get());
+        EXPECT_EQ(PQresultStatus(r.get()), PGRES_PIPELINE_ABORTED) << describe_result(a.get(), r.get());
       } else if (i % 5 == 0) {
-        EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe(a.get(), r.get());
+        EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe_result(a.get(), r.get());
         EXPECT_STREQ(PQcmdTuples(r.get()), "1");
       } else {
-        ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe(a.get(), r.get());
+        ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r.get());
         EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string((seg * 100 + i) * 2));
       }
       PgResult end = next_result_within(a.get());
-      EXPECT_FALSE(end) << "expected the end of query " << i << "'s results, got " << describe(a.get(), end.get());
+      EXPECT_FALSE(end) << "expected the end of query " << i << "'s results, got " << describe_result(a.get(), end.get());
     }
     PgResult sync = next_result_within(a.get());
     ASSERT_TRUE(sync) << PQerrorMessage(a.get());
     ASSERT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC) << "segment " << seg << ": "
-                                                               << describe(a.get(), sync.get());
+                                                               << describe_result(a.get(), sync.get());
   }
   // The failing segment's inserts were rolled back with it; the others committed.
   EXPECT_EQ(pg().query_value("SELECT count(*) FROM piped WHERE seg = " + std::to_string(kFailingSegment), db), "0");
@@ -833,7 +709,7 @@ TEST_F(TransactionPoolingTest, PipelineWithFailingSegmentThenServerGoesBackToPoo
   // Still in pipeline mode and idle: the server is back in the pool, B can use it.
   {
     PgResult r = query(b.get(), "SELECT 'b after pipeline'");
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe(b.get(), r.get());
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe_result(b.get(), r.get());
     EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "b after pipeline");
   }
   // A pipeline segment after the server changed hands.
@@ -844,12 +720,12 @@ TEST_F(TransactionPoolingTest, PipelineWithFailingSegmentThenServerGoesBackToPoo
     ASSERT_EQ(PQpipelineSync(a.get()), 1);
     PgResult r1 = next_result_within(a.get());
     ASSERT_TRUE(r1);
-    ASSERT_EQ(PQresultStatus(r1.get()), PGRES_TUPLES_OK) << describe(a.get(), r1.get());
+    ASSERT_EQ(PQresultStatus(r1.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r1.get());
     EXPECT_STREQ(PQgetvalue(r1.get(), 0, 0), "42");
     EXPECT_FALSE(next_result_within(a.get()));
     PgResult r2 = next_result_within(a.get());
     ASSERT_TRUE(r2);
-    ASSERT_EQ(PQresultStatus(r2.get()), PGRES_TUPLES_OK) << describe(a.get(), r2.get());
+    ASSERT_EQ(PQresultStatus(r2.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r2.get());
     EXPECT_STREQ(PQgetvalue(r2.get(), 0, 0), "second");
     EXPECT_FALSE(next_result_within(a.get()));
     PgResult sync = next_result_within(a.get());
@@ -899,15 +775,16 @@ std::pair<long long, Settings> server_settings(PGconn* c) {
   return {std::stoll(r[0]), Settings{r[1], r[2], r[3]}};
 }
 
+// What a session of `db` has when it sets nothing (asked directly, not through Sluice).
+Settings default_settings(const std::string& db) {
+  PgConn d = connect_ok(pg().conninfo(db, kUser, kPassword));
+  return server_settings(d.get()).second;
+}
+
 TEST_F(TransactionPoolingTest, TrackedParametersFollowTheClientAcrossServers) {
   const std::string db = "tx_tracked";
-  fresh_database(db);
-  ASSERT_TRUE(start(pooling_config("transaction", 2)));
-  Settings defaults;
-  {
-    PgConn d = connect_ok(direct(db));
-    defaults = server_settings(d.get()).second;
-  }
+  ASSERT_TRUE(start_on_fresh_database(db, 2));
+  const Settings defaults = default_settings(db);
   ASSERT_NE(defaults.timezone, "Asia/Tokyo");
   ASSERT_NE(defaults.application_name, "alpha");
 
@@ -1028,13 +905,8 @@ TEST_F(TransactionPoolingTest, TrackedParametersFollowTheClientAcrossServers) {
 // Many clients with different tracked values (and some with none) racing for two servers.
 TEST_F(TransactionPoolingTest, TrackedParametersUnderConcurrentSwitching) {
   const std::string db = "tx_tracked_race";
-  fresh_database(db);
-  ASSERT_TRUE(start(pooling_config("transaction", 2)));
-  Settings defaults;
-  {
-    PgConn d = connect_ok(direct(db));
-    defaults = server_settings(d.get()).second;
-  }
+  ASSERT_TRUE(start_on_fresh_database(db, 2));
+  const Settings defaults = default_settings(db);
   const std::vector<std::string> zones = {"Asia/Tokyo", "Europe/Paris", "America/New_York", "Australia/Sydney"};
   constexpr int kClients = 8;
   constexpr int kRounds = 25;
@@ -1115,7 +987,7 @@ TEST_F(TransactionPoolingTest, StatementModeRefusesTransactionBlocks) {
   // A transaction that ends within one query ends idle: allowed.
   {
     PgResult r = query(first.get(), "BEGIN; INSERT INTO stmt_rows VALUES (2); COMMIT");
-    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe(first.get(), r.get());
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe_result(first.get(), r.get());
   }
   EXPECT_EQ(value(first.get(), "SELECT count(*) FROM stmt_rows"), "2");
 
@@ -1191,9 +1063,7 @@ TEST_F(TransactionPoolingTest, StatementModeRefusesTransactionBlocks) {
 // ---------------------------------------------------------------------------
 TEST_F(TransactionPoolingTest, ClientLeavingMidTransactionIsRolledBack) {
   const std::string db = "tx_abandon";
-  fresh_database(db);
-  create_table(db, "abandoned", "x int");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "abandoned", "x int"));
 
   enum class Ending { terminate, socket_shutdown };
   const std::vector<std::pair<Ending, std::string>> endings = {
@@ -1225,7 +1095,7 @@ TEST_F(TransactionPoolingTest, ClientLeavingMidTransactionIsRolledBack) {
     ASSERT_TRUE(results.has_value()) << "the waiting client was not served after A left";
     ASSERT_EQ(results->size(), 1u);
     const PGresult* r = results->front().get();
-    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(waiter.get(), r);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(waiter.get(), r);
     std::printf("[ INFO     ] %s: waiter served after %.3f s on backend %s (A's was %lld)\n", name.c_str(), elapsed,
                 PQgetvalue(r, 0, 1), a_pid);
     EXPECT_STREQ(PQgetvalue(r, 0, 0), "0") << "A's uncommitted INSERT is visible";
@@ -1251,9 +1121,7 @@ TEST_F(TransactionPoolingTest, ClientLeavingMidTransactionIsRolledBack) {
 // pool of 1 with two backends, the abandoned one holding its transaction's locks).
 TEST_F(TransactionPoolingTest, ClientLeavingDuringQueryInTransactionStopsTheQuery) {
   const std::string db = "tx_abandon_busy";
-  fresh_database(db);
-  create_table(db, "abandoned", "x int");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "abandoned", "x int"));
   PgConn waiter = connect_ok(via(db));
   PgConn a = connect_ok(via(db));
   exec_ok(a.get(), "BEGIN");
@@ -1273,7 +1141,7 @@ TEST_F(TransactionPoolingTest, ClientLeavingDuringQueryInTransactionStopsTheQuer
   ASSERT_TRUE(results.has_value()) << "the waiting client was not served after A left";
   ASSERT_EQ(results->size(), 1u);
   const PGresult* r = results->front().get();
-  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(waiter.get(), r);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(waiter.get(), r);
   std::printf("[ INFO     ] waiter served after %.3f s on backend %s (A's was %lld)\n", elapsed, PQgetvalue(r, 0, 1),
               a_pid);
   EXPECT_LT(elapsed, 20.0) << "the waiter waited for the abandoned pg_sleep(30)";
@@ -1318,8 +1186,7 @@ int cancel_from_thread(PGconn* c, std::string& error) {
 
 TEST_F(TransactionPoolingTest, CancelReachesTheClientsCurrentBackendOnly) {
   const std::string db = "tx_cancel";
-  fresh_database(db);
-  ASSERT_TRUE(start(pooling_config("transaction", 2)));
+  ASSERT_TRUE(start_on_fresh_database(db, 2));
   PgConn a = connect_ok(via(db));
   PgConn b = connect_ok(via(db));
 
@@ -1342,8 +1209,8 @@ TEST_F(TransactionPoolingTest, CancelReachesTheClientsCurrentBackendOnly) {
     std::printf("[ INFO     ] cancelled pg_sleep(30) ended after %.3f s (B's query %s at the cancel)\n", elapsed,
                 b_running ? "running" : "not running");
     ASSERT_TRUE(r) << "no result within the bound";
-    EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe(a.get(), r.get());
-    EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe(a.get(), r.get());
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe_result(a.get(), r.get());
+    EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe_result(a.get(), r.get());
     EXPECT_LT(elapsed, 20.0) << "the sleep was not interrupted by the cancel";
     ASSERT_TRUE(collect(a.get()).has_value());
 
@@ -1352,7 +1219,7 @@ TEST_F(TransactionPoolingTest, CancelReachesTheClientsCurrentBackendOnly) {
     ASSERT_TRUE(b_results.has_value());
     ASSERT_EQ(b_results->size(), 1u);
     EXPECT_EQ(PQresultStatus(b_results->front().get()), PGRES_TUPLES_OK)
-        << "B's query was hit: " << describe(b.get(), b_results->front().get());
+        << "B's query was hit: " << describe_result(b.get(), b_results->front().get());
 
     if (in_transaction) {
       EXPECT_EQ(PQtransactionStatus(a.get()), PQTRANS_INERROR);
@@ -1366,8 +1233,7 @@ TEST_F(TransactionPoolingTest, CancelReachesTheClientsCurrentBackendOnly) {
 
 TEST_F(TransactionPoolingTest, CancelWithoutAttachedServerDoesNothing) {
   const std::string db = "tx_cancel_idle";
-  fresh_database(db);
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1));
   PgConn a = connect_ok(via(db));
   PgConn b = connect_ok(via(db));
   // A used the only backend and let go of it; B now runs on it.
@@ -1385,7 +1251,7 @@ TEST_F(TransactionPoolingTest, CancelWithoutAttachedServerDoesNothing) {
   ASSERT_TRUE(results.has_value());
   ASSERT_EQ(results->size(), 1u);
   EXPECT_EQ(PQresultStatus(results->front().get()), PGRES_TUPLES_OK)
-      << "idle client A's cancel hit B's query: " << describe(b.get(), results->front().get());
+      << "idle client A's cancel hit B's query: " << describe_result(b.get(), results->front().get());
   // A, while waiting for the server B holds in a transaction, is not a target either.
   exec_ok(b.get(), "BEGIN");
   const std::string marker2 = "tx_cancel_idle_b2";
@@ -1398,14 +1264,14 @@ TEST_F(TransactionPoolingTest, CancelWithoutAttachedServerDoesNothing) {
   ASSERT_TRUE(b2.has_value());
   ASSERT_EQ(b2->size(), 1u);
   EXPECT_EQ(PQresultStatus(b2->front().get()), PGRES_TUPLES_OK)
-      << "queued client A's cancel hit B's query: " << describe(b.get(), b2->front().get());
+      << "queued client A's cancel hit B's query: " << describe_result(b.get(), b2->front().get());
   exec_ok(b.get(), "COMMIT");
   auto a_results = collect(a.get());
   ASSERT_TRUE(a_results.has_value());
   ASSERT_EQ(a_results->size(), 1u);
   // Whether A's own queued query survives its cancel is up to Sluice; A stays usable.
   std::printf("[ INFO     ] A's queued query after its own cancel: %s\n",
-              describe(a.get(), a_results->front().get()).c_str());
+              describe_result(a.get(), a_results->front().get()).c_str());
   EXPECT_EQ(value(a.get(), "SELECT 'a ok'"), "a ok");
   EXPECT_EQ(value(b.get(), "SELECT 'b ok'"), "b ok");
 }
@@ -1413,11 +1279,29 @@ TEST_F(TransactionPoolingTest, CancelWithoutAttachedServerDoesNothing) {
 // ---------------------------------------------------------------------------
 // 9. COPY and notices
 // ---------------------------------------------------------------------------
+// Sends `sql`, a COPY, and checks that its one result puts the connection in `state`
+// (PGRES_COPY_IN or PGRES_COPY_OUT). Call through ASSERT_NO_FATAL_FAILURE.
+void begin_copy(PGconn* c, const std::string& sql, ExecStatusType state) {
+  ASSERT_EQ(PQsendQuery(c, sql.c_str()), 1);
+  auto start = collect(c);
+  ASSERT_TRUE(start.has_value());
+  ASSERT_EQ(start->size(), 1u);
+  ASSERT_EQ(PQresultStatus(start->front().get()), state) << describe_result(c, start->front().get());
+}
+
+// Sends `rows` to the COPY FROM STDIN in progress and ends it (as failed with `error`, when
+// given); `end` gets the results that follow. Call through ASSERT_NO_FATAL_FAILURE.
+void finish_copy_in(PGconn* c, const std::string& rows, const char* error, std::vector<PgResult>& end) {
+  ASSERT_EQ(PQputCopyData(c, rows.data(), static_cast<int>(rows.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(c, error), 1);
+  auto results = collect(c);
+  ASSERT_TRUE(results.has_value());
+  end = std::move(*results);
+}
+
 TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
   const std::string db = "tx_copy";
-  fresh_database(db);
-  create_table(db, "copied", "id int, name text");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "copied", "id int, name text"));
   PgConn a = connect_ok(via(db));
   PgConn b = connect_ok(via(db));
   NoticeLog notices;
@@ -1429,11 +1313,7 @@ TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
 
   // COPY FROM STDIN in chunks.
   {
-    ASSERT_EQ(PQsendQuery(a.get(), "COPY copied (id, name) FROM STDIN"), 1);
-    auto start = collect(a.get());
-    ASSERT_TRUE(start.has_value());
-    ASSERT_EQ(start->size(), 1u);
-    ASSERT_EQ(PQresultStatus(start->front().get()), PGRES_COPY_IN) << describe(a.get(), start->front().get());
+    ASSERT_NO_FATAL_FAILURE(begin_copy(a.get(), "COPY copied (id, name) FROM STDIN", PGRES_COPY_IN));
     for (std::size_t pos = 0; pos < expected.size(); pos += 1000) {
       const std::string chunk = expected.substr(pos, 1000);
       ASSERT_EQ(PQputCopyData(a.get(), chunk.data(), static_cast<int>(chunk.size())), 1) << PQerrorMessage(a.get());
@@ -1442,18 +1322,15 @@ TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
     auto end = collect(a.get());
     ASSERT_TRUE(end.has_value());
     ASSERT_EQ(end->size(), 1u);
-    EXPECT_EQ(PQresultStatus(end->front().get()), PGRES_COMMAND_OK) << describe(a.get(), end->front().get());
+    EXPECT_EQ(PQresultStatus(end->front().get()), PGRES_COMMAND_OK) << describe_result(a.get(), end->front().get());
     EXPECT_EQ(std::string(PQcmdTuples(end->front().get())), std::to_string(kRows));
   }
   EXPECT_EQ(value(b.get(), "SELECT count(*) FROM copied"), std::to_string(kRows)) << "server not back after COPY";
 
   // COPY TO STDOUT.
   {
-    ASSERT_EQ(PQsendQuery(a.get(), "COPY (SELECT id, name FROM copied ORDER BY id) TO STDOUT"), 1);
-    auto start = collect(a.get());
-    ASSERT_TRUE(start.has_value());
-    ASSERT_EQ(start->size(), 1u);
-    ASSERT_EQ(PQresultStatus(start->front().get()), PGRES_COPY_OUT) << describe(a.get(), start->front().get());
+    ASSERT_NO_FATAL_FAILURE(
+        begin_copy(a.get(), "COPY (SELECT id, name FROM copied ORDER BY id) TO STDOUT", PGRES_COPY_OUT));
     std::string received;
     const auto deadline = Clock::now() + kResultBound;
     for (;;) {
@@ -1475,23 +1352,17 @@ TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
     auto end = collect(a.get());
     ASSERT_TRUE(end.has_value());
     ASSERT_EQ(end->size(), 1u);
-    EXPECT_EQ(PQresultStatus(end->front().get()), PGRES_COMMAND_OK) << describe(a.get(), end->front().get());
+    EXPECT_EQ(PQresultStatus(end->front().get()), PGRES_COMMAND_OK) << describe_result(a.get(), end->front().get());
   }
   EXPECT_EQ(value(b.get(), "SELECT 'b after copy out'"), "b after copy out");
 
   // COPY inside a transaction that is rolled back; B waits meanwhile.
   {
     exec_ok(a.get(), "BEGIN");
-    ASSERT_EQ(PQsendQuery(a.get(), "COPY copied FROM STDIN"), 1);
-    auto start = collect(a.get());
-    ASSERT_TRUE(start.has_value());
-    ASSERT_EQ(PQresultStatus(start->front().get()), PGRES_COPY_IN);
-    const std::string rows = "9001\tx\n9002\ty\n";
-    ASSERT_EQ(PQputCopyData(a.get(), rows.data(), static_cast<int>(rows.size())), 1);
-    ASSERT_EQ(PQputCopyEnd(a.get(), nullptr), 1);
-    auto end = collect(a.get());
-    ASSERT_TRUE(end.has_value());
-    EXPECT_EQ(PQresultStatus(end->front().get()), PGRES_COMMAND_OK) << describe(a.get(), end->front().get());
+    ASSERT_NO_FATAL_FAILURE(begin_copy(a.get(), "COPY copied FROM STDIN", PGRES_COPY_IN));
+    std::vector<PgResult> end;
+    ASSERT_NO_FATAL_FAILURE(finish_copy_in(a.get(), "9001\tx\n9002\ty\n", nullptr, end));
+    EXPECT_EQ(PQresultStatus(end.front().get()), PGRES_COMMAND_OK) << describe_result(a.get(), end.front().get());
     ASSERT_EQ(PQsendQuery(b.get(), "SELECT count(*) FROM copied"), 1);
     EXPECT_EQ(value(a.get(), "SELECT count(*) FROM copied"), std::to_string(kRows + 2));
     EXPECT_TRUE(still_waiting(b.get()));
@@ -1504,30 +1375,17 @@ TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
 
   // Bad COPY data and a client-side COPY abort: errors, and the server stays usable.
   {
-    ASSERT_EQ(PQsendQuery(a.get(), "COPY copied FROM STDIN"), 1);
-    auto start = collect(a.get());
-    ASSERT_TRUE(start.has_value());
-    ASSERT_EQ(PQresultStatus(start->front().get()), PGRES_COPY_IN);
-    const std::string bad = "not a number\tz\n";
-    ASSERT_EQ(PQputCopyData(a.get(), bad.data(), static_cast<int>(bad.size())), 1);
-    ASSERT_EQ(PQputCopyEnd(a.get(), nullptr), 1);
-    auto end = collect(a.get());
-    ASSERT_TRUE(end.has_value());
-    ASSERT_FALSE(end->empty());
-    EXPECT_EQ(sqlstate_of(end->front().get()), "22P02") << describe(a.get(), end->front().get());
+    ASSERT_NO_FATAL_FAILURE(begin_copy(a.get(), "COPY copied FROM STDIN", PGRES_COPY_IN));
+    std::vector<PgResult> end;
+    ASSERT_NO_FATAL_FAILURE(finish_copy_in(a.get(), "not a number\tz\n", nullptr, end));
+    ASSERT_FALSE(end.empty());
+    EXPECT_EQ(sqlstate_of(end.front().get()), "22P02") << describe_result(a.get(), end.front().get());
     EXPECT_EQ(value(b.get(), "SELECT 'b after bad copy'"), "b after bad copy");
 
-    ASSERT_EQ(PQsendQuery(a.get(), "COPY copied FROM STDIN"), 1);
-    start = collect(a.get());
-    ASSERT_TRUE(start.has_value());
-    ASSERT_EQ(PQresultStatus(start->front().get()), PGRES_COPY_IN);
-    const std::string half = "9100\tpartial\n";
-    ASSERT_EQ(PQputCopyData(a.get(), half.data(), static_cast<int>(half.size())), 1);
-    ASSERT_EQ(PQputCopyEnd(a.get(), "client changed its mind"), 1);
-    end = collect(a.get());
-    ASSERT_TRUE(end.has_value());
-    ASSERT_FALSE(end->empty());
-    EXPECT_EQ(sqlstate_of(end->front().get()), "57014") << describe(a.get(), end->front().get());
+    ASSERT_NO_FATAL_FAILURE(begin_copy(a.get(), "COPY copied FROM STDIN", PGRES_COPY_IN));
+    ASSERT_NO_FATAL_FAILURE(finish_copy_in(a.get(), "9100\tpartial\n", "client changed its mind", end));
+    ASSERT_FALSE(end.empty());
+    EXPECT_EQ(sqlstate_of(end.front().get()), "57014") << describe_result(a.get(), end.front().get());
     EXPECT_EQ(value(a.get(), "SELECT count(*) FROM copied"), std::to_string(kRows));
     EXPECT_EQ(PQtransactionStatus(a.get()), PQTRANS_IDLE);
     EXPECT_EQ(value(b.get(), "SELECT 'b after copy fail'"), "b after copy fail");
@@ -1548,9 +1406,7 @@ TEST_F(TransactionPoolingTest, CopyInAndOutAndNotices) {
 // ---------------------------------------------------------------------------
 TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) {
   const std::string db = "tx_error";
-  fresh_database(db);
-  create_table(db, "errs", "x int");
-  ASSERT_TRUE(start(pooling_config("transaction", 1)));
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "errs", "x int"));
   PgConn a = connect_ok(via(db));
   PgConn b = connect_ok(via(db));
 
@@ -1559,13 +1415,13 @@ TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) 
   exec_ok(a.get(), "INSERT INTO errs VALUES (1)");
   {
     PgResult r = query(a.get(), "SELECT 1 / 0");
-    EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe(a.get(), r.get());
+    EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe_result(a.get(), r.get());
   }
   EXPECT_EQ(PQtransactionStatus(a.get()), PQTRANS_INERROR);
   ASSERT_EQ(PQsendQuery(b.get(), "SELECT count(*), txid_current_if_assigned() FROM errs"), 1);
   {
     PgResult r = query(a.get(), "SELECT 1");
-    EXPECT_EQ(sqlstate_of(r.get()), "25P02") << describe(a.get(), r.get());
+    EXPECT_EQ(sqlstate_of(r.get()), "25P02") << describe_result(a.get(), r.get());
   }
   EXPECT_TRUE(still_waiting(b.get())) << "B was served while A's failed transaction was open";
   exec_ok(a.get(), "ROLLBACK");
@@ -1574,7 +1430,7 @@ TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) 
     ASSERT_TRUE(results.has_value());
     ASSERT_EQ(results->size(), 1u);
     const PGresult* r = results->front().get();
-    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe(b.get(), r);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << describe_result(b.get(), r);
     EXPECT_STREQ(PQgetvalue(r, 0, 0), "0");
     EXPECT_TRUE(PQgetisnull(r, 0, 1));
   }
@@ -1584,13 +1440,13 @@ TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) 
   // Autocommit errors (simple and extended protocol) release the server at once.
   {
     PgResult r = query(a.get(), "SELECT * FROM no_such_table");
-    EXPECT_EQ(sqlstate_of(r.get()), "42P01") << describe(a.get(), r.get());
+    EXPECT_EQ(sqlstate_of(r.get()), "42P01") << describe_result(a.get(), r.get());
     EXPECT_EQ(value(b.get(), "SELECT 'b after simple error'"), "b after simple error");
     PgResult p = query_params(a.get(), "SELECT 1 / $1::int", {"0"});
-    EXPECT_EQ(sqlstate_of(p.get()), "22012") << describe(a.get(), p.get());
+    EXPECT_EQ(sqlstate_of(p.get()), "22012") << describe_result(a.get(), p.get());
     EXPECT_EQ(value(b.get(), "SELECT 'b after extended error'"), "b after extended error");
     PgResult q = query_params(a.get(), "SELECT $1::int * 2", {"21"});
-    ASSERT_EQ(PQresultStatus(q.get()), PGRES_TUPLES_OK) << describe(a.get(), q.get());
+    ASSERT_EQ(PQresultStatus(q.get()), PGRES_TUPLES_OK) << describe_result(a.get(), q.get());
     EXPECT_STREQ(PQgetvalue(q.get(), 0, 0), "42");
   }
 
@@ -1600,7 +1456,7 @@ TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) 
   exec_ok(a.get(), "SAVEPOINT s");
   {
     PgResult r = query(a.get(), "INSERT INTO errs VALUES (1 / 0)");
-    EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe(a.get(), r.get());
+    EXPECT_EQ(sqlstate_of(r.get()), "22012") << describe_result(a.get(), r.get());
   }
   exec_ok(a.get(), "ROLLBACK TO SAVEPOINT s");
   exec_ok(a.get(), "INSERT INTO errs VALUES (3)");
@@ -1612,13 +1468,13 @@ TEST_F(TransactionPoolingTest, ErrorsInAndOutOfTransactionsKeepTheServerUsable) 
   exec_ok(a.get(), "BEGIN");
   {
     PgResult prep(PQprepare(a.get(), "tx_error_stmt", "SELECT $1::int * 3", 1, nullptr));
-    ASSERT_EQ(PQresultStatus(prep.get()), PGRES_COMMAND_OK) << describe(a.get(), prep.get());
+    ASSERT_EQ(PQresultStatus(prep.get()), PGRES_COMMAND_OK) << describe_result(a.get(), prep.get());
     const char* v[1] = {"14"};
     PgResult r(PQexecPrepared(a.get(), "tx_error_stmt", 1, v, nullptr, nullptr, 0));
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe(a.get(), r.get());
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r.get());
     EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "42");
     PgResult bad = query_params(a.get(), "SELECT 1 / $1::int", {"0"});
-    EXPECT_EQ(sqlstate_of(bad.get()), "22012") << describe(a.get(), bad.get());
+    EXPECT_EQ(sqlstate_of(bad.get()), "22012") << describe_result(a.get(), bad.get());
   }
   EXPECT_EQ(PQtransactionStatus(a.get()), PQTRANS_INERROR);
   exec_ok(a.get(), "ROLLBACK");

@@ -23,6 +23,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -672,7 +673,6 @@ std::string pg_tool(const std::string& name) {
   return ::access(versioned.c_str(), X_OK) == 0 ? versioned : name;
 }
 
-
 ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   std::chrono::milliseconds timeout) {
   ProcessResult result;
@@ -683,8 +683,8 @@ ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::s
     bool overridden = false;
     for (const auto& mine : env) overridden |= mine.substr(0, mine.find('=')) == name;
     // Settings a developer's shell may carry that would change what the clients do.
-    static const char* const kDropped[] = {"PGTZ", "PGDATESTYLE", "PGOPTIONS", "PGSERVICE", "PGSSLMODE",
-                                           "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE"};
+    static const char* const kDropped[] = {"PGTZ",   "PGDATESTYLE", "PGOPTIONS",  "PGSERVICE",  "PGSSLMODE", "PGHOST",
+                                           "PGPORT", "PGUSER",      "PGDATABASE", "PGPASSFILE", "PGAPPNAME"};
     for (const char* d : kDropped) overridden |= name == d;
     if (!overridden) env_strings.push_back(entry);
   }
@@ -738,10 +738,46 @@ ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::s
   ::close(out[0]);
   int status = 0;
   ::waitpid(child, &status, 0);
-  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.seconds = seconds_since(start);
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
 }
 
+std::string tail_lines(const std::string& text, std::size_t lines) {
+  std::size_t pos = text.size();
+  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) return text;
+  }
+  return text.substr(pos + 1);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::optional<long long> parse_number(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  if (std::regex_search(text, m, std::regex(pattern))) return std::stoll(m[1].str());
+  return std::nullopt;
+}
+
+std::string sqlstate_of(const PGresult* r) {
+  const char* s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  return s ? s : "";
+}
+
+std::string describe_result(PGconn* c, const PGresult* r) {
+  std::string out = r ? PQresStatus(PQresultStatus(r)) : "no result";
+  const std::string state = sqlstate_of(r);
+  if (!state.empty()) out += " [" + state + "]";
+  const char* msg = r ? PQresultErrorMessage(r) : nullptr;
+  if (msg && *msg) {
+    out += std::string(": ") + msg;
+  } else if (c && PQerrorMessage(c) && *PQerrorMessage(c)) {
+    out += std::string(": ") + PQerrorMessage(c);
+  }
+  return out;
+}
 
 }  // namespace sluice::test

@@ -4,8 +4,10 @@
 #include <libpq-fe.h>
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,5 +133,18 @@ struct ProcessResult {
 // settings a developer's shell may carry), stdout and stderr captured; killed after `timeout`.
 ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   std::chrono::milliseconds timeout = std::chrono::seconds(180));
+
+// Small helpers the tests share.
+// The last `lines` lines of `text` (all of it when it has no more than that).
+std::string tail_lines(const std::string& text, std::size_t lines);
+// Seconds from `start` until now.
+double seconds_since(std::chrono::steady_clock::time_point start);
+// The first capture group of the first match of `pattern` in `text`, as a number; nullopt without a match.
+std::optional<long long> parse_number(const std::string& text, const std::string& pattern);
+// The SQLSTATE of `r`; "" when `r` is null or carries none.
+std::string sqlstate_of(const PGresult* r);
+// "<status> [<sqlstate>]: <message>" for `r` ("no result" when null); without a message in `r`,
+// the connection's error message, if any.
+std::string describe_result(PGconn* c, const PGresult* r);
 
 }  // namespace sluice::test
