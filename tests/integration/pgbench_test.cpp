@@ -41,21 +41,6 @@ constexpr int kPoolSize = 25;  // pgbench -c 20 holds 20 sessions at once in ses
 
 PostgresServer& pg() { return PostgresServer::shared(); }
 
-std::optional<long long> parse_number(const std::string& text, const std::string& pattern) {
-  std::smatch m;
-  if (std::regex_search(text, m, std::regex(pattern))) return std::stoll(m[1].str());
-  return std::nullopt;
-}
-
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
-
 class CommandLineClientsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -69,12 +54,12 @@ class CommandLineClientsTest : public ::testing::Test {
   static void TearDownTestSuite() { sluice_.reset(); }
   void SetUp() override {
     ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
-    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail(sluice_->log(), 80);
+    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
   }
   void TearDown() override {
     if (HasFailure() && sluice_) {
       std::printf("---- last lines of the Sluice log ----\n%s\n--------------------------------------\n",
-                  tail(sluice_->log(), 80).c_str());
+                  tail_lines(sluice_->log(), 80).c_str());
     }
   }
 
@@ -105,7 +90,7 @@ class CommandLineClientsTest : public ::testing::Test {
     if (initialised_) return;
     const ProcessResult r = pgbench({"-i", "-s", "1"});
     std::printf("[ INFO     ] pgbench -i -s 1 through Sluice: exit %d after %.2f s\n%s\n", r.exit_code, r.seconds,
-                tail(r.output, 12).c_str());
+                tail_lines(r.output, 12).c_str());
     ASSERT_FALSE(r.timed_out) << r.output;
     ASSERT_EQ(r.exit_code, 0) << r.output;
     initialised_ = true;
@@ -119,7 +104,7 @@ class CommandLineClientsTest : public ::testing::Test {
     std::string command = "pgbench";
     for (const auto& o : options) command += " " + o;
     std::printf("[ INFO     ] %s through Sluice: exit %d after %.2f s\n%s\n", command.c_str(), r.exit_code, r.seconds,
-                tail(r.output, 16).c_str());
+                tail_lines(r.output, 16).c_str());
     ASSERT_FALSE(r.timed_out) << r.output;
     EXPECT_EQ(r.exit_code, 0) << r.output;
     const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");

@@ -33,15 +33,6 @@ std::string config(const std::string& mode, int pool_size, int max_prepared = 20
   return toml;
 }
 
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
-
 class PreparedTest : public ::testing::Test {
  protected:
   void start(const std::string& mode, int pool_size, int max_prepared = 200) {
@@ -50,7 +41,7 @@ class PreparedTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && sluice_) {
-      std::printf("---- last lines of the Sluice log ----\n%s\n", tail(sluice_->log(), 60).c_str());
+      std::printf("---- last lines of the Sluice log ----\n%s\n", tail_lines(sluice_->log(), 60).c_str());
     }
   }
   PgConn client() {
@@ -341,10 +332,10 @@ TEST_F(PreparedTest, PgbenchPreparedInTransactionModeOnASmallPool) {
   ASSERT_EQ(init.exit_code, 0) << init.output;
   // One thread per client: pgbench prepares with a blocking call (see the issue).
   const auto bench = pgbench({"-M", "prepared", "-c", "50", "-j", "50", "-t", "40", "-n"});
-  ASSERT_EQ(bench.exit_code, 0) << tail(bench.output, 20);
+  ASSERT_EQ(bench.exit_code, 0) << tail_lines(bench.output, 20);
   EXPECT_NE(bench.output.find("number of transactions actually processed: 2000/2000"), std::string::npos)
-      << tail(bench.output, 20);
-  EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos) << tail(bench.output, 20);
+      << tail_lines(bench.output, 20);
+  EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos) << tail_lines(bench.output, 20);
 }
 
 TEST_F(PreparedTest, StatementModeRunsPreparedStatements) {

@@ -52,31 +52,12 @@ constexpr const char* kPassword = "app_pw";
 
 PostgresServer& pg() { return PostgresServer::shared(); }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string sqlstate_of(const PGresult* r) {
-  const char* s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
-  return s ? s : "";
-}
-
-std::string describe(PGconn* c, const PGresult* r) {
-  std::string out = r ? PQresStatus(PQresultStatus(r)) : "no result";
-  const std::string state = sqlstate_of(r);
-  if (!state.empty()) out += " [" + state + "]";
-  const char* msg = r ? PQresultErrorMessage(r) : nullptr;
-  if (msg && *msg) out += std::string(": ") + msg;
-  else if (c && PQerrorMessage(c) && *PQerrorMessage(c)) out += std::string(": ") + PQerrorMessage(c);
-  return out;
-}
-
 // Runs `sql`; throws unless it succeeds.
 void exec_ok(PGconn* c, const std::string& sql) {
   PgResult r(PQexec(c, sql.c_str()));
   const auto status = PQresultStatus(r.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    throw std::runtime_error("`" + sql + "` failed: " + describe(c, r.get()));
+    throw std::runtime_error("`" + sql + "` failed: " + describe_result(c, r.get()));
   }
 }
 
@@ -84,7 +65,7 @@ void exec_ok(PGconn* c, const std::string& sql) {
 std::string value(PGconn* c, const std::string& sql) {
   PgResult r(PQexec(c, sql.c_str()));
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) {
-    throw std::runtime_error("`" + sql + "` failed: " + describe(c, r.get()));
+    throw std::runtime_error("`" + sql + "` failed: " + describe_result(c, r.get()));
   }
   return PQgetvalue(r.get(), 0, 0);
 }
@@ -222,15 +203,6 @@ RawCancelOutcome send_raw_cancel(int port, std::uint32_t pid, std::uint32_t secr
   return out;
 }
 
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t i = 0; i <= lines && pos > 0; ++i) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
-
 // ---------------------------------------------------------------------------
 // Fixtures: one Sluice per suite. SessionTest uses a pool of 5, SessionPoolOfOneTest a
 // pool of 1 so that consecutive sessions must share (or replace) the one server connection.
@@ -249,7 +221,7 @@ class SluiceSuite : public ::testing::Test {
   static void dump_log_on_failure(const SluiceProcess* sluice) {
     if (!::testing::Test::HasFailure() || !sluice) return;
     std::printf("---- last lines of the Sluice log ----\n%s\n--------------------------------------\n",
-                tail(sluice->log(), 80).c_str());
+                tail_lines(sluice->log(), 80).c_str());
   }
 };
 
@@ -259,7 +231,7 @@ class SessionTest : public SluiceSuite {
   static void TearDownTestSuite() { sluice_.reset(); }
   void SetUp() override {
     ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
-    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail(sluice_->log(), 80);
+    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
   }
   void TearDown() override { dump_log_on_failure(sluice_.get()); }
 
@@ -282,7 +254,7 @@ class SessionPoolOfOneTest : public SluiceSuite {
   static void TearDownTestSuite() { sluice_.reset(); }
   void SetUp() override {
     ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
-    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail(sluice_->log(), 80);
+    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
   }
   void TearDown() override { dump_log_on_failure(sluice_.get()); }
 
@@ -319,8 +291,8 @@ TEST_F(SessionTest, CancelThroughSluiceStopsPgSleep) {
   const double elapsed = seconds_since(start);
   std::printf("[ INFO     ] cancelled pg_sleep(30) finished after %.3f s\n", elapsed);
   ASSERT_TRUE(r) << "no result within 60 s";
-  EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe(c.get(), r.get());
-  EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe(c.get(), r.get());
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << describe_result(c.get(), r.get());
+  EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe_result(c.get(), r.get());
   EXPECT_LT(elapsed, 20.0) << "the sleep was not interrupted by the cancel";
   ASSERT_TRUE(drain_results(c.get(), 20s));
 
@@ -341,7 +313,7 @@ TEST_F(SessionTest, CancelInsideTransactionAbortsTransactionOnly) {
   ASSERT_EQ(PQcancel(cancel.get(), errbuf, sizeof errbuf), 1) << errbuf;
   PgResult r = next_result_within(c.get(), 60s);
   ASSERT_TRUE(r);
-  EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe(c.get(), r.get());
+  EXPECT_EQ(sqlstate_of(r.get()), "57014") << describe_result(c.get(), r.get());
   ASSERT_TRUE(drain_results(c.get(), 20s));
   EXPECT_EQ(PQtransactionStatus(c.get()), PQTRANS_INERROR);
   exec_ok(c.get(), "ROLLBACK");
@@ -375,7 +347,7 @@ TEST_F(SessionTest, CancelWithWrongKeyIsDroppedSilently) {
   PgResult r = next_result_within(c.get(), 60s);
   ASSERT_TRUE(r) << "no result within 60 s";
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
-      << "a cancel with a wrong key affected the running query: " << describe(c.get(), r.get());
+      << "a cancel with a wrong key affected the running query: " << describe_result(c.get(), r.get());
   EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 1)), "42");
   ASSERT_TRUE(drain_results(c.get(), 20s));
   EXPECT_EQ(value(c.get(), "SELECT 1"), "1");
@@ -534,8 +506,8 @@ TEST_F(SessionTest, StatementTimeoutFromOptionsTakesEffectAndSurvivesReset) {
     PgConn c = connect_ok(through_sluice ? via_sluice(extra) : direct(extra));
     auto expect_timeout = [&](const char* when) {
       PgResult r(PQexec(c.get(), "SELECT pg_sleep(1)"));
-      EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << when << ": " << describe(c.get(), r.get());
-      EXPECT_EQ(sqlstate_of(r.get()), "57014") << when << ": " << describe(c.get(), r.get());
+      EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << when << ": " << describe_result(c.get(), r.get());
+      EXPECT_EQ(sqlstate_of(r.get()), "57014") << when << ": " << describe_result(c.get(), r.get());
     };
     expect_timeout("at start");
     exec_ok(c.get(), "SET statement_timeout = 0");
@@ -599,7 +571,7 @@ TEST_F(SessionTest, FiftyClientsOnPoolOfFiveAllCompleteWithinCap) {
           PgResult r(PQexec(c.get(), ("SELECT pg_sleep(0.05), " + expected).c_str()));
           if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1 ||
               PQgetvalue(r.get(), 0, 1) != expected) {
-            throw std::runtime_error("query " + std::to_string(q) + ": " + describe(c.get(), r.get()));
+            throw std::runtime_error("query " + std::to_string(q) + ": " + describe_result(c.get(), r.get()));
           }
         }
         completed.fetch_add(1);
@@ -733,7 +705,7 @@ TEST_F(SessionPoolOfOneTest, CancelKeyOfAnEndedSessionDoesNotCancelTheNextSessio
   PgResult r = next_result_within(b.get(), 60s);
   ASSERT_TRUE(r) << "no result within 60 s";
   EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
-      << "the cancel key of an ended session cancelled the next session's query: " << describe(b.get(), r.get());
+      << "the cancel key of an ended session cancelled the next session's query: " << describe_result(b.get(), r.get());
   ASSERT_TRUE(drain_results(b.get(), 20s));
   // B's own key still works.
   ASSERT_EQ(PQsendQuery(b.get(), ("SELECT pg_sleep(30) /* " + marker + "_2 */").c_str()), 1);
@@ -742,7 +714,7 @@ TEST_F(SessionPoolOfOneTest, CancelKeyOfAnEndedSessionDoesNotCancelTheNextSessio
   ASSERT_EQ(PQcancel(own.get(), errbuf, sizeof errbuf), 1) << errbuf;
   PgResult r2 = next_result_within(b.get(), 60s);
   ASSERT_TRUE(r2);
-  EXPECT_EQ(sqlstate_of(r2.get()), "57014") << describe(b.get(), r2.get());
+  EXPECT_EQ(sqlstate_of(r2.get()), "57014") << describe_result(b.get(), r2.get());
   ASSERT_TRUE(drain_results(b.get(), 20s));
 }
 
@@ -838,7 +810,7 @@ void run_dirty_session(const std::function<std::string()>& via_sluice, const std
   exec_ok(a.get(), "PREPARE dirty_sql_stmt AS SELECT 1");
   {
     PgResult r(PQprepare(a.get(), "dirty_ext_stmt", "SELECT $1::int", 1, nullptr));
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe(a.get(), r.get());
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << describe_result(a.get(), r.get());
   }
   exec_ok(a.get(), "SELECT pg_advisory_lock(424242)");
   exec_ok(a.get(), "CREATE TEMP TABLE dirty_temp_outer(x int)");
@@ -975,7 +947,7 @@ TEST(SessionShutdownTest, SigtermAfterSessionTrafficExitsZero) {
   const auto start = Clock::now();
   const int status = sluice.stop();  // SIGTERM; the harness sends SIGKILL after 10 s (status -1)
   std::printf("[ INFO     ] sluice exited with status %d %.3f s after SIGTERM\n", status, seconds_since(start));
-  EXPECT_EQ(status, 0) << "Sluice did not exit with status 0 on SIGTERM; log:\n" << tail(sluice.log(), 40);
+  EXPECT_EQ(status, 0) << "Sluice did not exit with status 0 on SIGTERM; log:\n" << tail_lines(sluice.log(), 40);
   // The client that was still connected has lost its connection.
   PgResult r(PQexec(connected.get(), "SELECT 3"));
   EXPECT_NE(PQresultStatus(r.get()), PGRES_TUPLES_OK);
