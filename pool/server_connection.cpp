@@ -205,8 +205,12 @@ bool is_tracked_parameter(std::string_view name) {
   static constexpr std::string_view kTracked[] = {"application_name", "client_encoding",  "datestyle",
                                                   "intervalstyle",    "timezone",         "standard_conforming_strings",
                                                   "default_transaction_read_only"};
-  const std::string lowered = lower(name);
-  return std::find(std::begin(kTracked), std::end(kTracked), lowered) != std::end(kTracked);
+  // Called for every reported parameter on every attach in transaction mode: no allocation.
+  return std::any_of(std::begin(kTracked), std::end(kTracked), [&](std::string_view tracked) {
+    return tracked.size() == name.size() &&
+           std::equal(tracked.begin(), tracked.end(), name.begin(),
+                      [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+  });
 }
 
 StartupParams sharing_key(const StartupParams& params) {

@@ -36,7 +36,7 @@ std::string_view as_text(protocol::Bytes bytes) {
 
 // Grows a relay buffer when a read filled it: bulk transfers get bigger reads,
 // idle sessions keep small buffers.
-void maybe_grow(std::vector<std::uint8_t>& buffer, std::size_t bytes_read) {
+void maybe_grow(protocol::ByteBuffer& buffer, std::size_t bytes_read) {
   if (bytes_read == buffer.size() && buffer.size() < kMaxRelayBuffer) buffer.resize(buffer.size() * 2);
 }
 
@@ -238,7 +238,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       client_.non_blocking(true, ec);
       server_->socket().non_blocking(true, ec);
     }
-    if (relay_->client_buffer.empty()) {
+    if (relay_->client_buffer.empty() && !tracking_statements_) {
       relay_->client_buffer.resize(kInitialRelayBuffer);
       relay_->server_buffer.resize(kInitialRelayBuffer);
     }
@@ -249,7 +249,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     if (server_ && release_due()) co_await release_server();
     if (!server_) {
       // Released. Bytes the client sent meanwhile were kept for the next server.
-      relay_.reset();
+      recycle_relay(std::move(relay_));
       if (login_buffer_.empty()) {
         park();
         co_return;
@@ -626,10 +626,13 @@ awaitable<bool> ClientSession::attach_server() {
     co_return false;
   }
   server_ = std::move(acquired.lease);
-  relay_ = std::make_unique<Relay>(max_message_size_);
+  relay_ = take_relay(max_message_size_);
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
+  if (sent_parameters_ && (sent_parameters_.get() == &server_->parameters || *sent_parameters_ == server_->parameters)) {
+    co_return true;  // the usual case: the connection reports exactly what the client knows
+  }
   if (pool_mode_ != config::PoolMode::session) {
     // The connection may have served clients with other tracked values. At login
     // the client's wishes are its startup values, unless the connection was opened
@@ -725,6 +728,56 @@ void ClientSession::client_parameter_changed(std::string_view name, std::string_
   sent_parameters_ = std::move(changed);
 }
 
+namespace {
+constexpr std::size_t kRecycledRelaysPerThread = 64;
+// Buffers that grew past this (a bulk transfer) are not kept in the cache.
+constexpr std::size_t kLargestRecycledBuffer = 64 * 1024;
+}  // namespace
+
+void ClientSession::Relay::reset(std::uint32_t max_message_size) {
+  state = {};
+  client_scanner = protocol::StreamScanner(max_message_size);
+  server_scanner = protocol::StreamScanner(1u << 30);
+  server_stream_broken = false;
+  forwarding = false;
+  requests.clear();
+  client_in.consume(client_in.size());
+  server_in.consume(server_in.size());
+  client_out.clear();
+  server_out.clear();
+  client_passing = server_passing = 0;
+  wake_requested = discard_on_release = server_write_busy = false;
+  batch.clear();
+  batch_complete = true;
+  batch_replayable = batch_executed = batch_retried = false;
+  batch_binds_answered = 0;
+}
+
+std::vector<std::unique_ptr<ClientSession::Relay>>& ClientSession::recycled_relays() {
+  thread_local std::vector<std::unique_ptr<Relay>> cache;
+  return cache;
+}
+
+std::unique_ptr<ClientSession::Relay> ClientSession::take_relay(std::uint32_t max_message_size) {
+  auto& cache = recycled_relays();
+  if (cache.empty()) return std::make_unique<Relay>(max_message_size);
+  auto relay = std::move(cache.back());
+  cache.pop_back();
+  relay->reset(max_message_size);
+  return relay;
+}
+
+void ClientSession::recycle_relay(std::unique_ptr<Relay> relay) {
+  if (!relay) return;
+  auto& cache = recycled_relays();
+  if (cache.size() >= kRecycledRelaysPerThread || relay->client_buffer.size() > kLargestRecycledBuffer ||
+      relay->server_buffer.size() > kLargestRecycledBuffer || relay->client_in.capacity() > kLargestRecycledBuffer ||
+      relay->server_in.capacity() > kLargestRecycledBuffer || relay->batch.capacity() > kLargestRecycledBuffer) {
+    return;  // freed
+  }
+  cache.push_back(std::move(relay));
+}
+
 bool ClientSession::release_due() const {
   if (pool_mode_ == config::PoolMode::session || !relay_ || !server_) return false;
   const auto& state = relay_->state;
@@ -766,7 +819,7 @@ awaitable<void> ClientSession::release_server() {
   co_await wait_for_cancels_in_flight();
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
   const bool trusted = !relay_->discard_on_release;
-  relay_.reset();
+  recycle_relay(std::move(relay_));
   if (trusted) {
     server_.release_clean();
   } else {
@@ -1451,6 +1504,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
 
 awaitable<bool> ClientSession::drain_server() {
   protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
+  if (relay_->server_buffer.empty()) relay_->server_buffer.resize(kInitialRelayBuffer);  // tracked mode has none
   while (relay_->state.pending > 0) {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return false;

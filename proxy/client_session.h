@@ -162,11 +162,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // (idle, logged-in) client carries none of it.
   struct Relay {
     explicit Relay(std::uint32_t max_message_size) : client_scanner(max_message_size) {}
+    // Makes a recycled relay as good as new, keeping its buffers' memory.
+    void reset(std::uint32_t max_message_size);
     protocol::RelayState state;
     protocol::StreamScanner client_scanner;
     protocol::StreamScanner server_scanner{1u << 30};
-    std::vector<std::uint8_t> client_buffer;
-    std::vector<std::uint8_t> server_buffer;
+    protocol::ByteBuffer client_buffer;
+    protocol::ByteBuffer server_buffer;
     bool server_stream_broken = false;  // the server got part of a message: never reuse it
     bool forwarding = false;            // a write to the server was under way
     // Tracked mode (see pump_client_tracked).
@@ -191,6 +193,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::int64_t batch_binds_answered = 0;  // its Binds the server completed (answers the client has)
   };
   std::unique_ptr<Relay> relay_;
+  // Relays (and their buffers) are recycled through a small per-thread cache, so
+  // transaction pooling does not allocate them per transaction while idle clients
+  // still hold none.
+  static std::unique_ptr<Relay> take_relay(std::uint32_t max_message_size);
+  static void recycle_relay(std::unique_ptr<Relay> relay);
+  static std::vector<std::unique_ptr<Relay>>& recycled_relays();
   bool tracking_statements_ = false;
   std::size_t max_prepared_statements_ = 0;
   std::unordered_map<std::string, pool::StatementPtr> client_statements_;  // the client's name -> shared statement
