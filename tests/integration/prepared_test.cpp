@@ -338,6 +338,32 @@ TEST_F(PreparedTest, PgbenchPreparedInTransactionModeOnASmallPool) {
   EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos) << tail_lines(bench.output, 20);
 }
 
+// The protocol's FunctionCall message (libpq PQfn), which ends with its own ReadyForQuery.
+int call_abs(PGconn* c, int argument) {
+  const Oid int4abs = static_cast<Oid>(std::stoul(value(c, "SELECT 'int4abs'::regproc::oid")));
+  PQArgBlock arg{};
+  arg.len = 4;
+  arg.isint = 1;
+  arg.u.integer = argument;
+  int result = 0, length = 0;
+  PgResult r(PQfn(c, int4abs, &result, &length, 1, &arg, 1));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  return result;
+}
+
+TEST_F(PreparedTest, FunctionCallsWorkInTransactionAndStatementMode) {
+  for (const char* mode : {"transaction", "statement"}) {
+    start(mode, 1);
+    PgConn a = client();
+    PgConn b = client();
+    for (int i = 1; i <= 5; ++i) {
+      EXPECT_EQ(call_abs(a.get(), -i), i) << mode;
+      EXPECT_EQ(call_abs(b.get(), -10 * i), 10 * i) << mode;
+    }
+    EXPECT_EQ(value(a.get(), "SELECT 'after'"), "after") << mode;
+  }
+}
+
 TEST_F(PreparedTest, StatementModeRunsPreparedStatements) {
   start("statement", 2);
   PgConn a = client();
