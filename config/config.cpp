@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,9 @@ constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
 constexpr std::int64_t kMaxInt = std::numeric_limits<int>::max();
 constexpr std::uint64_t kMinMessageSize = 1024;                // 1kB
 constexpr std::uint64_t kMaxMessageSize = 1024ull * 1024 * 1024;  // 1GB, PostgreSQL's MaxAllocSize
+constexpr std::uint64_t kMinSlowLogSize = 1024;                          // 1kB
+constexpr std::uint64_t kMaxSlowLogSize = 1024ull * 1024 * 1024 * 1024;  // 1TB
+constexpr std::int64_t kMaxSlowLogKeep = 1000;
 // Longest accepted duration: far beyond any useful timeout, and far from
 // overflowing a steady_clock time point in nanoseconds.
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365);
@@ -202,6 +206,12 @@ std::optional<std::int64_t> get_int(Checker& c, const toml::node& node, const st
     return std::nullopt;
   }
   return v;
+}
+
+std::optional<bool> get_bool(Checker& c, const toml::node& node, const std::string& key) {
+  if (const auto* value = node.as_boolean()) return value->get();
+  type_error(c, node, key, "a boolean (true or false)");
+  return std::nullopt;
 }
 
 std::optional<Duration> get_duration(Checker& c, const toml::node& node, const std::string& key) {
@@ -434,11 +444,107 @@ void read_timeouts(Checker& c, const toml::table& table, const std::string& path
   }
 }
 
+// ---- [slow_query] and slow_query = { ... } -------------------------------------------------
+
+constexpr std::string_view kSlowQueryGlobalOnly[] = {"log", "max_size", "keep"};
+
+SlowQueryOverrides read_slow_query_overrides(Checker& c, const toml::table& table, const std::string& path) {
+  SlowQueryOverrides overrides;
+  if (const auto* node = table.get("threshold")) {
+    overrides.threshold = get_duration(c, *node, child_key(path, "threshold"));
+  }
+  if (const auto* node = table.get("log_parameters")) {
+    overrides.log_parameters = get_bool(c, *node, child_key(path, "log_parameters"));
+  }
+  return overrides;
+}
+
+void apply(SlowQuerySettings& settings, const SlowQueryOverrides& overrides) {
+  if (overrides.threshold) settings.threshold = *overrides.threshold;
+  if (overrides.log_parameters) settings.log_parameters = *overrides.log_parameters;
+}
+
+// The directory part of `file` with its trailing '/', or "" for a bare name.
+std::string directory_of(const std::string& file) {
+  const auto slash = file.rfind('/');
+  return slash == std::string::npos ? std::string() : file.substr(0, slash + 1);
+}
+
+// 0 when Sluice can append to `path` (creating it if missing), else the errno
+// that says why not. Creates nothing: an existing file is opened without O_CREAT,
+// a missing one needs a writable, searchable directory.
+int log_file_error(const std::string& path) {
+  if (path.back() == '/') return EISDIR;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return EISDIR;
+    // O_NONBLOCK: a FIFO without a reader must not hang the check.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    ::close(fd);
+    return 0;
+  }
+  if (errno != ENOENT) return errno;
+  std::string directory = directory_of(path);
+  if (directory.empty()) directory = ".";
+  if (::stat(directory.c_str(), &st) != 0) return errno;
+  if (!S_ISDIR(st.st_mode)) return ENOTDIR;
+  if (::access(directory.c_str(), W_OK | X_OK) != 0) return errno;
+  return 0;
+}
+
+void read_slow_query(Checker& c, const toml::table& table, const std::string& path, const std::string& config_file,
+                     SlowQuerySettings& settings) {
+  check_keys(c, table, path, {"threshold", "log", "log_parameters", "max_size", "keep"}, {});
+  apply(settings, read_slow_query_overrides(c, table, path));
+  if (const auto* node = table.get("log")) {
+    const std::string key = child_key(path, "log");
+    if (auto log = get_string(c, *node, key)) {
+      if (log->find('\0') != std::string::npos) {
+        c.error(node->source(), key, "must not contain a NUL character");
+      } else if (!log->empty()) {
+        std::string resolved = log->front() == '/' ? *log : directory_of(config_file) + *log;
+        if (const int error = log_file_error(resolved)) {
+          c.error(node->source(), key,
+                  "cannot write the slow-query log " + quoted(resolved) + ": " + std::strerror(error));
+        }
+        settings.log = std::move(resolved);
+      }
+    }
+  }
+  if (const auto* node = table.get("max_size")) {
+    if (auto size = get_size(c, *node, child_key(path, "max_size"), kMinSlowLogSize, kMaxSlowLogSize,
+                             "it must be between 1kB and 1024GB")) {
+      settings.max_size = *size;
+    }
+  }
+  if (const auto* node = table.get("keep")) {
+    if (auto v = get_int(c, *node, child_key(path, "keep"), 0, kMaxSlowLogKeep)) settings.keep = static_cast<int>(*v);
+  }
+}
+
+// slow_query = { ... } in a database or user: only the keys that may differ per
+// statement; the file and its rotation belong to [slow_query].
+SlowQueryOverrides read_slow_query_table(Checker& c, const toml::node& node, const std::string& path) {
+  const auto* table = get_table(c, node, path);
+  if (table == nullptr) return {};
+  check_keys(c, *table, path, {"threshold", "log_parameters", "log", "max_size", "keep"}, {});
+  for (auto&& [key, value] : *table) {
+    if (std::find(std::begin(kSlowQueryGlobalOnly), std::end(kSlowQueryGlobalOnly), key.str()) !=
+        std::end(kSlowQueryGlobalOnly)) {
+      c.error(key.source(), child_key(path, key.str()),
+              "can only be set in [slow_query] (there is one slow-query log); here only threshold and "
+              "log_parameters may be overridden");
+    }
+  }
+  return read_slow_query_overrides(c, *table, path);
+}
+
 // ---- [databases.NAME] ----------------------------------------------------------------------
 
 void read_database(Checker& c, const toml::key& name, const toml::table& table, const std::string& path,
                    Config& cfg) {
-  check_keys(c, table, path, {"host", "port", "dbname", "pool"}, {"hosts", "slow_query", "tls"});
+  check_keys(c, table, path, {"host", "port", "dbname", "pool", "slow_query"}, {"hosts", "tls"});
   bool ok = true;
   Database db;
   db.name = std::string(name.str());
@@ -486,6 +592,9 @@ void read_database(Checker& c, const toml::key& name, const toml::table& table, 
   if (const auto* node = table.get("pool")) {
     const std::string pool_path = child_key(path, "pool");
     if (const auto* pool = get_table(c, *node, pool_path)) db.pool = read_pool(c, *pool, pool_path);
+  }
+  if (const auto* node = table.get("slow_query")) {
+    db.slow_query = read_slow_query_table(c, *node, child_key(path, "slow_query"));
   }
   if (ok) cfg.databases.emplace(db.name, std::move(db));
 }
@@ -553,7 +662,7 @@ void check_password(Checker& c, const User& user, const toml::key& name, const t
 }
 
 void read_user(Checker& c, const toml::key& name, const toml::table& table, const std::string& path, Config& cfg) {
-  check_keys(c, table, path, {"auth", "password", "server_password", "pool"}, {});
+  check_keys(c, table, path, {"auth", "password", "server_password", "pool", "slow_query"}, {});
   bool ok = true;
   User user;
   user.name = std::string(name.str());
@@ -602,14 +711,17 @@ void read_user(Checker& c, const toml::key& name, const toml::table& table, cons
     const std::string pool_path = child_key(path, "pool");
     if (const auto* pool = get_table(c, *node, pool_path)) user.pool = read_pool(c, *pool, pool_path);
   }
+  if (const auto* node = table.get("slow_query")) {
+    user.slow_query = read_slow_query_table(c, *node, child_key(path, "slow_query"));
+  }
   if (ok) cfg.users.emplace(user.name, std::move(user));
 }
 
 // ---- the whole document ------------------------------------------------------------------
 
 void read_document(Checker& c, const toml::table& root, Config& cfg) {
-  check_keys(c, root, "", {"sluice", "pool", "timeouts", "databases", "users"},
-             {"health", "retry", "slow_query", "tls"});
+  check_keys(c, root, "", {"sluice", "pool", "timeouts", "slow_query", "databases", "users"},
+             {"health", "retry", "tls"});
 
   if (const auto* node = root.get("sluice")) {
     if (const auto* table = get_table(c, *node, "sluice")) read_sluice(c, *table, "sluice", cfg);
@@ -619,6 +731,11 @@ void read_document(Checker& c, const toml::table& root, Config& cfg) {
   }
   if (const auto* node = root.get("timeouts")) {
     if (const auto* table = get_table(c, *node, "timeouts")) read_timeouts(c, *table, "timeouts", cfg.timeouts);
+  }
+  if (const auto* node = root.get("slow_query")) {
+    if (const auto* table = get_table(c, *node, "slow_query")) {
+      read_slow_query(c, *table, "slow_query", cfg.source_file, cfg.slow_query);
+    }
   }
 
   if (const auto* node = root.get("databases")) {
@@ -665,6 +782,13 @@ PoolSettings Config::pool_for(const Database& db, const User& user) const {
   PoolSettings settings = pool;
   apply(settings, db.pool);
   apply(settings, user.pool);
+  return settings;
+}
+
+SlowQuerySettings Config::slow_query_for(const Database& db, const User& user) const {
+  SlowQuerySettings settings = slow_query;
+  apply(settings, db.slow_query);
+  apply(settings, user.slow_query);
   return settings;
 }
 

@@ -42,6 +42,27 @@ struct PoolSettings {
   int max_prepared_statements = 200;
 };
 
+// [slow_query]. A database or user may override `threshold` and `log_parameters`
+// (slow_query = { threshold = "100ms" }); the log file and its rotation are global.
+struct SlowQueryOverrides {
+  std::optional<Duration> threshold;
+  std::optional<bool> log_parameters;
+};
+
+struct SlowQuerySettings {
+  // Statements taking at least this long are slow; "0s" makes every statement slow.
+  Duration threshold{500};
+  // Literals and bound parameter values stay out of the log unless true.
+  bool log_parameters = false;
+  // The JSON Lines file; a relative path is taken relative to the directory of the
+  // config file. Empty (the default) = no log file: an operator chooses where it
+  // goes, so an existing config never starts writing next to itself (often a
+  // directory the service may not write). Checked writable at load time.
+  std::string log;
+  std::uint64_t max_size = 100ull * 1024 * 1024;  // rotate before the file would exceed it
+  int keep = 5;  // rotated files kept: log.1 (newest) .. log.keep; 0 = none
+};
+
 struct Timeouts {
   Duration client_login{60'000};
   Duration server_connect{5'000};
@@ -53,6 +74,7 @@ struct Database {
   std::uint16_t port = 5432;
   std::string dbname;    // database on the server; empty = the name the client asked for
   PoolOverrides pool;
+  SlowQueryOverrides slow_query;
 };
 
 struct User {
@@ -63,6 +85,7 @@ struct User {
   // What Sluice sends to PostgreSQL; empty = `password` when that is plain text.
   std::string server_password;
   PoolOverrides pool;
+  SlowQueryOverrides slow_query;
 };
 
 struct Config {
@@ -74,6 +97,7 @@ struct Config {
   std::uint32_t max_message_size = 64u * 1024 * 1024;  // [sluice] max_message_size, e.g. "64MB"
   PoolSettings pool;
   Timeouts timeouts;
+  SlowQuerySettings slow_query;
   std::map<std::string, Database> databases;  // keyed by client-facing name, may contain "*"
   std::map<std::string, User> users;          // keyed by user name, may contain "*"
 
@@ -84,6 +108,8 @@ struct Config {
   const User* find_user(const std::string& name) const;
   // Effective pool settings for a (database, user) pair: global < database < user.
   PoolSettings pool_for(const Database& db, const User& user) const;
+  // Effective slow-query settings for a (database, user) pair: global < database < user.
+  SlowQuerySettings slow_query_for(const Database& db, const User& user) const;
 };
 
 // The database name to send to PostgreSQL for a client that asked for `requested`

@@ -7,10 +7,12 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cctype>
+#include <charconv>
 #include <cstring>
 
 #include "pool/log.h"
 #include "protocol/auth.h"
+#include "proxy/fingerprint.h"
 
 namespace sluice::proxy {
 namespace {
@@ -195,6 +197,15 @@ awaitable<void> ClientSession::serve() {
   co_await resume({});
 }
 
+awaitable<bool> ClientSession::attach_timed() {
+  if (!recording_) co_return co_await attach_server();
+  const auto started = std::chrono::steady_clock::now();
+  const bool attached = co_await attach_server();
+  attach_started_ = started;
+  attach_wait_ = std::chrono::steady_clock::now() - started;
+  co_return attached;
+}
+
 void ClientSession::park() {
   // Logged in without a server connection: nothing of this session but the object
   // itself waits for the client's next bytes (no coroutine frames, no buffers, no
@@ -226,7 +237,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       park();
       co_return;
     }
-    if (!co_await attach_server()) co_return;
+    if (!co_await attach_timed()) co_return;
   }
 
   using namespace asio::experimental::awaitable_operators;
@@ -254,7 +265,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
         park();
         co_return;
       }
-      if (!co_await attach_server()) co_return;
+      if (!co_await attach_timed()) co_return;
     }
     // Otherwise the client pump relayed a new request while it was being stopped:
     // the same server carries on.
@@ -561,6 +572,10 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   }
   const auto settings = context_.config().pool_for(db, user);
   pool_mode_ = settings.mode;
+  const auto slow = context_.config().slow_query_for(db, user);
+  recording_ = context_.slow_log() != nullptr;
+  slow_threshold_ = slow.threshold;
+  log_parameters_ = slow.log_parameters;
   tracking_statements_ = settings.mode != config::PoolMode::session && settings.max_prepared_statements > 0;
   max_prepared_statements_ = static_cast<std::size_t>(settings.max_prepared_statements);
   return context_.pools().get_or_create(
@@ -827,6 +842,175 @@ awaitable<void> ClientSession::release_server() {
   }
 }
 
+// ---- Statement timing (slow-query log) ---------------------------------------------
+
+// Observers that also time statements: the client's Query/Parse/Bind/Execute and
+// the server's CommandComplete/EmptyQuery/PortalSuspended/ErrorResponse/ReadyForQuery
+// bodies are looked at only when a slow-query log is configured.
+template <class Base>
+struct ClientSession::RecordingFrontend {
+  Base base;
+  ClientSession* session;  // null: not recording
+  bool inspect(char type) {
+    if (base.inspect(type)) return true;
+    return session && (type == 'Q' || type == 'P' || type == 'B' || type == 'E');
+  }
+  protocol::ScanAction on_message(char type, protocol::Bytes body) {
+    if (type == 'X') return base.on_message(type, body);
+    session->note_client_message(type, body);
+    return protocol::ScanAction::next;
+  }
+};
+
+template <class Base>
+struct ClientSession::RecordingBackend {
+  Base base;
+  ClientSession* session;
+  bool inspect(char type) {
+    const bool wanted = base.inspect(type);
+    return wanted || (session && (type == 'C' || type == 'I' || type == 's'));
+  }
+  protocol::ScanAction on_message(char type, protocol::Bytes body) {
+    if (type == 'Z' || type == 'E' || type == 'S') base.on_message(type, body);
+    if (session) session->note_server_message(type, body);
+    return protocol::ScanAction::next;
+  }
+};
+
+namespace {
+std::string_view first_cstr(protocol::Bytes body) {
+  const auto* nul = static_cast<const std::uint8_t*>(std::memchr(body.data(), 0, body.size()));
+  const std::size_t length = nul ? static_cast<std::size_t>(nul - body.data()) : body.size();
+  return {reinterpret_cast<const char*>(body.data()), length};
+}
+}  // namespace
+
+void ClientSession::note_client_message(char type, protocol::Bytes body) {
+  auto now = std::chrono::steady_clock::now();
+  auto start_statement = [&](char kind, std::shared_ptr<const std::string> text) {
+    InFlightStatement statement;
+    statement.kind = kind;
+    statement.start = now;
+    if (attach_started_) {
+      // This request waited for a server connection before any byte of it was read.
+      statement.start = *attach_started_;
+      statement.wait = attach_wait_;
+      attach_started_.reset();
+    }
+    statement.text = std::move(text);
+    in_flight_.push_back(std::move(statement));
+  };
+  switch (type) {
+    case 'Q':
+      start_statement('Q', std::make_shared<const std::string>(first_cstr(body)));
+      break;
+    case 'P':
+      if (auto parse = protocol::parse_parse(body)) {
+        statement_texts_[std::string(parse->name)] = std::make_shared<const std::string>(first_cstr(parse->tail));
+      }
+      break;
+    case 'B':
+      if (auto bind = protocol::parse_bind(body)) {
+        auto text = statement_texts_.find(std::string(bind->statement));
+        portal_texts_[std::string(bind->portal)] = text == statement_texts_.end() ? nullptr : text->second;
+      }
+      break;
+    case 'E': {
+      auto text = portal_texts_.find(std::string(first_cstr(body)));
+      start_statement('E', text == portal_texts_.end() ? nullptr : text->second);
+      break;
+    }
+  }
+}
+
+void ClientSession::note_server_message(char type, protocol::Bytes body) {
+  switch (type) {
+    case 'C': {
+      if (in_flight_.empty()) return;
+      auto& statement = in_flight_.front();
+      const std::string_view tag = first_cstr(body);
+      statement.command = std::string(tag.substr(0, tag.find(' ')));
+      const auto last_space = tag.rfind(' ');
+      if (last_space != std::string_view::npos) {
+        std::int64_t rows = 0;
+        const auto digits = tag.substr(last_space + 1);
+        auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), rows);
+        if (ec == std::errc() && end == digits.data() + digits.size()) statement.rows = rows;
+      }
+      if (statement.kind == 'E') {
+        finish_statement(statement);
+        in_flight_.pop_front();
+      }
+      break;
+    }
+    case 'I':
+    case 's':
+      if (!in_flight_.empty() && in_flight_.front().kind == 'E') {
+        finish_statement(in_flight_.front());
+        in_flight_.pop_front();
+      }
+      break;
+    case 'E': {
+      if (in_flight_.empty()) return;
+      auto& statement = in_flight_.front();
+      if (statement.sqlstate.empty()) {
+        auto fields = protocol::parse_error_fields(body);
+        statement.sqlstate = fields ? std::string(fields->sqlstate) : "XX000";
+      }
+      if (statement.kind == 'E') {
+        finish_statement(statement);
+        in_flight_.pop_front();
+        // PostgreSQL skips the batch's other Executes: they end at ReadyForQuery.
+        while (!in_flight_.empty() && in_flight_.front().kind == 'E') in_flight_.pop_front();
+      }
+      break;
+    }
+    case 'Z':
+      while (!in_flight_.empty() && in_flight_.front().kind == 'E') in_flight_.pop_front();
+      if (!in_flight_.empty()) {
+        finish_statement(in_flight_.front());
+        in_flight_.pop_front();
+      }
+      break;
+  }
+}
+
+void ClientSession::finish_statement(InFlightStatement& statement) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto duration = now - statement.start;
+  if (duration < slow_threshold_) return;
+  auto* slow_log = context_.slow_log();
+  if (slow_log == nullptr) return;
+  using Ms = std::chrono::duration<double, std::milli>;
+  SlowQueryRecord record;
+  record.ts = std::chrono::system_clock::now();
+  record.duration_ms = Ms(duration).count();
+  record.wait_ms = Ms(statement.wait).count();
+  record.server_ms = Ms(duration - statement.wait).count();
+  record.database = database_;
+  record.user = user_;
+  if (sent_parameters_) {
+    for (const auto& [name, value] : *sent_parameters_)
+      if (name == "application_name") record.application_name = value;
+  }
+  record.client = peer_;
+  if (server_) {
+    record.backend = pool_->target().address();
+    record.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
+  }
+  record.protocol = statement.kind == 'Q' ? "simple" : "extended";
+  if (statement.text) {
+    auto shape = query_shape(*statement.text);
+    record.fingerprint = shape->fingerprint;
+    record.query = log_parameters_ ? *statement.text : shape->normalized;
+  }
+  record.command = std::move(statement.command);
+  record.rows = statement.rows;
+  record.sqlstate = std::move(statement.sqlstate);
+  slow_log->submit(std::move(record));
+}
+
+
 // ---- Relay ------------------------------------------------------------------------
 
 // Bytes of a scanned client chunk to pass on. Terminate is the last thing a
@@ -846,7 +1030,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
   // Stopped (when the server pump ends first) only while waiting to read; a read
   // that completed anyway is still relayed, and writes always finish.
   co_await asio::this_coro::throw_if_cancelled(false);
-  protocol::FrontendObserver observer{relay_->state};
+  RecordingFrontend<protocol::FrontendObserver> observer{{relay_->state}, recording_ ? this : nullptr};
   // Bytes that arrived with the last login message belong to the relay: they go
   // through the same path as the first read.
   std::size_t carried = login_buffer_.size();
@@ -905,7 +1089,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
 awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
   co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
   ParameterSink parameters{&*server_, this};
-  protocol::BackendObserver<ParameterSink> observer{relay_->state, &parameters};
+  RecordingBackend<protocol::BackendObserver<ParameterSink>> observer{{relay_->state, &parameters},
+                                                                  recording_ ? this : nullptr};
   for (;;) {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
@@ -1295,6 +1480,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       record_batch(type, data.first(total));
       const bool inspected = observer.inspect(type);
       if (inspected) observer.on_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
+      if (recording_) note_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
       terminated = !relay_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
                                          data.first(total), out);
       in.consume(total);
@@ -1417,6 +1603,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
       const std::size_t available = std::min(total, data.size() - pos);
       const auto body = data.subspan(pos + protocol::kHeaderSize, available - protocol::kHeaderSize);
       if (observer.inspect(type)) observer.on_message(type, body);
+      if (recording_) note_server_message(type, body);
       bool relay_it = true;
       bool popped = false;
       if (!requests.empty()) {

@@ -5,6 +5,8 @@
 // the server connection to its pool clean (or closing it).
 #include <deque>
 #include <memory>
+#include <optional>
+#include <chrono>
 #include <string>
 #include <unordered_map>
 
@@ -72,6 +74,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // first only when the pool has never reported parameters for these startup values.
   awaitable<bool> finish_login();
   awaitable<bool> attach_server();
+  // attach_server, noting how long the client's request waited for it.
+  awaitable<bool> attach_timed();
   // Transaction/statement mode: SETs the client's tracked parameters that differ
   // on the connection it was just given; false (client told) if the server refuses.
   awaitable<bool> sync_parameters(const pool::ParameterList& wanted);
@@ -131,6 +135,22 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void close_client();
 
   struct ParameterSink;
+  template <class Base> struct RecordingFrontend;
+  template <class Base> struct RecordingBackend;
+  // A statement on its way through Sluice, timed for the slow-query log.
+  struct InFlightStatement {
+    char kind = 'Q';  // 'Q' simple query, 'E' Execute
+    std::chrono::steady_clock::time_point start;
+    std::chrono::steady_clock::duration wait{};  // for a server connection
+    std::shared_ptr<const std::string> text;
+    std::string command;
+    std::optional<std::int64_t> rows;
+    std::string sqlstate;
+  };
+  // Statement timing (when a slow-query log is configured).
+  void note_client_message(char type, protocol::Bytes body);
+  void note_server_message(char type, protocol::Bytes body);
+  void finish_statement(InFlightStatement& statement);
 
   tcp::socket client_;
   Context& context_;
@@ -193,6 +213,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::int64_t batch_binds_answered = 0;  // its Binds the server completed (answers the client has)
   };
   std::unique_ptr<Relay> relay_;
+  bool recording_ = false;
+  std::chrono::nanoseconds slow_threshold_{};
+  bool log_parameters_ = false;
+  std::deque<InFlightStatement> in_flight_;
+  std::unordered_map<std::string, std::shared_ptr<const std::string>> statement_texts_;  // client name -> text
+  std::unordered_map<std::string, std::shared_ptr<const std::string>> portal_texts_;
+  // Set while a server is being attached for bytes the client already sent: the
+  // first statement's wait.
+  std::optional<std::chrono::steady_clock::time_point> attach_started_;
+  std::chrono::steady_clock::duration attach_wait_{};
   // Relays (and their buffers) are recycled through a small per-thread cache, so
   // transaction pooling does not allocate them per transaction while idle clients
   // still hold none.

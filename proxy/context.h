@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "protocol/auth.h"
+#include "proxy/slow_log.h"
 
 namespace sluice::proxy {
 
@@ -77,6 +78,9 @@ class Context {
   pool::PoolRegistry& pools() { return pools_; }
   CancelRegistry& cancels() { return cancels_; }
   pool::StatementRegistry& statements() { return statements_; }
+  // The slow-query log, or null when [slow_query] log is not set.
+  SlowLog* slow_log() { return slow_log_.get(); }
+  void set_slow_log(std::unique_ptr<SlowLog> log) { slow_log_ = std::move(log); }
 
   // Client connection accounting for max_client_conn.
   bool try_add_client();
@@ -105,6 +109,7 @@ class Context {
   pool::PoolRegistry pools_;
   CancelRegistry cancels_;
   pool::StatementRegistry statements_;
+  std::unique_ptr<SlowLog> slow_log_;
   std::atomic<int> clients_{0};
   std::atomic<bool> shutting_down_{false};
 

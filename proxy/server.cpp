@@ -32,6 +32,17 @@ Server::Server(std::shared_ptr<const config::Config> config)
       signals_(control_, SIGINT, SIGTERM),
       context_(config) {
   context_.on_last_session_gone([this] { finish_if_drained(); });
+  if (!config->slow_query.log.empty()) {
+    SlowLogOptions options;
+    options.path = config->slow_query.log;
+    options.max_size = config->slow_query.max_size;
+    options.keep = config->slow_query.keep;
+    options.on_error = [](const std::string& message) { log()->warn("slow-query log: {}", message); };
+    auto opened = SlowLog::open(std::move(options));
+    if (!opened.log) throw std::runtime_error(opened.error);
+    log()->info("slow-query log {}", opened.log->path());
+    context_.set_slow_log(std::move(opened.log));
+  }
 }
 
 void Server::bind() {

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -354,9 +355,9 @@ TEST(ConfigErrorTest, LaterKeyOnItsOwnLine) {
   EXPECT_TRUE(OnlyError(load(R"(
 [databases.app]
 host = "h"
-slow_query = { threshold = "100ms" }
+tls = { mode = "require" }
 )"),
-                        3, 1, "databases.app.slow_query", "not supported yet"));
+                        3, 1, "databases.app.tls", "not supported yet"));
 }
 
 TEST(ConfigErrorTest, WrongType) {
@@ -904,6 +905,184 @@ pool = { server_reset_query = "" }
 
   s = cfg.pool_for(plain, small);
   EXPECT_EQ(s.size, 2);
+}
+
+// ---- [slow_query] -------------------------------------------------------------------------
+
+TEST(SlowQueryConfigTest, Defaults) {
+  const LoadResult result = load(R"(
+[databases.app]
+host = "h"
+[users.app]
+auth = "trust"
+)");
+  ASSERT_TRUE(result.config) << describe(result);
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.slow_query.threshold, 500ms);
+  EXPECT_EQ(cfg.slow_query.log, "");  // no log file unless one is configured
+  EXPECT_FALSE(cfg.slow_query.log_parameters);
+  EXPECT_EQ(cfg.slow_query.max_size, 100u * 1024 * 1024);
+  EXPECT_EQ(cfg.slow_query.keep, 5);
+  const SlowQuerySettings s = cfg.slow_query_for(cfg.databases.at("app"), cfg.users.at("app"));
+  EXPECT_EQ(s.threshold, 500ms);
+  EXPECT_FALSE(s.log_parameters);
+}
+
+TEST(SlowQueryConfigTest, SectionAndRelativeLogPath) {
+  char pattern[] = "/tmp/sluice_config_slow_XXXXXX";
+  const std::string dir = ::mkdtemp(pattern);
+  const std::string path = dir + "/sluice.toml";
+  {
+    std::ofstream out(path);
+    out << "[slow_query]\nthreshold = \"250ms\"\nlog = \"slow.jsonl\"\nlog_parameters = true\n"
+           "max_size = \"10MB\"\nkeep = 0\n[databases.app]\nhost = \"h\"\n";
+  }
+  const LoadResult result = load_file(path);
+  std::remove(path.c_str());
+  ::rmdir(dir.c_str());
+  ASSERT_TRUE(result.config) << describe(result);
+  const SlowQuerySettings& s = result.config->slow_query;
+  EXPECT_EQ(s.threshold, 250ms);
+  EXPECT_EQ(s.log, dir + "/slow.jsonl");  // relative to the config file's directory
+  EXPECT_TRUE(s.log_parameters);
+  EXPECT_EQ(s.max_size, 10u * 1024 * 1024);
+  EXPECT_EQ(s.keep, 0);
+}
+
+TEST(SlowQueryConfigTest, AbsoluteLogPathAndExistingFile) {
+  const std::string log = ::testing::TempDir() + "sluice_config_slow.jsonl";
+  { std::ofstream out(log); }
+  const LoadResult result = load("[slow_query]\nlog = \"" + log + "\"\n[databases.app]\nhost = \"h\"\n");
+  std::remove(log.c_str());
+  ASSERT_TRUE(result.config) << describe(result);
+  EXPECT_EQ(result.config->slow_query.log, log);
+  EXPECT_EQ(result.config->slow_query.threshold, 500ms);
+}
+
+TEST(SlowQueryConfigTest, OverridesPerDatabaseAndUser) {
+  const LoadResult result = load(R"(
+[slow_query]
+threshold = "1s"
+[databases.app]
+host = "h"
+slow_query = { threshold = "100ms" }
+[databases.other]
+host = "h"
+[users.app]
+auth = "trust"
+[users.debug]
+auth = "trust"
+slow_query = { threshold = "0s", log_parameters = true }
+)");
+  ASSERT_TRUE(result.config) << describe(result);
+  const Config& cfg = *result.config;
+  const Database& app = cfg.databases.at("app");
+  const Database& other = cfg.databases.at("other");
+  EXPECT_EQ(app.slow_query.threshold, 100ms);
+  EXPECT_FALSE(app.slow_query.log_parameters.has_value());
+  EXPECT_EQ(cfg.slow_query_for(other, cfg.users.at("app")).threshold, 1s);
+  EXPECT_EQ(cfg.slow_query_for(app, cfg.users.at("app")).threshold, 100ms);  // database over global
+  const SlowQuerySettings debug = cfg.slow_query_for(app, cfg.users.at("debug"));  // user over database
+  EXPECT_EQ(debug.threshold, 0ms);
+  EXPECT_TRUE(debug.log_parameters);
+  EXPECT_FALSE(cfg.slow_query_for(app, cfg.users.at("app")).log_parameters);
+}
+
+TEST(SlowQueryConfigTest, UnwritableLogIsAnError) {
+  const std::string missing_dir = ::testing::TempDir() + "sluice_no_such_dir/slow.jsonl";
+  LoadResult result = load("[slow_query]\nlog = \"" + missing_dir + "\"\n[databases.app]\nhost = \"h\"\n");
+  EXPECT_TRUE(OnlyError(result, 2, 7, "slow_query.log",
+                        "cannot write the slow-query log \"" + missing_dir + "\": " + std::strerror(ENOENT)));
+
+  std::string directory = ::testing::TempDir();
+  if (directory.size() > 1 && directory.back() == '/') directory.pop_back();
+  result = load("[slow_query]\nlog = \"" + directory + "\"\n[databases.app]\nhost = \"h\"\n");
+  EXPECT_TRUE(OnlyError(result, 2, 7, "slow_query.log", std::strerror(EISDIR)));
+
+  // The file's name and the OS reason reach `sluice --check` through to_string().
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].to_string(), "test.toml:2:7: slow_query.log: cannot write the slow-query log \"" +
+                                              directory + "\": " + std::strerror(EISDIR));
+}
+
+TEST(SlowQueryConfigTest, ValueErrors) {
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+threshold = 500
+[databases.app]
+host = "h"
+)"),
+                        2, 13, "slow_query.threshold", "expected a duration string"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+log_parameters = "yes"
+[databases.app]
+host = "h"
+)"),
+                        2, 18, "slow_query.log_parameters", "expected a boolean"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+max_size = "100"
+[databases.app]
+host = "h"
+)"),
+                        2, 12, "slow_query.max_size", "between 1kB and 1024GB"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+keep = -1
+[databases.app]
+host = "h"
+)"),
+                        2, 8, "slow_query.keep", "must be between 0 and 1000, got -1"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+log = 5
+[databases.app]
+host = "h"
+)"),
+                        2, 7, "slow_query.log", "expected a string"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[slow_query]
+treshold = "1s"
+[databases.app]
+host = "h"
+)"),
+                        2, 1, "slow_query.treshold", "unknown key; did you mean \"threshold\"?"));
+}
+
+TEST(SlowQueryConfigTest, OverrideErrors) {
+  EXPECT_TRUE(OnlyError(load(R"(
+[databases.app]
+host = "h"
+slow_query = { threshold = "fast" }
+)"),
+                        3, 28, "databases.app.slow_query.threshold", "invalid duration \"fast\""));
+  EXPECT_TRUE(OnlyError(load(R"(
+[databases.app]
+host = "h"
+[users.bob]
+auth = "trust"
+slow_query = { keep = 3 }
+)"),
+                        5, 16, "users.bob.slow_query.keep", "can only be set in [slow_query]"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[databases.app]
+host = "h"
+slow_query = { log = "/tmp/x.jsonl" }
+)"),
+                        3, 16, "databases.app.slow_query.log", "can only be set in [slow_query]"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[databases.app]
+host = "h"
+slow_query = { thresold = "1s" }
+)"),
+                        3, 16, "databases.app.slow_query.thresold", "unknown key; did you mean \"threshold\"?"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[databases.app]
+host = "h"
+slow_query = "100ms"
+)"),
+                        3, 14, "databases.app.slow_query", "expected a table"));
 }
 
 TEST(ConfigLookupTest, ToStringOfEnums) {

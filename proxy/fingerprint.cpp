@@ -1,0 +1,470 @@
+// Query shapes: libpg_query's fingerprint and normalization behind a per-thread
+// cache, with a token-scan fallback for long or unparsable texts. See fingerprint.h.
+#include "proxy/fingerprint.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+namespace sluice::proxy {
+namespace {
+
+// ---- a small SQL lexer --------------------------------------------------------------
+// Follows PostgreSQL's lexical rules closely enough to tell literals, parameters,
+// comments and quoted identifiers apart; it never fails (unterminated strings and
+// comments run to the end of the text).
+
+enum class TokenKind : std::uint8_t { end, word, quoted_ident, literal, number, param, op, punct };
+
+struct Token {
+  TokenKind kind = TokenKind::end;
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  bool gap_before = false;  // whitespace or a comment precedes it
+  int param_number = 0;     // for TokenKind::param (saturates)
+};
+
+bool is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
+bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+bool is_ident_start(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || static_cast<unsigned char>(ch) >= 0x80;
+}
+bool is_ident_char(char ch) { return is_ident_start(ch) || is_digit(ch) || ch == '$'; }
+bool is_op_char(char ch) {
+  switch (ch) {
+    case '+': case '-': case '*': case '/': case '<': case '>': case '=': case '~': case '!':
+    case '@': case '#': case '%': case '^': case '&': case '|': case '`': case '?':
+      return true;
+    default:
+      return false;
+  }
+}
+char lower(char ch) { return (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : ch; }
+
+class Lexer {
+ public:
+  explicit Lexer(std::string_view text) : s_(text) {}
+
+  Token next() {
+    Token t;
+    t.gap_before = skip_gap();
+    t.begin = pos_;
+    if (pos_ >= s_.size()) {
+      t.end = pos_;
+      return t;
+    }
+    const char ch = s_[pos_];
+    const char next = peek(1);
+    if (ch == '\'') {
+      t.kind = TokenKind::literal;
+      quoted_string(false);
+    } else if ((ch == 'e' || ch == 'E') && next == '\'') {
+      t.kind = TokenKind::literal;
+      ++pos_;
+      quoted_string(true);
+    } else if ((ch == 'b' || ch == 'B' || ch == 'x' || ch == 'X' || ch == 'n' || ch == 'N') && next == '\'') {
+      t.kind = TokenKind::literal;
+      ++pos_;
+      quoted_string(false);
+    } else if ((ch == 'u' || ch == 'U') && next == '&' && (peek(2) == '\'' || peek(2) == '"')) {
+      t.kind = peek(2) == '\'' ? TokenKind::literal : TokenKind::quoted_ident;
+      pos_ += 2;
+      quoted(s_[pos_], false);
+    } else if (ch == '"') {
+      t.kind = TokenKind::quoted_ident;
+      quoted('"', false);
+    } else if (is_ident_start(ch)) {
+      t.kind = TokenKind::word;
+      while (pos_ < s_.size() && is_ident_char(s_[pos_])) ++pos_;
+    } else if (is_digit(ch) || (ch == '.' && is_digit(next))) {
+      t.kind = TokenKind::number;
+      number();
+    } else if (ch == '$' && is_digit(next)) {
+      t.kind = TokenKind::param;
+      ++pos_;
+      long long n = 0;
+      while (pos_ < s_.size() && is_digit(s_[pos_])) {
+        n = std::min<long long>(n * 10 + (s_[pos_] - '0'), std::numeric_limits<int>::max());
+        ++pos_;
+      }
+      t.param_number = static_cast<int>(n);
+    } else if (ch == '$' && dollar_quoted()) {
+      t.kind = TokenKind::literal;
+    } else if (is_op_char(ch)) {
+      t.kind = TokenKind::op;
+      while (pos_ < s_.size() && is_op_char(s_[pos_])) {
+        if (pos_ > t.begin && starts_comment(pos_)) break;
+        ++pos_;
+      }
+    } else {
+      t.kind = TokenKind::punct;
+      pos_ += (ch == ':' && next == ':') ? 2 : 1;
+    }
+    t.end = pos_;
+    return t;
+  }
+
+ private:
+  char peek(std::size_t ahead) const { return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0'; }
+  bool starts_comment(std::size_t at) const {
+    if (at + 1 >= s_.size()) return false;
+    return (s_[at] == '-' && s_[at + 1] == '-') || (s_[at] == '/' && s_[at + 1] == '*');
+  }
+
+  // Skips whitespace and comments; true when there were any.
+  bool skip_gap() {
+    const std::size_t start = pos_;
+    while (pos_ < s_.size()) {
+      if (is_space(s_[pos_])) {
+        ++pos_;
+      } else if (s_[pos_] == '-' && peek(1) == '-') {
+        const auto eol = s_.find('\n', pos_);
+        pos_ = eol == std::string_view::npos ? s_.size() : eol + 1;
+      } else if (s_[pos_] == '/' && peek(1) == '*') {
+        pos_ += 2;
+        int depth = 1;  // PostgreSQL's block comments nest
+        while (pos_ < s_.size() && depth > 0) {
+          if (s_[pos_] == '/' && peek(1) == '*') {
+            ++depth;
+            pos_ += 2;
+          } else if (s_[pos_] == '*' && peek(1) == '/') {
+            --depth;
+            pos_ += 2;
+          } else {
+            ++pos_;
+          }
+        }
+      } else {
+        break;
+      }
+    }
+    return pos_ > start;
+  }
+
+  // At an opening quote: skips to just past the closing one (a doubled quote is
+  // part of the text; with `backslashes`, so is any escaped character).
+  void quoted(char quote, bool backslashes) {
+    ++pos_;
+    while (pos_ < s_.size()) {
+      const char ch = s_[pos_];
+      if (backslashes && ch == '\\') {
+        pos_ += 2;
+      } else if (ch == quote) {
+        if (peek(1) == quote) {
+          pos_ += 2;
+        } else {
+          ++pos_;
+          return;
+        }
+      } else {
+        ++pos_;
+      }
+    }
+    pos_ = s_.size();
+  }
+  void quoted_string(bool backslashes) { quoted('\'', backslashes); }
+
+  void number() {
+    // Digits, one fraction, an exponent, 0x/0o/0b prefixes and _ separators
+    // (PostgreSQL 16): consume the whole run so "1e10" and "0xFF" are one token.
+    while (pos_ < s_.size()) {
+      const char ch = s_[pos_];
+      if (is_digit(ch) || ch == '_' || ch == '.' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')) {
+        if ((ch == 'e' || ch == 'E') && (peek(1) == '+' || peek(1) == '-') && is_digit(peek(2))) ++pos_;
+        if (ch == '.' && peek(1) == '.') break;
+        ++pos_;
+      } else {
+        break;
+      }
+    }
+  }
+
+  // At '$': a $tag$...$tag$ string. False (and nothing consumed) when this is not one.
+  bool dollar_quoted() {
+    std::size_t i = pos_ + 1;
+    if (i < s_.size() && s_[i] != '$') {
+      if (!is_ident_start(s_[i])) return false;
+      while (i < s_.size() && is_ident_char(s_[i]) && s_[i] != '$') ++i;
+      if (i >= s_.size() || s_[i] != '$') return false;
+    }
+    if (i >= s_.size()) return false;
+    const std::string_view tag = s_.substr(pos_, i - pos_ + 1);
+    const auto close = s_.find(tag, i + 1);
+    pos_ = close == std::string_view::npos ? s_.size() : close + tag.size();
+    return true;
+  }
+
+  std::string_view s_;
+  std::size_t pos_ = 0;
+};
+
+// ---- shapes from tokens -----------------------------------------------------------------
+
+class Fnv64 {
+ public:
+  void byte(std::uint8_t b) {
+    h_ ^= b;
+    h_ *= 0x100000001b3ull;
+  }
+  void bytes(std::string_view s) {
+    for (char ch : s) byte(static_cast<std::uint8_t>(ch));
+  }
+  std::uint64_t finish() const {  // splitmix64 finalizer for a better spread
+    std::uint64_t z = h_;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+enum class Mode {
+  raw,              // the client's text: literals become new placeholders
+  after_normalize,  // pg_query_normalize's output: params above the client's own are new
+};
+
+struct ScanResult {
+  std::uint64_t hash = 0;
+  std::string normalized;
+};
+
+int max_param(std::string_view text) {
+  Lexer lexer(text);
+  int highest = 0;
+  for (Token t = lexer.next(); t.kind != TokenKind::end; t = lexer.next()) {
+    if (t.kind == TokenKind::param) highest = std::max(highest, t.param_number);
+  }
+  return highest;
+}
+
+// Rewrites `text` into the normalized form of fingerprint.h and, for Mode::raw,
+// hashes its token stream. `client_params` is the highest $n the client wrote.
+ScanResult scan(std::string_view text, Mode mode, int client_params) {
+  ScanResult out;
+  out.normalized.reserve(text.size());
+  Fnv64 hash;
+  long long next_number = static_cast<long long>(client_params) + 1;
+
+  const auto is_punct = [&](const Token& tok, char ch) {
+    return tok.kind == TokenKind::punct && tok.end - tok.begin == 1 && text[tok.begin] == ch;
+  };
+  const auto is_minus = [&](const Token& tok) {
+    return tok.kind == TokenKind::op && tok.end - tok.begin == 1 && text[tok.begin] == '-';
+  };
+  const auto is_literal = [&](const Token& tok) {
+    return tok.kind == TokenKind::literal || (tok.kind == TokenKind::number && mode == Mode::raw);
+  };
+  // A placeholder that this normalization introduces (rather than one the client wrote).
+  const auto is_new = [&](const Token& tok) {
+    return is_literal(tok) ||
+           (mode == Mode::after_normalize && tok.kind == TokenKind::param && tok.param_number > client_params);
+  };
+  const auto is_placeholder = [&](const Token& tok) { return is_literal(tok) || tok.kind == TokenKind::param; };
+  // Reads one token; in raw text a unary minus and the number after it are one literal.
+  const auto read = [&](Lexer& lexer, bool value_before) {
+    Token tok = lexer.next();
+    if (mode == Mode::raw && !value_before && is_minus(tok)) {
+      Lexer ahead = lexer;
+      const Token number = ahead.next();
+      if (number.kind == TokenKind::number) {
+        lexer = ahead;
+        tok.kind = TokenKind::number;
+        tok.end = number.end;
+      }
+    }
+    return tok;
+  };
+  const auto separate = [&](const Token& tok) {
+    if (tok.gap_before && !out.normalized.empty()) out.normalized += ' ';
+  };
+  const auto emit_placeholder = [&]() {
+    out.normalized += '$';
+    out.normalized += std::to_string(next_number++);
+  };
+
+  Lexer lexer(text);
+  bool value_before = false;  // the previous token ends an operand (so '-' is binary)
+  int unhashed = 0;           // tokens of a list already hashed as one
+  Token t = read(lexer, value_before);
+  while (t.kind != TokenKind::end) {
+    // IN ( placeholder [, placeholder]* ): one list, whatever its length.
+    if (unhashed == 0 && t.kind == TokenKind::word && t.end - t.begin == 2 && lower(text[t.begin]) == 'i' &&
+        lower(text[t.begin + 1]) == 'n') {
+      Lexer ahead = lexer;
+      const Token open = ahead.next();
+      if (is_punct(open, '(')) {
+        bool all_new = true;
+        bool closed = false;
+        int tokens = 2;  // IN and (
+        const Token first = read(ahead, false);
+        for (Token item = first; is_placeholder(item);) {
+          all_new = all_new && is_new(item);
+          const Token after = ahead.next();
+          tokens += 2;
+          if (is_punct(after, ')')) {
+            closed = true;
+            break;
+          }
+          if (!is_punct(after, ',')) break;
+          item = read(ahead, false);
+        }
+        if (closed) {
+          hash.byte(static_cast<std::uint8_t>(TokenKind::word));
+          hash.bytes("in");
+          hash.byte(0xfe);  // a list of placeholders
+          if (all_new) {
+            separate(t);
+            out.normalized.append(text.substr(t.begin, 2));
+            separate(open);
+            out.normalized += '(';
+            separate(first);
+            emit_placeholder();
+            out.normalized += " /*, ... */)";
+            lexer = ahead;
+            value_before = true;
+            t = read(lexer, value_before);
+            continue;
+          }
+          unhashed = tokens;  // some are the client's own parameters: show them as written
+        }
+      }
+    }
+
+    separate(t);
+    const std::string_view piece = text.substr(t.begin, t.end - t.begin);
+    if (is_new(t)) {
+      emit_placeholder();
+    } else {
+      out.normalized.append(piece);
+    }
+    if (unhashed > 0) {
+      --unhashed;
+    } else if (is_placeholder(t)) {
+      // Literals and parameters hash alike, so `a = 1` and `a = $1` match.
+      hash.byte(static_cast<std::uint8_t>(TokenKind::literal));
+      hash.byte(0xff);
+    } else {
+      hash.byte(static_cast<std::uint8_t>(t.kind));
+      if (t.kind == TokenKind::word) {
+        for (char ch : piece) hash.byte(static_cast<std::uint8_t>(lower(ch)));
+      } else {
+        hash.bytes(piece);
+      }
+      hash.byte(0xff);
+    }
+    value_before = t.kind == TokenKind::word || t.kind == TokenKind::quoted_ident || is_placeholder(t) ||
+                   t.kind == TokenKind::number || is_punct(t, ')') || is_punct(t, ']');
+    t = read(lexer, value_before);
+  }
+  out.hash = hash.finish();
+  return out;
+}
+
+// ---- libpg_query --------------------------------------------------------------------------
+
+// The parser's shape, or nullopt when it rejects the text. `text` must be NUL-terminated.
+bool parser_shape(const std::string& text, QueryShape& shape) {
+  PgQueryFingerprintResult fp = pg_query_fingerprint(text.c_str());
+  const bool ok = fp.error == nullptr;
+  const std::uint64_t fingerprint = fp.fingerprint;
+  pg_query_free_fingerprint_result(fp);
+  if (!ok) return false;
+
+  PgQueryNormalizeResult normalized = pg_query_normalize(text.c_str());
+  if (normalized.error != nullptr || normalized.normalized_query == nullptr) {
+    pg_query_free_normalize_result(normalized);
+    return false;
+  }
+  ScanResult tidy = scan(normalized.normalized_query, Mode::after_normalize, max_param(text));
+  pg_query_free_normalize_result(normalized);
+
+  shape.fingerprint = fingerprint;
+  shape.normalized = std::move(tidy.normalized);
+  shape.source = ShapeSource::parser;
+  return true;
+}
+
+}  // namespace
+
+const char* to_string(ShapeSource source) {
+  switch (source) {
+    case ShapeSource::parser: return "parser";
+    case ShapeSource::too_long: return "too_long";
+    case ShapeSource::syntax_error: return "syntax_error";
+  }
+  return "unknown";
+}
+
+std::string format_fingerprint(std::uint64_t fingerprint) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i) {
+    out[static_cast<std::size_t>(i)] = kHex[fingerprint & 0xf];
+    fingerprint >>= 4;
+  }
+  return out;
+}
+
+std::string QueryShape::fingerprint_hex() const { return format_fingerprint(fingerprint); }
+
+QueryShape token_shape(std::string_view text, ShapeSource source) {
+  ScanResult scanned = scan(text, Mode::raw, max_param(text));
+  QueryShape shape;
+  shape.fingerprint = scanned.hash;
+  shape.normalized = std::move(scanned.normalized);
+  shape.source = source;
+  return shape;
+}
+
+QueryShape compute_shape(std::string_view text, const FingerprintOptions& options) {
+  // An embedded NUL would cut the C string short; PostgreSQL rejects such text anyway.
+  if (text.size() > options.max_parse_bytes) return token_shape(text, ShapeSource::too_long);
+  if (text.find('\0') != std::string_view::npos) return token_shape(text, ShapeSource::syntax_error);
+  QueryShape shape;
+  if (parser_shape(std::string(text), shape)) return shape;
+  return token_shape(text, ShapeSource::syntax_error);
+}
+
+// ---- Fingerprinter ----------------------------------------------------------------------------
+
+Fingerprinter::Fingerprinter(FingerprintOptions options) : options_(options) {
+  cache_.reserve(std::min<std::size_t>(options_.cache_entries, 1 << 16));
+}
+
+void Fingerprinter::clear() {
+  cache_.clear();
+  cache_bytes_ = 0;
+}
+
+std::shared_ptr<const QueryShape> Fingerprinter::shape(std::string_view text) {
+  if (auto it = cache_.find(text); it != cache_.end()) {
+    ++stats_.hits;
+    return it->second;
+  }
+  ++stats_.misses;
+  auto shape = std::make_shared<const QueryShape>(compute_shape(text, options_));
+  if (shape->source != ShapeSource::parser) ++stats_.fallbacks;
+  if (text.size() > options_.max_parse_bytes || options_.cache_entries == 0) return shape;
+
+  const std::size_t bytes = text.size() + shape->normalized.size();
+  if (cache_.size() >= options_.cache_entries || cache_bytes_ + bytes > options_.cache_bytes) {
+    // Cleared rather than evicted one by one: the working set of a pooler is its
+    // application's statements, which refill the cache at once.
+    clear();
+    ++stats_.cache_clears;
+  }
+  cache_.emplace(std::string(text), shape);
+  cache_bytes_ += bytes;
+  return shape;
+}
+
+Fingerprinter& thread_fingerprinter() {
+  thread_local Fingerprinter fingerprinter;
+  return fingerprinter;
+}
+
+}  // namespace sluice::proxy

@@ -1,0 +1,107 @@
+#pragma once
+// Query shapes: the fingerprint and the normalized text (literals -> $n) of a
+// statement, for the slow-query log and the per-shape statistics.
+//
+// The fingerprint is libpg_query's (PostgreSQL's own parser; 64 bits, shown as 16
+// hex digits), so queries that differ only in literals, whitespace, comments or
+// the length of an IN list share it. Texts longer than `max_parse_bytes`, and texts
+// the parser rejects, fall back to a hash of a cheap token scan that drops literals
+// (see ShapeSource): such a fallback fingerprint never equals the parser's for the
+// same shape, so a query is only grouped with others that took the same path.
+//
+// The normalized text is pg_query_normalize's, passed through the same token scan:
+// comments are removed (they may carry values, e.g. sqlcommenter tags), each run of
+// whitespace becomes one space, placeholders created by normalization are numbered
+// in order of appearance after the statement's own parameters, and an IN list made
+// only of such placeholders is shown as `IN ($3 /*, ... */)` (PostgreSQL 18's
+// pg_stat_statements convention). Parameters the client wrote ($1 in an extended-
+// protocol Parse) are kept as written. No literal survives in the normalized text.
+//
+// Cost: a miss parses the text twice (fingerprint + normalize, ~5 + 2 µs for a
+// short statement, far more for long IN lists), a hit is one hash lookup; see
+// tests/proxy/fingerprint_test.cpp for the measurement.
+//
+// Threads: a Fingerprinter is not thread-safe; give each worker thread its own, or
+// use query_shape(), which keeps one per thread. pg_query_exit() is never called:
+// libpg_query frees its per-thread memory context at thread exit, and calling it
+// on a worker thread double-frees in this version.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace sluice::proxy {
+
+enum class ShapeSource : std::uint8_t {
+  parser,        // libpg_query's fingerprint and normalization
+  too_long,      // longer than max_parse_bytes: token-scan fallback
+  syntax_error,  // rejected by the parser: token-scan fallback
+};
+const char* to_string(ShapeSource source);
+
+struct QueryShape {
+  std::uint64_t fingerprint = 0;
+  std::string normalized;
+  ShapeSource source = ShapeSource::parser;
+
+  std::string fingerprint_hex() const;  // 16 lower-case hex digits
+};
+
+// "4851b0e100123b55": 16 lower-case hex digits, zero-padded.
+std::string format_fingerprint(std::uint64_t fingerprint);
+
+struct FingerprintOptions {
+  std::size_t max_parse_bytes = 16 * 1024;  // longer texts are not given to the parser
+  std::size_t cache_entries = 4096;         // per Fingerprinter; the cache is cleared when full
+  std::size_t cache_bytes = 8 * 1024 * 1024;  // text + normalized bytes held by the cache
+};
+
+// Uncached: the shape of `text` from the parser, or from the token scan when the
+// text is too long or does not parse.
+QueryShape compute_shape(std::string_view text, const FingerprintOptions& options = {});
+// The token-scan fallback alone (exposed for tests): literals and parameters hash
+// as one placeholder, unquoted words case-insensitively, comments and whitespace
+// not at all; the normalized text follows the rules above.
+QueryShape token_shape(std::string_view text, ShapeSource source = ShapeSource::too_long);
+
+// Caches shapes by exact text. Texts longer than max_parse_bytes are not cached
+// (their token scan is linear and the key would be large).
+class Fingerprinter {
+ public:
+  struct Stats {
+    std::uint64_t hits = 0;
+    std::uint64_t misses = 0;
+    std::uint64_t fallbacks = 0;  // misses that used the token scan
+    std::uint64_t cache_clears = 0;
+  };
+
+  explicit Fingerprinter(FingerprintOptions options = {});
+
+  // Never null. The shape stays valid for as long as the caller holds it.
+  std::shared_ptr<const QueryShape> shape(std::string_view text);
+
+  const Stats& stats() const { return stats_; }
+  std::size_t cache_size() const { return cache_.size(); }
+  const FingerprintOptions& options() const { return options_; }
+  void clear();
+
+ private:
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
+  };
+  FingerprintOptions options_;
+  std::unordered_map<std::string, std::shared_ptr<const QueryShape>, TextHash, std::equal_to<>> cache_;
+  std::size_t cache_bytes_ = 0;
+  Stats stats_;
+};
+
+// The calling thread's Fingerprinter (default options), created on first use.
+Fingerprinter& thread_fingerprinter();
+inline std::shared_ptr<const QueryShape> query_shape(std::string_view text) {
+  return thread_fingerprinter().shape(text);
+}
+
+}  // namespace sluice::proxy

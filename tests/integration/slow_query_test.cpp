@@ -1,0 +1,173 @@
+// The slow-query log through a running Sluice: statements at or over the
+// threshold land in it (simple and extended protocol, session and transaction
+// mode) with their normalized text, fingerprint, command, rows, SQLSTATE and the
+// time spent waiting for a server connection; faster ones do not.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/harness.h"
+
+namespace sluice::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kDb = "sluice_test";
+constexpr const char* kUser = "app";
+constexpr const char* kPassword = "app_pw";
+
+std::string config(const std::string& mode, int pool_size) {
+  std::string toml = default_config(pool_size);
+  const std::string from = "mode = \"session\"";
+  toml.replace(toml.find(from), from.size(), "mode = \"" + mode + "\"");
+  return toml + "\n[slow_query]\nthreshold = \"200ms\"\nlog = \"{dir}/slow.jsonl\"\n";
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// The string value of "key" in a JSON line ("" when absent or null).
+std::string field(const std::string& line, const std::string& key) {
+  std::smatch m;
+  if (std::regex_search(line, m, std::regex("\"" + key + "\":\"((?:[^\"\\\\]|\\\\.)*)\""))) return m[1].str();
+  if (std::regex_search(line, m, std::regex("\"" + key + "\":([-0-9.]+)"))) return m[1].str();
+  return "";
+}
+
+class SlowQueryTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    PostgresServer::shared();
+    sluice_ = std::make_unique<SluiceProcess>(config(GetParam(), 1));
+    log_path_ = sluice_->dir() + "/slow.jsonl";
+  }
+  void TearDown() override {
+    if (HasFailure() && sluice_) std::printf("---- Sluice log ----\n%s\n", tail_lines(sluice_->log(), 40).c_str());
+  }
+  PgConn client() {
+    PgConn c = connect(sluice_->conninfo(kDb, kUser, kPassword, "application_name=slowtest"));
+    EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+    return c;
+  }
+  // Waits (bounded) for the log to hold `count` lines and returns them.
+  std::vector<std::string> lines(std::size_t count) {
+    std::vector<std::string> got;
+    wait_for([&] {
+      got = read_lines(log_path_);
+      return got.size() >= count;
+    });
+    return got;
+  }
+  static void run(PGconn* c, const char* sql) {
+    PgResult r(PQexec(c, sql));
+    ASSERT_TRUE(PQresultStatus(r.get()) == PGRES_TUPLES_OK || PQresultStatus(r.get()) == PGRES_COMMAND_OK)
+        << PQresultErrorMessage(r.get());
+  }
+
+  std::unique_ptr<SluiceProcess> sluice_;
+  std::string log_path_;
+};
+
+TEST_P(SlowQueryTest, StatementsOverTheThresholdAreLoggedNormalizedAndFastOnesAreNot) {
+  PgConn c = client();
+  run(c.get(), "SELECT 1");
+  run(c.get(), "SELECT pg_sleep(0.3), 'secret-literal' AS s");
+  run(c.get(), "SELECT 2");
+  run(c.get(), "SELECT pg_sleep(0.25), 'another-literal' AS s");
+  const auto got = lines(2);
+  ASSERT_EQ(got.size(), 2u);
+  for (const auto& line : got) {
+    EXPECT_EQ(line.find("literal"), std::string::npos) << "a literal reached the log: " << line;
+    EXPECT_EQ(field(line, "query"), "SELECT pg_sleep($1), $2 AS s") << line;
+    EXPECT_EQ(field(line, "protocol"), "simple");
+    EXPECT_EQ(field(line, "command"), "SELECT");
+    EXPECT_EQ(field(line, "rows"), "1");
+    EXPECT_EQ(field(line, "database"), kDb);
+    EXPECT_EQ(field(line, "user"), kUser);
+    EXPECT_EQ(field(line, "application_name"), "slowtest");
+    EXPECT_NE(line.find("\"sqlstate\":null"), std::string::npos) << line;
+    EXPECT_GE(std::stod(field(line, "duration_ms")), 200.0) << line;
+    EXPECT_FALSE(field(line, "backend_pid").empty()) << line;
+    EXPECT_TRUE(std::regex_search(field(line, "ts"), std::regex(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$)")))
+        << line;
+  }
+  // Literals differ, shape is the same: one fingerprint.
+  EXPECT_EQ(field(got[0], "fingerprint"), field(got[1], "fingerprint"));
+  EXPECT_EQ(field(got[0], "fingerprint").size(), 16u);
+}
+
+TEST_P(SlowQueryTest, ExtendedProtocolStatementsAreAttributedToTheirText) {
+  PgConn c = client();
+  const char* values[] = {"0.3"};
+  PgResult r(PQexecParams(c.get(), "SELECT pg_sleep($1::float8) AS slept", 1, nullptr, values, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  PgResult prepared(PQprepare(c.get(), "nap", "SELECT pg_sleep($1::float8), 42", 1, nullptr));
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK);
+  PgResult fast(PQexecPrepared(c.get(), "nap", 1, std::vector<const char*>{"0"}.data(), nullptr, nullptr, 0));
+  PgResult slow(PQexecPrepared(c.get(), "nap", 1, values, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(slow.get()), PGRES_TUPLES_OK);
+  const auto got = lines(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(field(got[0], "query"), "SELECT pg_sleep($1::float8) AS slept");
+  EXPECT_EQ(field(got[0], "protocol"), "extended");
+  EXPECT_EQ(field(got[1], "query"), "SELECT pg_sleep($1::float8), $2");
+  EXPECT_EQ(field(got[1], "protocol"), "extended");
+  EXPECT_EQ(field(got[1], "rows"), "1");
+}
+
+TEST_P(SlowQueryTest, ErrorsCarryTheirSqlstate) {
+  PgConn c = client();
+  PgResult r(PQexec(c.get(),
+                    "DO $$BEGIN PERFORM pg_sleep(0.3); RAISE EXCEPTION 'boom' USING ERRCODE = '22012'; END$$"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR);
+  const auto got = lines(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(field(got[0], "sqlstate"), "22012") << got[0];
+  EXPECT_NE(got[0].find("\"command\":null"), std::string::npos) << got[0];
+}
+
+TEST_P(SlowQueryTest, TimeWaitingForAServerConnectionIsReportedApart) {
+  // Pool of 1: `holder` keeps the only server connection inside a transaction.
+  PgConn holder = client();
+  run(holder.get(), "BEGIN");
+  run(holder.get(), "SELECT 1");
+  PgConn waiter = client();
+  const bool transaction_mode = GetParam() == "transaction";
+  // (Session mode: holder keeps its connection until it leaves.)
+  ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'waited'"), 1);
+  // The waiter is held for at least this long (a lower bound we impose, not a guess).
+  std::this_thread::sleep_for(400ms);
+  if (transaction_mode) {
+    run(holder.get(), "COMMIT");
+  } else {
+    holder.reset();
+  }
+  PgResult r(PQgetResult(waiter.get()));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  while (PgResult(PQgetResult(waiter.get()))) {
+  }
+  const auto got = lines(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(field(got[0], "query"), "SELECT $1");
+  EXPECT_GE(std::stod(field(got[0], "wait_ms")), 350.0) << got[0];
+  EXPECT_GE(std::stod(field(got[0], "duration_ms")), std::stod(field(got[0], "wait_ms"))) << got[0];
+  EXPECT_LT(std::stod(field(got[0], "server_ms")), std::stod(field(got[0], "duration_ms"))) << got[0];
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, SlowQueryTest, ::testing::Values("session", "transaction"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace sluice::test
