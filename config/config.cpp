@@ -361,8 +361,26 @@ void read_listen(Checker& c, const toml::node& node, const std::string& key, Con
 }
 
 void read_sluice(Checker& c, const toml::table& table, const std::string& path, Config& cfg) {
-  check_keys(c, table, path, {"listen", "workers", "max_client_conn", "log_level", "max_message_size"},
-             {"admin_users", "stats_users", "metrics_listen"});
+  check_keys(c, table, path,
+             {"listen", "workers", "max_client_conn", "log_level", "max_message_size", "admin_users", "stats_users"},
+             {"metrics_listen"});
+  // admin_users / stats_users: arrays of user names (they log in as in [users]).
+  auto read_names = [&](const char* name, std::vector<std::string>& out) {
+    const auto* node = table.get(name);
+    if (node == nullptr) return;
+    const std::string key = child_key(path, name);
+    const auto* array = node->as_array();
+    if (array == nullptr) {
+      type_error(c, *node, key, "an array of user names");
+      return;
+    }
+    for (std::size_t i = 0; i < array->size(); ++i) {
+      const auto& element = *array->get(i);
+      if (auto user = get_string(c, element, key + "[" + std::to_string(i) + "]")) out.push_back(*user);
+    }
+  };
+  read_names("admin_users", cfg.admin_users);
+  read_names("stats_users", cfg.stats_users);
   if (const auto* node = table.get("listen")) read_listen(c, *node, child_key(path, "listen"), cfg);
   if (const auto* node = table.get("workers")) {
     if (auto v = get_int(c, *node, child_key(path, "workers"), 0, kMaxInt)) cfg.workers = static_cast<int>(*v);

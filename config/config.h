@@ -95,6 +95,10 @@ struct Config {
   int max_client_conn = 10000;
   std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
   std::uint32_t max_message_size = 64u * 1024 * 1024;  // [sluice] max_message_size, e.g. "64MB"
+  // Who may use the admin console (database "sluice" or "pgbouncer"): admin_users
+  // run every command, stats_users only SHOW. They log in as configured in [users].
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
   PoolSettings pool;
   Timeouts timeouts;
   SlowQuerySettings slow_query;

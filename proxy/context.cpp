@@ -42,6 +42,13 @@ std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) co
   return ForwardedCancel(*it->second.target, it->second.in_flight);
 }
 
+QueryStats::Shard& Context::query_stats_shard() {
+  // One Context per process: a thread's shard is created on its first statement.
+  thread_local QueryStats::Shard* shard = nullptr;
+  if (shard == nullptr) shard = &query_stats_.add_shard();
+  return *shard;
+}
+
 bool Context::try_add_client() {
   const int max = config_->max_client_conn;
   int current = clients_.load(std::memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "protocol/auth.h"
+#include "proxy/query_stats.h"
 #include "proxy/slow_log.h"
 
 namespace sluice::proxy {
@@ -81,6 +82,11 @@ class Context {
   // The slow-query log, or null when [slow_query] log is not set.
   SlowLog* slow_log() { return slow_log_.get(); }
   void set_slow_log(std::unique_ptr<SlowLog> log) { slow_log_ = std::move(log); }
+  // Per-query-shape statistics; each thread records into its own shard.
+  QueryStats& query_stats() { return query_stats_; }
+  QueryStats::Shard& query_stats_shard();
+  // The most recent slow statements (SHOW SLOW), logged to a file or not.
+  RecentSlowQueries& recent_slow() { return recent_slow_; }
 
   // Client connection accounting for max_client_conn.
   bool try_add_client();
@@ -110,6 +116,8 @@ class Context {
   CancelRegistry cancels_;
   pool::StatementRegistry statements_;
   std::unique_ptr<SlowLog> slow_log_;
+  QueryStats query_stats_;
+  RecentSlowQueries recent_slow_{kDefaultRecentSlowQueries};
   std::atomic<int> clients_{0};
   std::atomic<bool> shutting_down_{false};
 

@@ -323,7 +323,7 @@ host = "h"
 TEST(ConfigErrorTest, DocumentedLaterKeysAreNotSupportedYet) {
   const LoadResult result = load(R"(
 [sluice]
-admin_users = ["admin"]
+metrics_listen = "127.0.0.1:9930"
 [pool]
 min_size = 2
 [timeouts]
@@ -339,7 +339,7 @@ hosts = ["10.0.0.1:5432"]
   for (const auto& e : result.errors) got.push_back(e.to_string());
   const std::string later = "not supported yet by this version of Sluice";
   const std::vector<std::string> expected = {
-      "test.toml:2:1: sluice.admin_users: " + later,
+      "test.toml:2:1: sluice.metrics_listen: " + later,
       "test.toml:4:1: pool.min_size: " + later,
       "test.toml:6:1: timeouts.query_wait: " + later,
       "test.toml:7:2: health: " + later,
@@ -349,6 +349,36 @@ hosts = ["10.0.0.1:5432"]
       "test.toml:12:1: databases.app.hosts: " + later,
   };
   EXPECT_EQ(got, expected) << describe(result);
+}
+
+TEST(ConfigTest, AdminAndStatsUsers) {
+  const LoadResult result = load(R"(
+[sluice]
+admin_users = ["admin", "root"]
+stats_users = ["monitor"]
+[databases.app]
+host = "h"
+)");
+  ASSERT_TRUE(result.config) << describe(result);
+  EXPECT_EQ(result.config->admin_users, (std::vector<std::string>{"admin", "root"}));
+  EXPECT_EQ(result.config->stats_users, (std::vector<std::string>{"monitor"}));
+}
+
+TEST(ConfigErrorTest, AdminUsersMustBeAnArrayOfNames) {
+  EXPECT_TRUE(OnlyError(load(R"(
+[sluice]
+admin_users = "admin"
+[databases.app]
+host = "h"
+)"),
+                        2, 15, "sluice.admin_users", "expected an array of user names"));
+  EXPECT_TRUE(OnlyError(load(R"(
+[sluice]
+stats_users = ["ok", 3]
+[databases.app]
+host = "h"
+)"),
+                        2, 22, "sluice.stats_users[1]", "expected a string"));
 }
 
 TEST(ConfigErrorTest, LaterKeyOnItsOwnLine) {
