@@ -440,8 +440,81 @@ void Fingerprinter::clear() {
   cache_bytes_ = 0;
 }
 
+namespace {
+// The text with the contents of numeric and string literals replaced by '?': the
+// cache key. Simple-protocol clients (pgbench -M simple, most ORMs without
+// prepared statements) send the same statement with new literals every time; keyed
+// by exact text, each would miss and pay a parse (5-20 µs). One pass, no parse.
+// Two texts with the same key differ only in literal values, so they have the same
+// shape; collapsing less than the parser would (IN lists of other lengths) only
+// costs an extra cache entry.
+void literal_key(std::string_view text, std::string& key) {
+  key.clear();
+  const std::size_t n = text.size();
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+  };
+  for (std::size_t i = 0; i < n;) {
+    const char c = text[i];
+    if (c == '\'') {
+      // E'...' (escape string): backslash escapes; '...': '' is a quote.
+      const bool escapes = i > 0 && (text[i - 1] == 'E' || text[i - 1] == 'e') && (i < 2 || !word_char(text[i - 2]));
+      ++i;
+      while (i < n) {
+        if (escapes && text[i] == '\\') {
+          i += 2;
+        } else if (text[i] == '\'') {
+          if (i + 1 < n && text[i + 1] == '\'') {
+            i += 2;
+          } else {
+            ++i;
+            break;
+          }
+        } else {
+          ++i;
+        }
+      }
+      key += "'?'";
+    } else if (std::isdigit(static_cast<unsigned char>(c)) && (i == 0 || !word_char(text[i - 1]))) {
+      while (i < n && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.' || text[i] == '_')) ++i;
+      if (i < n && (text[i] == 'e' || text[i] == 'E')) {
+        ++i;
+        if (i < n && (text[i] == '+' || text[i] == '-')) ++i;
+        while (i < n && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+      }
+      key += '?';
+    } else if (c == '"') {
+      // A quoted identifier is kept whole (it may contain quotes and digits).
+      const std::size_t start = i++;
+      while (i < n) {
+        if (text[i] == '"') {
+          if (i + 1 < n && text[i + 1] == '"') {
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        ++i;
+      }
+      key.append(text.substr(start, i - start));
+    } else {
+      // A run of ordinary characters, appended at once (this runs per statement).
+      const std::size_t start = i++;
+      while (i < n && text[i] != '\'' && text[i] != '"' &&
+             !(std::isdigit(static_cast<unsigned char>(text[i])) && !word_char(text[i - 1]))) {
+        ++i;
+      }
+      key.append(text.data() + start, i - start);
+    }
+  }
+}
+}  // namespace
+
 std::shared_ptr<const QueryShape> Fingerprinter::shape(std::string_view text) {
-  if (auto it = cache_.find(text); it != cache_.end()) {
+  thread_local std::string key;
+  literal_key(text, key);
+  if (auto it = cache_.find(std::string_view(key)); it != cache_.end()) {
     ++stats_.hits;
     return it->second;
   }
@@ -450,14 +523,14 @@ std::shared_ptr<const QueryShape> Fingerprinter::shape(std::string_view text) {
   if (shape->source != ShapeSource::parser) ++stats_.fallbacks;
   if (text.size() > options_.max_parse_bytes || options_.cache_entries == 0) return shape;
 
-  const std::size_t bytes = text.size() + shape->normalized.size();
+  const std::size_t bytes = key.size() + shape->normalized.size();
   if (cache_.size() >= options_.cache_entries || cache_bytes_ + bytes > options_.cache_bytes) {
     // Cleared rather than evicted one by one: the working set of a pooler is its
     // application's statements, which refill the cache at once.
     clear();
     ++stats_.cache_clears;
   }
-  cache_.emplace(std::string(text), shape);
+  cache_.emplace(key, shape);
   cache_bytes_ += bytes;
   return shape;
 }

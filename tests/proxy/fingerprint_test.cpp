@@ -190,18 +190,37 @@ TEST(FingerprinterTest, CachesByExactText) {
   EXPECT_EQ(a.get(), again.get());
   EXPECT_EQ(f.stats().hits, 1u);
   EXPECT_EQ(f.stats().misses, 1u);
-  const auto b = f.shape("SELECT 2");  // a different text: a miss, same fingerprint
-  EXPECT_NE(a.get(), b.get());
-  EXPECT_EQ(a->fingerprint, b->fingerprint);
+  // Other literal values, same statement: the same entry (simple-protocol clients
+  // send new literals every time).
+  EXPECT_EQ(f.shape("SELECT 22").get(), a.get());
+  EXPECT_EQ(f.shape("SELECT 1.5e3").get(), a.get());
+  const auto s1 = f.shape("SELECT 'x', 'it''s'");
+  EXPECT_EQ(f.shape("SELECT 'other', 'y'").get(), s1.get());
   EXPECT_EQ(f.cache_size(), 2u);
-  f.shape("SELECT 3");
+  f.shape("SELECT * FROM t1");
   EXPECT_EQ(f.cache_size(), 3u);
-  f.shape("SELECT 4");  // full: cleared, then this one cached
+  f.shape("SELECT * FROM t2");  // a digit inside a name is not a literal: full, cleared, then cached
   EXPECT_EQ(f.cache_size(), 1u);
   EXPECT_EQ(f.stats().cache_clears, 1u);
   EXPECT_EQ(a->normalized, "SELECT $1");  // a held shape survives the clear
   f.shape("SELECT syntax error here (");
   EXPECT_EQ(f.stats().fallbacks, 1u);
+}
+
+TEST(FingerprinterTest, CacheKeyKeepsNamesParametersAndQuotedIdentifiers) {
+  Fingerprinter f;
+  const auto p1 = f.shape("SELECT $1::int");
+  const auto p2 = f.shape("SELECT $2::int");
+  EXPECT_NE(p1.get(), p2.get());
+  const auto q1 = f.shape("SELECT \"col 1\" FROM t");
+  const auto q2 = f.shape("SELECT \"col 2\" FROM t");
+  EXPECT_NE(q1.get(), q2.get());
+  EXPECT_NE(q1->fingerprint, q2->fingerprint);
+  // An escape string with a backslash-escaped quote is one literal.
+  const auto e1 = f.shape("SELECT E'it\\'s', 1");
+  const auto e2 = f.shape("SELECT E'x', 2");
+  EXPECT_EQ(e1.get(), e2.get());
+  EXPECT_EQ(e1->normalized, "SELECT $1, $2");
 }
 
 TEST(FingerprinterTest, LongTextsAreNotCached) {
@@ -219,9 +238,9 @@ TEST(FingerprinterTest, CacheByteBudget) {
   FingerprintOptions options;
   options.cache_bytes = 40;
   Fingerprinter f(options);
-  f.shape("SELECT 1 FROM t");  // 15 + 15 bytes
+  f.shape("SELECT 1 FROM t");  // key "SELECT ? FROM t" 15 + normalized 16 bytes
   EXPECT_EQ(f.cache_size(), 1u);
-  f.shape("SELECT 2 FROM t");  // would exceed 40: cleared first
+  f.shape("SELECT 2 FROM u");  // would exceed 40: cleared first
   EXPECT_EQ(f.cache_size(), 1u);
   EXPECT_EQ(f.stats().cache_clears, 1u);
 }
