@@ -12,6 +12,7 @@
 
 #include "pool/log.h"
 #include "protocol/auth.h"
+#include "proxy/admin_console.h"
 #include "proxy/fingerprint.h"
 
 namespace sluice::proxy {
@@ -188,6 +189,10 @@ awaitable<void> ClientSession::serve() {
   if (!co_await read_startup()) co_return;
   if (!co_await authenticate()) co_return;
   login_timer_.reset();
+  if (console_) {
+    co_await serve_console();
+    co_return;
+  }
   if (!co_await finish_login()) co_return;
   login_buffer_.release_if_empty();
   if (!server_ && login_buffer_.empty()) {
@@ -406,6 +411,16 @@ awaitable<bool> ClientSession::read_startup() {
   if (context_.shutting_down()) {
     co_await send_fatal("57P01", "terminating connection due to administrator command");
     co_return false;
+  }
+  // The admin console: a virtual database, unless one of that name is configured.
+  console_ = (database_ == "sluice" || database_ == "pgbouncer") && context_.config().databases.count(database_) == 0;
+  if (console_) {
+    user_config_ = context_.config().find_user(user_);
+    if (user_config_ == nullptr) {
+      co_await send_fatal("28000", "role \"" + user_ + "\" does not exist");
+      co_return false;
+    }
+    co_return true;
   }
   database_config_ = context_.config().find_database(database_);
   if (database_config_ == nullptr) {
@@ -842,6 +857,66 @@ awaitable<void> ClientSession::release_server() {
   }
 }
 
+// ---- Admin console --------------------------------------------------------------
+
+namespace {
+std::string_view first_cstr(protocol::Bytes body) {
+  const auto* nul = static_cast<const std::uint8_t*>(std::memchr(body.data(), 0, body.size()));
+  const std::size_t length = nul ? static_cast<std::size_t>(nul - body.data()) : body.size();
+  return {reinterpret_cast<const char*>(body.data()), length};
+}
+}  // namespace
+
+
+awaitable<void> ClientSession::serve_console() {
+  const auto& config = context_.config();
+  auto listed = [&](const std::vector<std::string>& users) {
+    return std::find(users.begin(), users.end(), user_) != users.end();
+  };
+  const bool admin = listed(config.admin_users);
+  if (!admin && !listed(config.stats_users)) {
+    co_await send_fatal("42501", "permission denied for the admin console",
+                        "Only users listed in [sluice] admin_users or stats_users may connect to \"" + database_ +
+                            "\".");
+    co_return;
+  }
+  log()->info("[c{}] admin console login user={} ({})", id_, user_, admin ? "admin" : "stats");
+  std::string out;
+  const std::pair<const char*, const char*> parameters[] = {
+      {"server_version", "15.0 (sluice " SLUICE_VERSION ")"},
+      {"server_encoding", "UTF8"},
+      {"client_encoding", "UTF8"},
+      {"DateStyle", "ISO, MDY"},
+      {"TimeZone", "UTC"},
+      {"integer_datetimes", "on"},
+      {"standard_conforming_strings", "on"},
+  };
+  for (const auto& [name, value] : parameters) protocol::append_parameter_status(out, name, value);
+  protocol::append_backend_key(out, client_key_);  // not registered: a cancel here is dropped
+  protocol::append_ready_for_query(out, 'I');
+  if (!co_await write_client(out)) co_return;
+
+  ConsoleData data;
+  data.queries = [this](std::size_t limit) { return context_.query_stats().top_n(limit); };
+  data.slow = [this](std::size_t) { return context_.recent_slow().recent(); };
+  data.version = std::string("sluice ") + SLUICE_VERSION;
+  for (;;) {
+    std::size_t consumed = 0;
+    auto message = co_await read_client_message(consumed);
+    if (!message) co_return;
+    if (message->type == 'X') break;
+    if (message->type != 'Q') {
+      co_await send_fatal("08P01", "the admin console supports the simple query protocol only");
+      co_return;
+    }
+    const std::string_view sql = first_cstr(message->body);
+    const std::string answer = admin_console_answer(sql, admin, data);
+    login_buffer_.consume(consumed);
+    if (!co_await write_client(answer)) co_return;
+  }
+  close_client();
+}
+
 // ---- Statement timing (slow-query log) ---------------------------------------------
 
 // Observers that also time statements: the client's Query/Parse/Bind/Execute and
@@ -877,13 +952,6 @@ struct ClientSession::RecordingBackend {
   }
 };
 
-namespace {
-std::string_view first_cstr(protocol::Bytes body) {
-  const auto* nul = static_cast<const std::uint8_t*>(std::memchr(body.data(), 0, body.size()));
-  const std::size_t length = nul ? static_cast<std::size_t>(nul - body.data()) : body.size();
-  return {reinterpret_cast<const char*>(body.data()), length};
-}
-}  // namespace
 
 void ClientSession::note_client_message(char type, protocol::Bytes body) {
   auto now = std::chrono::steady_clock::now();

@@ -68,6 +68,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Attaches a server if needed, relays until either side leaves, returns the server.
   awaitable<void> resume(error_code wait_error);
   awaitable<bool> read_startup();
+  // The admin console (database "sluice" or "pgbouncer"): simple queries answered here.
+  awaitable<void> serve_console();
   awaitable<bool> authenticate();
   std::shared_ptr<pool::Pool> find_pool();
   // Sends ParameterStatus, BackendKeyData and ReadyForQuery; attaches a server
@@ -213,6 +215,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::int64_t batch_binds_answered = 0;  // its Binds the server completed (answers the client has)
   };
   std::unique_ptr<Relay> relay_;
+  bool console_ = false;
   bool recording_ = false;
   std::chrono::nanoseconds slow_threshold_{};
   bool log_parameters_ = false;

@@ -28,6 +28,7 @@ std::string config(const std::string& mode, int pool_size) {
   std::string toml = default_config(pool_size);
   const std::string from = "mode = \"session\"";
   toml.replace(toml.find(from), from.size(), "mode = \"" + mode + "\"");
+  toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nadmin_users = [\"postgres\"]\nstats_users = [\"md5user\"]\n");
   return toml + "\n[slow_query]\nthreshold = \"200ms\"\nlog = \"{dir}/slow.jsonl\"\n";
 }
 
@@ -164,6 +165,64 @@ TEST_P(SlowQueryTest, TimeWaitingForAServerConnectionIsReportedApart) {
   EXPECT_GE(std::stod(field(got[0], "wait_ms")), 350.0) << got[0];
   EXPECT_GE(std::stod(field(got[0], "duration_ms")), std::stod(field(got[0], "wait_ms"))) << got[0];
   EXPECT_LT(std::stod(field(got[0], "server_ms")), std::stod(field(got[0], "duration_ms"))) << got[0];
+}
+
+// Rows of an admin console answer as "col=value|col=value" strings.
+std::vector<std::string> console_rows(PGconn* c, const char* sql) {
+  PgResult r(PQexec(c, sql));
+  std::vector<std::string> rows;
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    rows.push_back(std::string("ERROR ") + (state ? state : "?"));
+    return rows;
+  }
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    std::string row;
+    for (int j = 0; j < PQnfields(r.get()); ++j) {
+      row += (j ? "|" : "") + std::string(PQfname(r.get(), j)) + "=" +
+             (PQgetisnull(r.get(), i, j) ? "NULL" : PQgetvalue(r.get(), i, j));
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+TEST_P(SlowQueryTest, AdminConsoleShowsQueryShapesAndSlowStatements) {
+  PgConn c = client();
+  for (int i = 0; i < 5; ++i) run(c.get(), ("SELECT " + std::to_string(i) + " AS n").c_str());
+  run(c.get(), "SELECT pg_sleep(0.25), 1");
+  lines(1);
+  for (const char* db : {"sluice", "pgbouncer"}) {
+    PgConn admin = connect(sluice_->conninfo(db, "postgres", "postgres_pw"));
+    ASSERT_EQ(PQstatus(admin.get()), CONNECTION_OK) << PQerrorMessage(admin.get());
+    const auto queries = console_rows(admin.get(), "SHOW QUERIES");
+    std::string select_n, sleep;
+    for (const auto& row : queries) {
+      if (row.find("|query=SELECT $1 AS n|") != std::string::npos) select_n = row;
+      if (row.find("|query=SELECT pg_sleep($1), $2|") != std::string::npos) sleep = row;
+    }
+    ASSERT_FALSE(select_n.empty()) << ::testing::PrintToString(queries);
+    EXPECT_NE(select_n.find("|calls=5|"), std::string::npos) << select_n;
+    EXPECT_NE(select_n.find("|rows=5|"), std::string::npos) << select_n;
+    EXPECT_NE(select_n.find("database=sluice_test|user=app|"), std::string::npos) << select_n;
+    ASSERT_FALSE(sleep.empty());
+    EXPECT_NE(sleep.find("|calls=1|"), std::string::npos) << sleep;
+    const auto slow = console_rows(admin.get(), "show slow;");
+    ASSERT_EQ(slow.size(), 1u) << ::testing::PrintToString(slow);
+    EXPECT_NE(slow[0].find("|query=SELECT pg_sleep($1), $2|"), std::string::npos) << slow[0];
+    EXPECT_EQ(console_rows(admin.get(), "SHOW NONSENSE"), std::vector<std::string>{"ERROR 42601"});
+    EXPECT_EQ(console_rows(admin.get(), "SHOW VERSION").size(), 1u);
+  }
+  // stats_users may read but not act; anyone else may not connect.
+  PgConn monitor = connect(sluice_->conninfo("sluice", "md5user", "md5_pw"));
+  ASSERT_EQ(PQstatus(monitor.get()), CONNECTION_OK) << PQerrorMessage(monitor.get());
+  EXPECT_EQ(console_rows(monitor.get(), "SHOW SLOW").size(), 1u);
+  EXPECT_EQ(console_rows(monitor.get(), "SHUTDOWN"), std::vector<std::string>{"ERROR 42501"});
+  PgConn stranger = connect(sluice_->conninfo("sluice", kUser, kPassword));
+  EXPECT_NE(PQstatus(stranger.get()), CONNECTION_OK);
+  EXPECT_NE(std::string(PQerrorMessage(stranger.get())).find("permission denied for the admin console"),
+            std::string::npos)
+      << PQerrorMessage(stranger.get());
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, SlowQueryTest, ::testing::Values("session", "transaction"),
