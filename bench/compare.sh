@@ -20,6 +20,9 @@
 #   --quiet-logs           no per-connection log lines in either pooler (default: their defaults)
 #   --sluice-binary PATH   use this sluice instead of building build-release/ (Release)
 #   --pgbouncer-binary P   PgBouncer binary (default: pgbouncer from PATH, /usr/sbin)
+#   --sluice-toml TEXT     TOML appended to Sluice's config (e.g. a [slow_query] section)
+#   --sluice-variant NAME=TEXT  one more Sluice target whose config gets TEXT appended instead
+#                          (repeatable), e.g. 'sluice-norec=[slow_query] record = false' ("\n" = newline)
 #   --extra NAME=COMMAND   one more pooler (repeatable); placeholders in COMMAND: {port} {pg_port}
 #                          {pool_size} {pool_mode} {max_client_conn} {dir} {userlist} {password};
 #                          it must stay in the foreground and accept user bench, database bench
@@ -44,8 +47,9 @@ ROUNDS="" DURATION="" SCENARIOS="" SCALE="" POOL_MODE=session POOL_SIZE="" WORKE
 QUICK="" QUIET_LOGS="" SLUICE_BIN="" PGBOUNCER_BIN="" RESULTS_DIR="$ROOT/bench/results"
 NO_CHART="" NO_INSTALL="" KEEP=""
 EXTRA_SPECS=()
+SLUICE_TOML="" SLUICE_VARIANTS=()
 
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 need_arg() { [[ $# -ge 2 && -n $2 ]] || { echo "compare: $1 needs a value" >&2; exit 2; }; }
 while (($#)); do
   case "$1" in
@@ -61,6 +65,8 @@ while (($#)); do
     --sluice-binary) need_arg "$@"; SLUICE_BIN=$2; shift ;;
     --pgbouncer-binary) need_arg "$@"; PGBOUNCER_BIN=$2; shift ;;
     --extra) need_arg "$@"; EXTRA_SPECS+=("$2"); shift ;;
+    --sluice-toml) need_arg "$@"; SLUICE_TOML=$2; shift ;;
+    --sluice-variant) need_arg "$@"; SLUICE_VARIANTS+=("$2"); shift ;;
     --results-dir) need_arg "$@"; RESULTS_DIR=$2; shift ;;
     --no-chart) NO_CHART=1 ;;
     --no-install) NO_INSTALL=1 ;;
@@ -349,8 +355,10 @@ TARGETS=(direct)
 T_PORT[direct]=$PG_PORT
 T_DESC[direct]="PostgreSQL $PG_VERSION directly"
 
-start_sluice() {
-  local port cfg=$TMP/sluice/sluice.toml log_level=info
+start_sluice() {  # [NAME [EXTRA_TOML]]
+  local name=${1:-sluice} extra=${2:-} port log_level=info
+  local dir=$TMP/$name cfg=$TMP/$name/sluice.toml
+  mkdir -p "$dir"
   port=$(free_port) || die "no free port"
   [[ -n $QUIET_LOGS ]] && log_level=warn
   cat >"$cfg" <<TOML
@@ -379,17 +387,21 @@ auth = "scram-sha-256"
 password = "$SCRAM_SECRET"
 server_password = "$DB_PASSWORD"
 TOML
-  if ! "$SLUICE_BIN" --check --config "$cfg" >"$TMP/sluice/check.log" 2>&1; then
-    cat "$TMP/sluice/check.log" >&2
+  # Extra sections (given with literal \n for newlines).
+  # A variant's TOML replaces --sluice-toml's.
+  if [[ -n $extra ]]; then printf '\n%b\n' "$extra" >>"$cfg"
+  elif [[ -n $SLUICE_TOML ]]; then printf '\n%b\n' "$SLUICE_TOML" >>"$cfg"; fi
+  if ! "$SLUICE_BIN" --check --config "$cfg" >"$dir/check.log" 2>&1; then
+    cat "$dir/check.log" >&2
     die "the generated Sluice config does not pass sluice --check ($cfg)"
   fi
-  (cd "$TMP/sluice" && exec "$SLUICE_BIN" --config "$cfg") >"$TMP/sluice/sluice.log" 2>&1 </dev/null &
-  T_PID[sluice]=$!
-  echo "${T_PID[sluice]}" >>"$TMP/pids"
-  wait_for_port "$port" 20 "${T_PID[sluice]}" || { tail -20 "$TMP/sluice/sluice.log" >&2; die "Sluice did not start"; }
-  T_PORT[sluice]=$port
-  T_DESC[sluice]="$SLUICE_VERSION, workers = $WORKERS, log_level = $log_level"
-  TARGETS+=(sluice)
+  (cd "$dir" && exec "$SLUICE_BIN" --config "$cfg") >"$dir/sluice.log" 2>&1 </dev/null &
+  T_PID[$name]=$!
+  echo "${T_PID[$name]}" >>"$TMP/pids"
+  wait_for_port "$port" 20 "${T_PID[$name]}" || { tail -20 "$dir/sluice.log" >&2; die "Sluice did not start"; }
+  T_PORT[$name]=$port
+  T_DESC[$name]="$SLUICE_VERSION, workers = $WORKERS, log_level = $log_level, plus: ${extra:-${SLUICE_TOML:-nothing}}"
+  TARGETS+=("$name")
 }
 
 start_pgbouncer() {
@@ -463,6 +475,7 @@ start_extra() {  # NAME=COMMAND
 
 say "starting Sluice ($SLUICE_BIN) and PgBouncer ($PGBOUNCER_BIN): pool_mode $POOL_MODE, pool size $POOL_SIZE"
 start_sluice
+for spec in "${SLUICE_VARIANTS[@]}"; do start_sluice "${spec%%=*}" "${spec#*=}"; done
 start_pgbouncer
 for spec in "${EXTRA_SPECS[@]}"; do start_extra "$spec"; done
 

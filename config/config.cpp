@@ -464,7 +464,7 @@ void read_timeouts(Checker& c, const toml::table& table, const std::string& path
 
 // ---- [slow_query] and slow_query = { ... } -------------------------------------------------
 
-constexpr std::string_view kSlowQueryGlobalOnly[] = {"log", "max_size", "keep"};
+constexpr std::string_view kSlowQueryGlobalOnly[] = {"log", "max_size", "keep", "record"};
 
 SlowQueryOverrides read_slow_query_overrides(Checker& c, const toml::table& table, const std::string& path) {
   SlowQueryOverrides overrides;
@@ -513,8 +513,11 @@ int log_file_error(const std::string& path) {
 
 void read_slow_query(Checker& c, const toml::table& table, const std::string& path, const std::string& config_file,
                      SlowQuerySettings& settings) {
-  check_keys(c, table, path, {"threshold", "log", "log_parameters", "max_size", "keep"}, {});
+  check_keys(c, table, path, {"threshold", "log", "log_parameters", "max_size", "keep", "record"}, {});
   apply(settings, read_slow_query_overrides(c, table, path));
+  if (const auto* node = table.get("record")) {
+    if (auto record = get_bool(c, *node, child_key(path, "record"))) settings.record = *record;
+  }
   if (const auto* node = table.get("log")) {
     const std::string key = child_key(path, "log");
     if (auto log = get_string(c, *node, key)) {
@@ -539,6 +542,10 @@ void read_slow_query(Checker& c, const toml::table& table, const std::string& pa
   if (const auto* node = table.get("keep")) {
     if (auto v = get_int(c, *node, child_key(path, "keep"), 0, kMaxSlowLogKeep)) settings.keep = static_cast<int>(*v);
   }
+  if (!settings.record && !settings.log.empty()) {
+    c.error(table.get("record")->source(), child_key(path, "record"),
+            "record = false times no statement, so the slow-query log (log) would stay empty; remove one of them");
+  }
 }
 
 // slow_query = { ... } in a database or user: only the keys that may differ per
@@ -546,7 +553,7 @@ void read_slow_query(Checker& c, const toml::table& table, const std::string& pa
 SlowQueryOverrides read_slow_query_table(Checker& c, const toml::node& node, const std::string& path) {
   const auto* table = get_table(c, node, path);
   if (table == nullptr) return {};
-  check_keys(c, *table, path, {"threshold", "log_parameters", "log", "max_size", "keep"}, {});
+  check_keys(c, *table, path, {"threshold", "log_parameters", "log", "max_size", "keep", "record"}, {});
   for (auto&& [key, value] : *table) {
     if (std::find(std::begin(kSlowQueryGlobalOnly), std::end(kSlowQueryGlobalOnly), key.str()) !=
         std::end(kSlowQueryGlobalOnly)) {

@@ -61,6 +61,9 @@ struct SlowQuerySettings {
   std::string log;
   std::uint64_t max_size = 100ull * 1024 * 1024;  // rotate before the file would exceed it
   int keep = 5;  // rotated files kept: log.1 (newest) .. log.keep; 0 = none
+  // Time every statement (statistics per query shape, SHOW SLOW, the log). false
+  // turns all of it off (used to measure what recording costs).
+  bool record = true;
 };
 
 struct Timeouts {

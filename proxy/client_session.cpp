@@ -588,7 +588,7 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   const auto settings = context_.config().pool_for(db, user);
   pool_mode_ = settings.mode;
   const auto slow = context_.config().slow_query_for(db, user);
-  recording_ = true;  // statistics per query shape are always kept
+  recording_ = slow.record;
   slow_threshold_ = slow.threshold;
   log_parameters_ = slow.log_parameters;
   tracking_statements_ = settings.mode != config::PoolMode::session && settings.max_prepared_statements > 0;

@@ -351,6 +351,18 @@ hosts = ["10.0.0.1:5432"]
   EXPECT_EQ(got, expected) << describe(result);
 }
 
+TEST(ConfigTest, StatementRecordingCanBeTurnedOff) {
+  const LoadResult on = load("[databases.app]\nhost = \"h\"\n");
+  ASSERT_TRUE(on.config);
+  EXPECT_TRUE(on.config->slow_query.record);
+  const LoadResult off = load("[slow_query]\nrecord = false\n[databases.app]\nhost = \"h\"\n");
+  ASSERT_TRUE(off.config) << describe(off);
+  EXPECT_FALSE(off.config->slow_query.record);
+  EXPECT_TRUE(OnlyError(load("[slow_query]\nrecord = false\nlog = \"/tmp/sluice-config-test-slow.jsonl\"\n"
+                             "[databases.app]\nhost = \"h\"\n"),
+                        2, 10, "slow_query.record", "the slow-query log (log) would stay empty"));
+}
+
 TEST(ConfigTest, AdminAndStatsUsers) {
   const LoadResult result = load(R"(
 [sluice]
