@@ -910,11 +910,80 @@ awaitable<void> ClientSession::serve_console() {
       co_return;
     }
     const std::string_view sql = first_cstr(message->body);
-    const std::string answer = admin_console_answer(sql, admin, data);
+    std::string answer;
+    if (is_show_active(sql)) {
+      answer = co_await show_active();
+    } else {
+      answer = admin_console_answer(sql, admin, data);
+    }
     login_buffer_.consume(consumed);
     if (!co_await write_client(answer)) co_return;
   }
   close_client();
+}
+
+bool ClientSession::is_show_active(std::string_view sql) {
+  std::string words;
+  for (char c : sql) {
+    if (c == ';') break;
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      if (!words.empty() && words.back() != ' ') words.push_back(' ');
+    } else {
+      words.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  while (!words.empty() && words.back() == ' ') words.pop_back();
+  return words == "show active";
+}
+
+std::optional<ClientSession::ActiveStatement> ClientSession::active_statement() const {
+  if (in_flight_.empty() || !server_) return std::nullopt;
+  const auto& statement = in_flight_.front();
+  ActiveStatement active;
+  active.database = database_;
+  active.user = user_;
+  if (sent_parameters_) {
+    for (const auto& [name, value] : *sent_parameters_)
+      if (name == "application_name") active.application_name = value;
+  }
+  active.client = peer_;
+  active.protocol = statement.kind == 'Q' ? "simple" : "extended";
+  if (statement.text) active.query = log_parameters_ ? *statement.text : query_shape(*statement.text)->normalized;
+  active.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
+  active.running = std::chrono::steady_clock::now() - statement.start;
+  active.slow = active.running >= slow_threshold_;
+  return active;
+}
+
+awaitable<std::string> ClientSession::show_active() {
+  // Each session's state is read on its own executor (strand), one after another,
+  // so no lock is shared with any relay.
+  std::vector<ActiveStatement> running;
+  const auto home = co_await asio::this_coro::executor;
+  for (auto& session : context_.sessions()) {
+    if (session.get() == this) continue;
+    auto to_session = asio::post(session->executor(), asio::use_awaitable);
+    co_await std::move(to_session);
+    if (auto active = session->active_statement()) running.push_back(std::move(*active));
+  }
+  auto back_home = asio::post(home, asio::use_awaitable);
+  co_await std::move(back_home);
+  std::sort(running.begin(), running.end(), [](const auto& a, const auto& b) { return a.running > b.running; });
+  std::string out;
+  const std::string_view columns[] = {"database", "user",        "application_name", "client", "backend_pid",
+                                      "protocol", "running_ms", "slow",             "query"};
+  append_text_row_description(out, columns);
+  char ms[32];
+  for (const auto& active : running) {
+    std::snprintf(ms, sizeof ms, "%.3f", std::chrono::duration<double, std::milli>(active.running).count());
+    const std::optional<std::string> row[] = {active.database, active.user, active.application_name, active.client,
+                                              std::to_string(active.backend_pid), active.protocol, std::string(ms),
+                                              std::string(active.slow ? "yes" : "no"), active.query};
+    append_text_data_row(out, row);
+  }
+  protocol::append_command_complete(out, "SHOW");
+  protocol::append_ready_for_query(out, 'I');
+  co_return out;
 }
 
 // ---- Statement timing (slow-query log) ---------------------------------------------

@@ -32,6 +32,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::uint64_t id() const { return id_; }
   asio::any_io_executor executor() { return client_.get_executor(); }
 
+  // The statement this session is running, for SHOW ACTIVE. Call on the session's
+  // executor only.
+  struct ActiveStatement {
+    std::string database, user, application_name, client, protocol, query;
+    std::int32_t backend_pid = 0;
+    std::chrono::steady_clock::duration running{};
+    bool slow = false;  // at or over its slow_query threshold
+  };
+  std::optional<ActiveStatement> active_statement() const;
+
  private:
   // A request passed to the server (or answered here), in order, until the server
   // message that ends its answer has gone by.
@@ -70,6 +80,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<bool> read_startup();
   // The admin console (database "sluice" or "pgbouncer"): simple queries answered here.
   awaitable<void> serve_console();
+  // SHOW ACTIVE: statements running now in every session, longest first.
+  static bool is_show_active(std::string_view sql);
+  awaitable<std::string> show_active();
   awaitable<bool> authenticate();
   std::shared_ptr<pool::Pool> find_pool();
   // Sends ParameterStatus, BackendKeyData and ReadyForQuery; attaches a server

@@ -84,6 +84,15 @@ void Context::untrack(std::uint64_t id) {
   if (last && last_session_hook_) last_session_hook_();
 }
 
+std::vector<std::shared_ptr<ClientSession>> Context::sessions() {
+  std::vector<std::shared_ptr<ClientSession>> live;
+  std::lock_guard lock(sessions_mutex_);
+  live.reserve(sessions_.size());
+  for (auto& [id, weak] : sessions_)
+    if (auto session = weak.lock()) live.push_back(std::move(session));
+  return live;
+}
+
 std::size_t Context::live_sessions() {
   std::lock_guard lock(sessions_mutex_);
   return sessions_.size();

@@ -105,6 +105,7 @@ class Context {
   // Runs (on the untracking thread) when the last session is gone during shutdown.
   void on_last_session_gone(std::function<void()> hook) { last_session_hook_ = std::move(hook); }
   void close_all_sessions();
+  std::vector<std::shared_ptr<ClientSession>> sessions();
   std::size_t live_sessions();
 
   bool shutting_down() const { return shutting_down_.load(); }

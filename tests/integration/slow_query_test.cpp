@@ -225,6 +225,30 @@ TEST_P(SlowQueryTest, AdminConsoleShowsQueryShapesAndSlowStatements) {
       << PQerrorMessage(stranger.get());
 }
 
+TEST_P(SlowQueryTest, RunawayStatementIsVisibleWhileItRuns) {
+  PgConn c = client();
+  ASSERT_EQ(PQsendQuery(c.get(), "SELECT pg_sleep(60), 'hidden literal'"), 1);
+  PgConn admin = connect(sluice_->conninfo("sluice", "postgres", "postgres_pw"));
+  ASSERT_EQ(PQstatus(admin.get()), CONNECTION_OK) << PQerrorMessage(admin.get());
+  std::vector<std::string> rows;
+  // Seen as slow while it still runs (threshold 200ms), long before it could finish.
+  const bool seen = wait_for([&] {
+    rows = console_rows(admin.get(), "SHOW ACTIVE");
+    return rows.size() == 1 && rows[0].find("|slow=yes|") != std::string::npos;
+  });
+  ASSERT_TRUE(seen) << ::testing::PrintToString(rows);
+  EXPECT_NE(rows[0].find("query=SELECT pg_sleep($1), $2"), std::string::npos) << rows[0];
+  EXPECT_NE(rows[0].find("application_name=slowtest|"), std::string::npos) << rows[0];
+  EXPECT_EQ(rows[0].find("hidden literal"), std::string::npos) << rows[0];
+  // Stop it; afterwards nothing is active.
+  char error[256];
+  std::unique_ptr<PGcancel, void (*)(PGcancel*)> cancel(PQgetCancel(c.get()), PQfreeCancel);
+  ASSERT_EQ(PQcancel(cancel.get(), error, sizeof error), 1) << error;
+  while (PgResult r{PQgetResult(c.get())}) {
+  }
+  EXPECT_TRUE(wait_for([&] { return console_rows(admin.get(), "SHOW ACTIVE").empty(); }));
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, SlowQueryTest, ::testing::Values("session", "transaction"),
                          [](const auto& info) { return info.param; });
 
