@@ -109,6 +109,18 @@ TEST_P(SlowQueryTest, StatementsOverTheThresholdAreLoggedNormalizedAndFastOnesAr
   EXPECT_EQ(field(got[0], "fingerprint").size(), 16u);
 }
 
+TEST_P(SlowQueryTest, AMultiStatementQueryIsOneRecord) {
+  // PostgreSQL sends the replies of all statements of one Query together at its
+  // end, so their times cannot be told apart on the wire: one record, the whole
+  // text, command and rows of the last statement.
+  PgConn c = client();
+  run(c.get(), "SELECT pg_sleep(0.25) AS a; SELECT 2 AS b FROM generate_series(1, 3)");
+  const auto got = lines(1);
+  ASSERT_EQ(got.size(), 1u) << ::testing::PrintToString(got);
+  EXPECT_EQ(field(got[0], "query"), "SELECT pg_sleep($1) AS a; SELECT $2 AS b FROM generate_series($3, $4)");
+  EXPECT_EQ(field(got[0], "rows"), "3");
+}
+
 TEST_P(SlowQueryTest, ExtendedProtocolStatementsAreAttributedToTheirText) {
   PgConn c = client();
   const char* values[] = {"0.3"};
