@@ -53,7 +53,40 @@ std::size_t QueryStats::Shard::KeyHash::operator()(const KeyRef& key) const noex
 QueryStats::Shard::Shard(std::size_t max_shapes) : max_shapes_(std::max<std::size_t>(1, max_shapes)) {}
 
 void QueryStats::Shard::record(const QuerySample& sample) {
+  std::unique_lock lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    // A reader is merging this shard: keep the sample instead of waiting for it.
+    if (deferred_.size() < kMaxDeferred) {
+      Deferred& kept = deferred_.emplace_back();
+      kept.database = sample.database;
+      kept.user = sample.user;
+      kept.query = sample.query;
+      kept.sample = sample;
+    } else {
+      ++deferred_dropped_;
+    }
+    return;
+  }
+  add_deferred_locked();
+  record_locked(sample);
+}
+
+void QueryStats::Shard::flush() {
   std::lock_guard lock(mutex_);
+  add_deferred_locked();
+}
+
+void QueryStats::Shard::add_deferred_locked() {
+  for (auto& kept : deferred_) {
+    kept.sample.database = kept.database;
+    kept.sample.user = kept.user;
+    kept.sample.query = kept.query;
+    record_locked(kept.sample);
+  }
+  deferred_.clear();
+}
+
+void QueryStats::Shard::record_locked(const QuerySample& sample) {
   const auto it = index_.find(KeyRef{sample.database, sample.user, sample.fingerprint});
   QueryShapeStats& stats = it != index_.end() ? *slots_[it->second] : insert(sample);
   stats.record(sample);

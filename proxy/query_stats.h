@@ -6,14 +6,13 @@
 //
 // Recording: each worker thread owns a QueryStats::Shard (add_shard()) and
 // records into it; shards are merged only when read (snapshot(), top_n()). A
-// shard has its own mutex, taken by its owning thread for each record() — never
-// contended except while a reader is merging that shard, so ~20 ns — and by a
-// reader, which merges a shard a chunk of kReadChunk (16) shapes at a time and
-// releases the lock in between, so a recorder waits for at most one chunk, never
-// for a whole snapshot. Measured (-O2, 5000 shapes, loaded 2-core machine): a
-// chunk holds the lock ~13 µs on average, ~0.1 ms at most (0.26 ms on a cold
-// first snapshot); the whole snapshot takes 12-21 ms. record() costs ~50 ns
-// (lock, hash of database + user + fingerprint, histogram update ~12 ns).
+// shard has its own mutex, taken by a reader a chunk of kReadChunk (16) shapes at
+// a time and released in between (measured, -O2, 5000 shapes, loaded 2-core
+// machine: a chunk holds it ~13 µs on average, ~0.1 ms at most; a whole snapshot
+// takes 12-21 ms). The owning thread only try_locks it in record(): when a
+// reader holds it, the sample is kept aside (up to kMaxDeferred) and added at the
+// next record() or flush(), so the relay never waits for a reader. record()
+// costs ~50 ns (lock, hash of database + user + fingerprint, histogram ~12 ns).
 // A lock-free scheme (single-writer relaxed atomics for every counter) would save
 // those ~20 ns but needs an atomic copy of the histogram and its own protection
 // against eviction; not worth it at the statement rates of a pooler.
@@ -42,6 +41,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 #include <vector>
 
 #include "proxy/latency_histogram.h"
@@ -100,7 +100,12 @@ class QueryStats {
   // may call it safely, but then the lock is contended).
   class Shard {
    public:
+    // Never waits for a reader: if one is merging this shard, the sample is kept
+    // and added at the next record() or flush() of the owning thread.
     void record(const QuerySample& sample);
+    // Owner thread: adds kept samples, waiting for a reader if there is one.
+    void flush();
+    std::uint64_t deferred_dropped() const { return deferred_dropped_; }
     std::size_t size() const;
     std::uint64_t evictions() const;
 
@@ -121,12 +126,23 @@ class QueryStats {
       std::size_t operator()(const KeyRef& key) const noexcept;
     };
 
+    void record_locked(const QuerySample& sample);        // mutex_ held
+    void add_deferred_locked();                           // mutex_ held
     QueryShapeStats& insert(const QuerySample& sample);  // mutex_ held
     void evict();                                         // mutex_ held
     void clear();
 
     const std::size_t max_shapes_;
     mutable std::mutex mutex_;
+    // Samples recorded while a reader held mutex_: the relay never waits for a
+    // reader; they are added at the owner's next record(). Owner thread only.
+    struct Deferred {
+      std::string database, user, query;
+      QuerySample sample;
+    };
+    static constexpr std::size_t kMaxDeferred = 4096;
+    std::vector<Deferred> deferred_;
+    std::uint64_t deferred_dropped_ = 0;  // beyond kMaxDeferred while a reader held on
     // Slots have stable addresses: a slot is reset and reused after eviction, and
     // the index's keys view its strings. A free slot has calls == 0.
     std::vector<std::unique_ptr<QueryShapeStats>> slots_;
