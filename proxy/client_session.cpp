@@ -948,7 +948,15 @@ std::optional<ClientSession::ActiveStatement> ClientSession::active_statement() 
   }
   active.client = peer_;
   active.protocol = statement.kind == 'Q' ? "simple" : "extended";
-  if (statement.text) active.query = log_parameters_ ? *statement.text : query_shape(*statement.text)->normalized;
+  if (statement.text) {
+    if (log_parameters_) {
+      active.query = *statement.text;
+    } else if (auto shape = context_.shapes().find(*statement.text)) {
+      active.query = shape->normalized;
+    } else {
+      active.query = token_shape(*statement.text).normalized;  // not parsed yet: the token scan's text
+    }
+  }
   active.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
   active.running = std::chrono::steady_clock::now() - statement.start;
   active.slow = active.running >= slow_threshold_;
@@ -1112,60 +1120,91 @@ void ClientSession::note_server_message(char type, protocol::Bytes body) {
   }
 }
 
-void ClientSession::finish_statement(InFlightStatement& statement) {
-  const auto now = std::chrono::steady_clock::now();
-  const auto duration = now - statement.start;
-  const auto at = std::chrono::system_clock::now();
-  // The shape: a per-thread cache hit (tens of ns) for any text seen before.
-  std::shared_ptr<const QueryShape> shape = statement.text ? query_shape(*statement.text) : nullptr;
-  if (shape) {
-    QuerySample sample;
-    sample.database = database_;
-    sample.user = user_;
-    sample.fingerprint = shape->fingerprint;
-    sample.query = shape->normalized;
-    sample.duration = duration;
-    sample.wait = statement.wait;
-    sample.server = duration - statement.wait;
-    sample.rows = statement.rows ? static_cast<std::uint64_t>(std::max<std::int64_t>(0, *statement.rows)) : 0;
-    sample.error = !statement.sqlstate.empty();
-    sample.at = at;
-    context_.query_stats_shard().record(sample);
-  }
-  if (duration < slow_threshold_) return;
-  using Ms = std::chrono::duration<double, std::milli>;
-  SlowQueryRecord record;
-  record.ts = at;
-  record.duration_ms = Ms(duration).count();
-  record.wait_ms = Ms(statement.wait).count();
-  record.server_ms = Ms(duration - statement.wait).count();
-  record.database = database_;
-  record.user = user_;
-  if (sent_parameters_) {
-    for (const auto& [name, value] : *sent_parameters_)
-      if (name == "application_name") record.application_name = value;
-  }
-  record.client = peer_;
-  if (server_) {
-    record.backend = pool_->target().address();
-    record.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
-  }
-  record.protocol = statement.kind == 'Q' ? "simple" : "extended";
-  if (shape) {
-    record.fingerprint = shape->fingerprint;
-    record.query = log_parameters_ ? *statement.text : shape->normalized;
-  }
-  record.command = std::move(statement.command);
-  record.rows = statement.rows;
-  record.sqlstate = std::move(statement.sqlstate);
-  if (auto* slow_log = context_.slow_log()) {
-    context_.recent_slow().push(record);
-    slow_log->submit(std::move(record));
-  } else {
-    context_.recent_slow().push(std::move(record));
-  }
+namespace {
+void record_shape_sample(Context& context, std::string_view database, std::string_view user, const QueryShape& shape,
+                         std::chrono::nanoseconds duration, std::chrono::nanoseconds wait,
+                         std::optional<std::int64_t> rows, bool error, std::chrono::system_clock::time_point at) {
+  QuerySample sample;
+  sample.database = database;
+  sample.user = user;
+  sample.fingerprint = shape.fingerprint;
+  sample.query = shape.normalized;
+  sample.duration = duration;
+  sample.wait = wait;
+  sample.server = duration - wait;
+  sample.rows = rows ? static_cast<std::uint64_t>(std::max<std::int64_t>(0, *rows)) : 0;
+  sample.error = error;
+  sample.at = at;
+  context.query_stats_shard().record(sample);
 }
 
+void publish_slow(Context& context, SlowQueryRecord record, const QueryShape* shape, const std::string& text,
+                  bool log_parameters) {
+  if (shape) {
+    record.fingerprint = shape->fingerprint;
+    record.query = log_parameters ? text : shape->normalized;
+  }
+  if (auto* slow_log = context.slow_log()) {
+    context.recent_slow().push(record);
+    slow_log->submit(std::move(record));
+  } else {
+    context.recent_slow().push(std::move(record));
+  }
+}
+}  // namespace
+
+void ClientSession::finish_statement(InFlightStatement& statement) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto duration = std::chrono::duration_cast<std::chrono::nanoseconds>(now - statement.start);
+  const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(statement.wait);
+  const auto at = std::chrono::system_clock::now();
+  std::optional<SlowQueryRecord> slow;
+  if (duration >= slow_threshold_) {
+    using Ms = std::chrono::duration<double, std::milli>;
+    SlowQueryRecord& record = slow.emplace();
+    record.ts = at;
+    record.duration_ms = Ms(duration).count();
+    record.wait_ms = Ms(wait).count();
+    record.server_ms = Ms(duration - wait).count();
+    record.database = database_;
+    record.user = user_;
+    if (sent_parameters_) {
+      for (const auto& [name, value] : *sent_parameters_)
+        if (name == "application_name") record.application_name = value;
+    }
+    record.client = peer_;
+    if (server_) {
+      record.backend = pool_->target().address();
+      record.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
+    }
+    record.protocol = statement.kind == 'Q' ? "simple" : "extended";
+    record.command = statement.command;
+    record.rows = statement.rows;
+    record.sqlstate = statement.sqlstate;
+  }
+  const bool error = !statement.sqlstate.empty();
+  if (!statement.text) {
+    if (slow) publish_slow(context_, std::move(*slow), nullptr, {}, false);
+    return;
+  }
+  // The shape: a per-thread cache hit for any statement seen before (literal
+  // values aside), else one the shape service's thread has published.
+  if (auto shape = context_.shapes().find(*statement.text)) {
+    record_shape_sample(context_, database_, user_, *shape, duration, wait, statement.rows, error, at);
+    if (slow) publish_slow(context_, std::move(*slow), shape.get(), *statement.text, log_parameters_);
+    return;
+  }
+  // New to this thread: parse (5-20 µs, up to ms for huge texts) and record on the
+  // shape service's thread, never on the relay path.
+  context_.shapes().submit(
+      *statement.text,
+      [context = &context_, database = database_, user = user_, duration, wait, rows = statement.rows, error, at,
+       slow = std::move(slow), text = log_parameters_ ? *statement.text : std::string(),
+       log_parameters = log_parameters_](std::shared_ptr<const QueryShape> shape) mutable {
+        record_shape_sample(*context, database, user, *shape, duration, wait, rows, error, at);
+        if (slow) publish_slow(*context, std::move(*slow), shape.get(), text, log_parameters);
+      });
+}
 
 // ---- Relay ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "protocol/auth.h"
+#include "proxy/fingerprint.h"
 #include "proxy/query_stats.h"
 #include "proxy/slow_log.h"
 
@@ -87,6 +88,8 @@ class Context {
   QueryStats::Shard& query_stats_shard();
   // The most recent slow statements (SHOW SLOW), logged to a file or not.
   RecentSlowQueries& recent_slow() { return recent_slow_; }
+  // Query shapes computed off the relay path.
+  ShapeService& shapes() { return shapes_; }
 
   // Client connection accounting for max_client_conn.
   bool try_add_client();
@@ -119,6 +122,8 @@ class Context {
   std::unique_ptr<SlowLog> slow_log_;
   QueryStats query_stats_;
   RecentSlowQueries recent_slow_{kDefaultRecentSlowQueries};
+  // Declared after what its jobs record into: destroyed (and drained) first.
+  ShapeService shapes_;
   std::atomic<int> clients_{0};
   std::atomic<bool> shutting_down_{false};
 

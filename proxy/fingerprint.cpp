@@ -511,28 +511,105 @@ void literal_key(std::string_view text, std::string& key) {
 }
 }  // namespace
 
-std::shared_ptr<const QueryShape> Fingerprinter::shape(std::string_view text) {
-  thread_local std::string key;
-  literal_key(text, key);
-  if (auto it = cache_.find(std::string_view(key)); it != cache_.end()) {
+std::shared_ptr<const QueryShape> Fingerprinter::find(std::string_view text) {
+  literal_key(text, key_);
+  if (auto it = cache_.find(std::string_view(key_)); it != cache_.end()) {
     ++stats_.hits;
     return it->second;
   }
-  ++stats_.misses;
-  auto shape = std::make_shared<const QueryShape>(compute_shape(text, options_));
-  if (shape->source != ShapeSource::parser) ++stats_.fallbacks;
-  if (text.size() > options_.max_parse_bytes || options_.cache_entries == 0) return shape;
+  return nullptr;
+}
 
-  const std::size_t bytes = key.size() + shape->normalized.size();
+void Fingerprinter::remember(std::string_view text, std::shared_ptr<const QueryShape> shape) {
+  if (text.size() > options_.max_parse_bytes || options_.cache_entries == 0) return;
+  literal_key(text, key_);
+  const std::size_t bytes = key_.size() + shape->normalized.size();
   if (cache_.size() >= options_.cache_entries || cache_bytes_ + bytes > options_.cache_bytes) {
     // Cleared rather than evicted one by one: the working set of a pooler is its
     // application's statements, which refill the cache at once.
     clear();
     ++stats_.cache_clears;
   }
-  cache_.emplace(key, shape);
-  cache_bytes_ += bytes;
+  if (cache_.emplace(key_, std::move(shape)).second) cache_bytes_ += bytes;
+}
+
+std::shared_ptr<const QueryShape> Fingerprinter::shape(std::string_view text) {
+  if (auto known = find(text)) return known;
+  ++stats_.misses;
+  auto shape = std::make_shared<const QueryShape>(compute_shape(text, options_));
+  if (shape->source != ShapeSource::parser) ++stats_.fallbacks;
+  remember(text, shape);
   return shape;
+}
+
+// ---- ShapeService ---------------------------------------------------------------
+
+ShapeService::ShapeService(std::size_t queue_capacity) : capacity_(queue_capacity) {
+  worker_ = std::thread([this] { run(); });
+}
+
+ShapeService::~ShapeService() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  worker_.join();
+}
+
+std::shared_ptr<const QueryShape> ShapeService::find(std::string_view text) {
+  auto& local = thread_fingerprinter();
+  if (auto known = local.find(text)) return known;
+  if (text.size() > local.options().max_parse_bytes) return nullptr;
+  std::shared_ptr<const QueryShape> shared;
+  {
+    std::lock_guard lock(mutex_);
+    literal_key(text, key_);
+    if (auto it = shared_.find(std::string_view(key_)); it != shared_.end()) shared = it->second;
+  }
+  if (shared) local.remember(text, shared);
+  return shared;
+}
+
+bool ShapeService::submit(std::string text, std::function<void(std::shared_ptr<const QueryShape>)> work) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || queue_.size() >= capacity_) {
+      ++dropped_;
+      return false;
+    }
+    queue_.push_back({std::move(text), std::move(work)});
+  }
+  wake_.notify_one();
+  return true;
+}
+
+std::uint64_t ShapeService::dropped() const {
+  std::lock_guard lock(mutex_);
+  return dropped_;
+}
+
+void ShapeService::run() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    // The worker's own cache: a text queued twice before its first shape was
+    // published is parsed once.
+    auto shape = thread_fingerprinter().shape(job.text);
+    if (job.text.size() <= thread_fingerprinter().options().max_parse_bytes) {
+      std::lock_guard lock(mutex_);
+      if (shared_.size() >= kMaxShared) shared_.clear();
+      literal_key(job.text, worker_key_);
+      shared_.emplace(worker_key_, shape);
+    }
+    job.work(std::move(shape));
+  }
 }
 
 Fingerprinter& thread_fingerprinter() {

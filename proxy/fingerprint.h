@@ -25,9 +25,14 @@
 // use query_shape(), which keeps one per thread. pg_query_exit() is never called:
 // libpg_query frees its per-thread memory context at thread exit, and calling it
 // on a worker thread double-frees in this version.
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -66,7 +71,12 @@ QueryShape compute_shape(std::string_view text, const FingerprintOptions& option
 // not at all; the normalized text follows the rules above.
 QueryShape token_shape(std::string_view text, ShapeSource source = ShapeSource::too_long);
 
-// Caches shapes by exact text. Texts longer than max_parse_bytes are not cached
+struct TextHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
+};
+
+// Caches shapes by text with literal values blanked (see literal_key). Texts longer than max_parse_bytes are not cached
 // (their token scan is linear and the key would be large).
 class Fingerprinter {
  public:
@@ -81,6 +91,10 @@ class Fingerprinter {
 
   // Never null. The shape stays valid for as long as the caller holds it.
   std::shared_ptr<const QueryShape> shape(std::string_view text);
+  // The cached shape, or null: never parses.
+  std::shared_ptr<const QueryShape> find(std::string_view text);
+  // Caches a shape computed elsewhere (not for texts over max_parse_bytes).
+  void remember(std::string_view text, std::shared_ptr<const QueryShape> shape);
 
   const Stats& stats() const { return stats_; }
   std::size_t cache_size() const { return cache_.size(); }
@@ -88,14 +102,46 @@ class Fingerprinter {
   void clear();
 
  private:
-  struct TextHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
-  };
   FingerprintOptions options_;
   std::unordered_map<std::string, std::shared_ptr<const QueryShape>, TextHash, std::equal_to<>> cache_;
   std::size_t cache_bytes_ = 0;
   Stats stats_;
+  std::string key_;  // reused cache key (literal values blanked)
+};
+
+// Shapes for the relay without parsing on it: find() answers from the calling
+// thread's cache or from the shapes the service's worker thread has published;
+// on a miss the caller submit()s the text with the work to do once its shape is
+// known (recording the statement), which runs on the worker. A full queue drops
+// the job (counted): statistics may miss a statement, a query is never delayed.
+class ShapeService {
+ public:
+  explicit ShapeService(std::size_t queue_capacity = 10000);
+  ~ShapeService();  // runs what is queued, then stops the worker
+  ShapeService(const ShapeService&) = delete;
+  ShapeService& operator=(const ShapeService&) = delete;
+
+  std::shared_ptr<const QueryShape> find(std::string_view text);
+  bool submit(std::string text, std::function<void(std::shared_ptr<const QueryShape>)> work);
+  std::uint64_t dropped() const;
+
+ private:
+  struct Job {
+    std::string text;
+    std::function<void(std::shared_ptr<const QueryShape>)> work;
+  };
+  static constexpr std::size_t kMaxShared = 20000;
+  void run();
+  const std::size_t capacity_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+  std::uint64_t dropped_ = 0;
+  std::string key_;         // under mutex_
+  std::string worker_key_;  // worker thread only
+  std::unordered_map<std::string, std::shared_ptr<const QueryShape>, TextHash, std::equal_to<>> shared_;
+  std::thread worker_;
 };
 
 // The calling thread's Fingerprinter (default options), created on first use.

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -221,6 +224,36 @@ TEST(FingerprinterTest, CacheKeyKeepsNamesParametersAndQuotedIdentifiers) {
   const auto e2 = f.shape("SELECT E'x', 2");
   EXPECT_EQ(e1.get(), e2.get());
   EXPECT_EQ(e1->normalized, "SELECT $1, $2");
+}
+
+TEST(ShapeServiceTest, ParsesOffTheCallingThreadAndPublishesTheShape) {
+  ShapeService service;
+  const std::string text = "SELECT name FROM shape_service_test WHERE id = 41";
+  EXPECT_EQ(service.find(text), nullptr);  // never parses on the caller's thread
+  std::promise<std::pair<std::shared_ptr<const QueryShape>, std::thread::id>> done;
+  ASSERT_TRUE(service.submit(text, [&](std::shared_ptr<const QueryShape> shape) {
+    done.set_value({std::move(shape), std::this_thread::get_id()});
+  }));
+  auto [shape, worker] = done.get_future().get();
+  ASSERT_NE(shape, nullptr);
+  EXPECT_NE(worker, std::this_thread::get_id());
+  EXPECT_EQ(shape->normalized, "SELECT name FROM shape_service_test WHERE id = $1");
+  // Published: this thread now finds it, for other literal values too.
+  auto found = service.find("SELECT name FROM shape_service_test WHERE id = 7");
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->fingerprint, shape->fingerprint);
+}
+
+TEST(ShapeServiceTest, DestructorRunsWhatIsQueued) {
+  std::atomic<int> ran{0};
+  {
+    ShapeService service;
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(service.submit("SELECT " + std::to_string(i) + " FROM queued_" + std::to_string(i % 5),
+                                 [&](std::shared_ptr<const QueryShape>) { ++ran; }));
+    }
+  }
+  EXPECT_EQ(ran.load(), 50);
 }
 
 TEST(FingerprinterTest, LongTextsAreNotCached) {
