@@ -69,6 +69,8 @@ struct SlowQuerySettings {
 struct Timeouts {
   Duration client_login{60'000};
   Duration server_connect{5'000};
+  // A client waiting this long for a server connection gets an error and is closed.
+  Duration query_wait{120'000};
 };
 
 struct Database {

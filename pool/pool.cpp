@@ -129,11 +129,33 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
 
   if (waiter) {
     log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
-    // Woken only by serve_waiters_locked; the loop guards against any other cancellation.
+    // Woken by serve_waiters_locked (which cancels the timer), or by the timer at
+    // the query_wait deadline; the loop guards against any other wake-up.
+    const auto deadline = settings_.query_wait.count() > 0 ? Clock::now() + settings_.query_wait
+                                                            : asio::steady_timer::time_point::max();
+    bool timed_out = false;
     for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (waiter->served) break;
+        if (Clock::now() >= deadline) {
+          // Still queued (not served under the lock): leave the queue.
+          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
+          timed_out = true;
+          break;
+        }
+        waiter->timer.expires_at(deadline);
+      }
       co_await waiter->timer.async_wait(use_nothrow);
-      std::lock_guard lock(mutex_);
-      if (waiter->served) break;
+    }
+    if (timed_out) {
+      log()->info("[c{}] no server connection in pool {} within query_wait ({} ms)", client_id, name_,
+                  settings_.query_wait.count());
+      const auto ms = settings_.query_wait.count();
+      const std::string limit = ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
+      co_return AcquireResult{
+          Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" + limit + ")",
+                                  {}, "57014"}};
     }
     if (waiter->conn) found = std::move(waiter->conn);
     may_open = waiter->may_open;

@@ -52,6 +52,8 @@ struct AcquireResult {
 struct PoolSettingsSnapshot {
   int size = 20;
   std::chrono::milliseconds connect_timeout{5000};
+  // How long a client may wait for a connection (0 = for ever).
+  std::chrono::milliseconds query_wait{120000};
   // Transaction/statement mode: clients whose startup parameters differ only in
   // tracked parameters (application_name, TimeZone, ...) share connections; the
   // session SETs its values on the connection it is given. Session mode: a client

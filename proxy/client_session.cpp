@@ -595,7 +595,8 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   max_prepared_statements_ = static_cast<std::size_t>(settings.max_prepared_statements);
   return context_.pools().get_or_create(
       database_, user_, target,
-      {settings.size, context_.config().timeouts.server_connect, settings.mode != config::PoolMode::session});
+      {settings.size, context_.config().timeouts.server_connect, context_.config().timeouts.query_wait,
+       settings.mode != config::PoolMode::session});
 }
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {

@@ -10,8 +10,9 @@
 // a time and released in between (measured, -O2, 5000 shapes, loaded 2-core
 // machine: a chunk holds it ~13 µs on average, ~0.1 ms at most; a whole snapshot
 // takes 12-21 ms). The owning thread only try_locks it in record(): when a
-// reader holds it, the sample is kept aside (up to kMaxDeferred) and added at the
-// next record() or flush(), so the relay never waits for a reader. record()
+// reader holds it, the sample is kept aside and added at the next record() or
+// flush(), so the relay does not wait for a reader; only after kMaxDeferred
+// samples kept during one reader's run does it wait (one chunk) rather than drop. record()
 // costs ~50 ns (lock, hash of database + user + fingerprint, histogram ~12 ns).
 // A lock-free scheme (single-writer relaxed atomics for every counter) would save
 // those ~20 ns but needs an atomic copy of the histogram and its own protection
@@ -100,12 +101,11 @@ class QueryStats {
   // may call it safely, but then the lock is contended).
   class Shard {
    public:
-    // Never waits for a reader: if one is merging this shard, the sample is kept
-    // and added at the next record() or flush() of the owning thread.
+    // Does not wait for a reader: if one is merging this shard, the sample is kept
+    // and added at the next record() or flush() of the owning thread (see above).
     void record(const QuerySample& sample);
     // Owner thread: adds kept samples, waiting for a reader if there is one.
     void flush();
-    std::uint64_t deferred_dropped() const { return deferred_dropped_; }
     std::size_t size() const;
     std::uint64_t evictions() const;
 
@@ -142,7 +142,6 @@ class QueryStats {
     };
     static constexpr std::size_t kMaxDeferred = 4096;
     std::vector<Deferred> deferred_;
-    std::uint64_t deferred_dropped_ = 0;  // beyond kMaxDeferred while a reader held on
     // Slots have stable addresses: a slot is reset and reused after eviction, and
     // the index's keys view its strings. A free slot has calls == 0.
     std::vector<std::unique_ptr<QueryShapeStats>> slots_;

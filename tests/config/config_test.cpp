@@ -327,7 +327,7 @@ metrics_listen = "127.0.0.1:9930"
 [pool]
 min_size = 2
 [timeouts]
-query_wait = "120s"
+query = "10s"
 [health]
 check_delay = "30s"
 [tls.client]
@@ -341,7 +341,7 @@ hosts = ["10.0.0.1:5432"]
   const std::vector<std::string> expected = {
       "test.toml:2:1: sluice.metrics_listen: " + later,
       "test.toml:4:1: pool.min_size: " + later,
-      "test.toml:6:1: timeouts.query_wait: " + later,
+      "test.toml:6:1: timeouts.query: " + later,
       "test.toml:7:2: health: " + later,
       "test.toml:9:2: tls: " + later,
       // [databases.app] uses only the later `hosts` key, so it also lacks `host`.

@@ -192,4 +192,41 @@ TEST(RelayShutdownTest, ClientWaitingForAServerIsToldAtShutdownAndNoBackendIsOpe
       << "a server connection was opened after SIGTERM:\n" << sluice.log();
 }
 
+class QueryWaitTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(QueryWaitTest, ClientWaitingPastQueryWaitGetsAnErrorNamingThePoolAndIsClosed) {
+  std::string toml = default_config(1);
+  const std::string mode = "mode = \"session\"";
+  toml.replace(toml.find(mode), mode.size(), "mode = \"" + GetParam() + "\"");
+  toml += "\n[timeouts]\nquery_wait = \"1s\"\n";
+  SluiceProcess sluice(toml);
+  const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
+  PgConn holder = connect(conninfo);
+  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
+  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
+  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+
+  PgConn waiter = connect(conninfo);
+  ASSERT_EQ(PQstatus(waiter.get()), CONNECTION_OK) << PQerrorMessage(waiter.get());
+  PgResult r(PQexec(waiter.get(), "SELECT 1"));
+  ASSERT_NE(PQresultStatus(r.get()), PGRES_TUPLES_OK);
+  // A FATAL followed by the close: libpq reports the message (its SQLSTATE, 57014,
+  // is replaced by the connection loss in the result's fields).
+  EXPECT_NE(std::string(PQerrorMessage(waiter.get()))
+                .find("no server connection available for sluice_test/app within query_wait (1s)"),
+            std::string::npos)
+      << PQerrorMessage(waiter.get());
+  EXPECT_EQ(PQstatus(waiter.get()), CONNECTION_BAD);  // closed
+  // The holder is unaffected, and once it is done the pool serves others again.
+  PgResult committed(PQexec(holder.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(committed.get()), PGRES_COMMAND_OK);
+  if (GetParam() == "session") holder.reset();
+  PgConn next = connect(conninfo);
+  PgResult served(PQexec(next.get(), "SELECT 1"));
+  EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK) << PQerrorMessage(next.get());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, QueryWaitTest, ::testing::Values("session", "transaction"),
+                         [](const auto& info) { return info.param; });
+
 }  // namespace
