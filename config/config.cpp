@@ -452,8 +452,11 @@ void apply(PoolSettings& settings, const PoolOverrides& overrides) {
 // ---- [timeouts] ---------------------------------------------------------------------------
 
 void read_timeouts(Checker& c, const toml::table& table, const std::string& path, Timeouts& timeouts) {
-  check_keys(c, table, path, {"client_login", "server_connect", "query_wait"},
-             {"query", "client_idle", "idle_transaction", "server_idle", "server_lifetime"});
+  check_keys(c, table, path, {"client_login", "server_connect", "query_wait", "idle_transaction"},
+             {"query", "client_idle", "server_idle", "server_lifetime"});
+  if (const auto* node = table.get("idle_transaction")) {
+    if (auto d = get_duration(c, *node, child_key(path, "idle_transaction"))) timeouts.idle_transaction = *d;
+  }
   if (const auto* node = table.get("query_wait")) {
     if (auto d = get_duration(c, *node, child_key(path, "query_wait"))) timeouts.query_wait = *d;
   }

@@ -71,6 +71,9 @@ struct Timeouts {
   Duration server_connect{5'000};
   // A client waiting this long for a server connection gets an error and is closed.
   Duration query_wait{120'000};
+  // A client idle inside a transaction this long is told (25P03) and closed; its
+  // transaction is rolled back. 0 = off.
+  Duration idle_transaction{0};
 };
 
 struct Database {

@@ -276,6 +276,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     // the same server carries on.
   }
 
+  disarm_idle_transaction_timer();
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   switch (end) {
     case RelayEnd::client_terminated:
@@ -829,6 +830,34 @@ awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   }
 }
 
+void ClientSession::arm_idle_transaction_timer() {
+  const auto limit = context_.config().timeouts.idle_transaction;
+  if (limit.count() == 0 || !relay_) return;
+  const auto& state = relay_->state;
+  if (state.pending != 0 || state.unsynced || state.copy_in || state.transaction == 'I') return;
+  if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  idle_timer_->expires_after(limit);
+  idle_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;  // cancelled: the client spoke, or the session ended
+    if (auto self = weak.lock()) self->idle_transaction_expired();
+  });
+}
+
+void ClientSession::idle_transaction_expired() {
+  // Still idle in the transaction? (The timer may have fired as bytes arrived.)
+  if (!relay_ || relay_->state.pending != 0 || relay_->state.transaction == 'I') return;
+  const auto limit = context_.config().timeouts.idle_transaction;
+  log()->info("[c{}] closing {}: idle in transaction for idle_transaction ({} ms); rolling back", id_, peer_,
+              limit.count());
+  std::string out;
+  const std::string detail = "Sluice's [timeouts] idle_transaction is " + std::to_string(limit.count()) + " ms.";
+  protocol::append_error_response(
+      out, {"FATAL", "25P03", "terminating connection due to idle-in-transaction timeout", detail});
+  send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  // The relay ends as if the client had left; the server is rolled back and reused.
+  close_client();
+}
+
 bool ClientSession::release_now() {
   // Done before the pumps stop, so that the connection is back in the pool
   // before this client (or any other) can send its next request.
@@ -1243,6 +1272,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
+      disarm_idle_transaction_timer();
       if (!server_) {
         // The server pump released the server while this read completed: the bytes
         // are the client's next request, for the next server.
@@ -1304,6 +1334,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     }
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
+    if (!released) arm_idle_transaction_timer();
     if (pool_mode_ != config::PoolMode::session) {
       if (released || release_due()) co_return RelayEnd::released;  // resume() waits for cancels in flight
       if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
@@ -1626,6 +1657,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       in.commit(n);
+      disarm_idle_transaction_timer();
       if (!server_) {  // released meanwhile (see pump_client_to_server)
         auto pending = in.data();
         auto stash = login_buffer_.prepare(pending.size());
@@ -1875,6 +1907,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
     }
     if (!sent) co_return RelayEnd::client_closed;
     if (released || release_due()) co_return RelayEnd::released;
+    arm_idle_transaction_timer();
     if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
         relay_->state.transaction != 'I') {
       co_return RelayEnd::transaction_block;

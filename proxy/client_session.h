@@ -229,6 +229,14 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   };
   std::unique_ptr<Relay> relay_;
   bool console_ = false;
+  // [timeouts] idle_transaction: armed when a reply leaves the client inside a
+  // transaction with nothing owed, cancelled by the client's next bytes.
+  std::unique_ptr<asio::steady_timer> idle_timer_;
+  void arm_idle_transaction_timer();
+  void disarm_idle_transaction_timer() {
+    if (idle_timer_) idle_timer_->cancel();
+  }
+  void idle_transaction_expired();
   bool recording_ = false;
   std::chrono::nanoseconds slow_threshold_{};
   bool log_parameters_ = false;

@@ -226,6 +226,45 @@ TEST_P(QueryWaitTest, ClientWaitingPastQueryWaitGetsAnErrorNamingThePoolAndIsClo
   EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK) << PQerrorMessage(next.get());
 }
 
+TEST_P(QueryWaitTest, ClientIdleInATransactionPastIdleTransactionIsClosedAndRolledBack) {
+  std::string toml = default_config(1);
+  const std::string mode = "mode = \"session\"";
+  toml.replace(toml.find(mode), mode.size(), "mode = \"" + GetParam() + "\"");
+  toml += "\n[timeouts]\nidle_transaction = \"1s\"\n";
+  SluiceProcess sluice(toml);
+  auto& pg = PostgresServer::shared();
+  const std::string table = "idle_tx_" + GetParam();
+  pg.exec("DROP TABLE IF EXISTS " + table + "; CREATE TABLE " + table + " (x int); GRANT ALL ON " + table + " TO app");
+  const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
+  PgConn idle = connect(conninfo);
+  ASSERT_EQ(PQstatus(idle.get()), CONNECTION_OK) << PQerrorMessage(idle.get());
+  // An error that arrives while libpq is idle goes to the notice processor.
+  std::string notices;
+  PQsetNoticeProcessor(
+      idle.get(), [](void* into, const char* message) { static_cast<std::string*>(into)->append(message); }, &notices);
+  for (const std::string& sql : {std::string("BEGIN"), "INSERT INTO " + table + " VALUES (1)"}) {
+    PgResult r(PQexec(idle.get(), sql.c_str()));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(idle.get());
+  }
+  // Closed once idle_transaction passes (bounded wait, no timing asserted).
+  ASSERT_TRUE(wait_for([&] {
+    PQconsumeInput(idle.get());
+    PQisBusy(idle.get());  // parses what arrived (the FATAL) before the close is noticed
+    return PQstatus(idle.get()) == CONNECTION_BAD;
+  })) << sluice.log();
+  EXPECT_NE((notices + PQerrorMessage(idle.get())).find("idle-in-transaction timeout"), std::string::npos)
+      << notices << PQerrorMessage(idle.get());
+  EXPECT_EQ(pg.query_value("SELECT count(*) FROM " + table), "0");  // rolled back
+  // The pool's only server connection serves the next client.
+  PgConn next = connect(conninfo);
+  PgResult served(PQexec(next.get(), "SELECT 1"));
+  EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK) << PQerrorMessage(next.get());
+  EXPECT_EQ(pg.query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = 'sluice_test' AND usename = 'app' "
+                           "AND state LIKE 'idle in transaction%'"),
+            "0");
+  pg.exec("DROP TABLE " + table);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, QueryWaitTest, ::testing::Values("session", "transaction"),
                          [](const auto& info) { return info.param; });
 
