@@ -261,6 +261,9 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
                                       : co_await (pump_client_to_server() || pump_server_to_client());
     end = std::visit([](auto e) { return e; }, ended);
+    // The client pump can finish first after the server pump released the server
+    // (it stashed the client's next bytes): that is a release too.
+    if (end == RelayEnd::cancelled && !server_) end = RelayEnd::released;
     if (end != RelayEnd::released) break;
     if (server_ && release_due()) co_await release_server();
     if (!server_) {
@@ -778,7 +781,7 @@ void ClientSession::Relay::reset(std::uint32_t max_message_size) {
   client_out.clear();
   server_out.clear();
   client_passing = server_passing = 0;
-  wake_requested = discard_on_release = server_write_busy = false;
+  wake_requested = discard_on_release = server_write_busy = skipping_to_sync = false;
   batch.clear();
   batch_complete = true;
   batch_replayable = batch_executed = batch_retried = false;
@@ -1353,6 +1356,8 @@ namespace {
 // A message longer than this is streamed through instead of being held whole; only
 // small messages are ever rewritten, dropped or answered here.
 constexpr std::size_t kLargestHeldMessage = 256 * 1024;
+// Requests in flight (sent or answered here) past which a client is not read.
+constexpr std::size_t kMaxQueuedRequests = 100000;
 // Batches larger than this are not kept for a retry after a stale plan.
 constexpr std::size_t kMaxReplayedBatch = 64 * 1024;
 
@@ -1394,6 +1399,7 @@ awaitable<bool> ClientSession::send_to_server(const std::uint8_t* data, std::siz
       auto token = uncancellable();
       co_await tick.async_wait(token);
     }
+    if (!server_) co_return false;  // released meanwhile
   }
   relay_->forwarding = true;  // stays set if this write is cut short
   auto sent = send_now(server_->socket(), data, size);
@@ -1438,6 +1444,24 @@ bool ClientSession::stale_plan_retryable(protocol::Bytes error_body) const {
   }
   auto fields = protocol::parse_error_fields(error_body);
   if (!fields || fields->sqlstate != "0A000") return false;
+  // Only when the client asks for the portal's description after the failing
+  // Bind: a client that decodes rows with a description cached from before would
+  // misread the new ones (asyncpg, pgx, pgjdbc re-prepare on this very error).
+  bool describes_portal = false;
+  std::int64_t binds = 0;
+  protocol::Bytes rest(reinterpret_cast<const std::uint8_t*>(relay.batch.data()), relay.batch.size());
+  while (rest.size() >= protocol::kHeaderSize) {
+    const std::size_t total = std::size_t{protocol::read_u32(rest.data() + 1)} + 1;
+    if (total > rest.size()) break;
+    const char type = static_cast<char>(rest[0]);
+    if (type == 'B') ++binds;
+    if (type == 'D' && binds > relay.batch_binds_answered && total > protocol::kHeaderSize &&
+        rest[protocol::kHeaderSize] == 'P') {
+      describes_portal = true;
+    }
+    rest = rest.subspan(total);
+  }
+  if (!describes_portal) return false;
   // The routine name is never translated; the message is, with lc_messages.
   return fields->message == "cached plan must not change result type" ||
          find_error_field(error_body, 'R') == "RevalidateCachedQuery";
@@ -1525,6 +1549,13 @@ void ClientSession::ensure_prepared(const pool::StatementPtr& statement, std::st
 bool ClientSession::relay_client_message(char type, protocol::Bytes body, protocol::Bytes raw, std::string& out) {
   using Answer = PendingRequest::Answer;
   auto& requests = relay_->requests;
+  if (relay_->skipping_to_sync && type != 'S' && type != 'X') {
+    // The server is discarding messages until Sync after an error: pass them on
+    // with no answer expected and no effect here, as PostgreSQL ignores them.
+    out.append(as_text(raw));
+    return true;
+  }
+  if (type == 'S') relay_->skipping_to_sync = false;
   auto pass = [&](bool expects_answer) {
     out.append(as_text(raw));
     if (expects_answer) requests.push_back({type, Answer::relay});
@@ -1651,6 +1682,17 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
   }
   std::size_t wanted = in.empty() ? kInitialRelayBuffer : 0;  // room to read into
   for (;;) {
+    // Back-pressure for requests answered here (Close, known Parse): while the
+    // client does not read its answers, stop reading its requests.
+    if (relay_->requests.size() > kMaxQueuedRequests) {
+      auto executor = co_await asio::this_coro::executor;
+      asio::steady_timer tick(executor);
+      while (relay_->requests.size() > kMaxQueuedRequests / 2) {
+        tick.expires_after(std::chrono::milliseconds(1));
+        co_await tick.async_wait(use_nothrow);
+        if (co_await cancelled()) co_return RelayEnd::cancelled;
+      }
+    }
     if (in.empty() || wanted > 0) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
@@ -1725,11 +1767,29 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       // Answers made here with nothing from the server to carry them: wake the
       // server pump (it alone writes to the client) to send them.
       relay_->wake_requested = true;
-      error_code ec;
-      server_->socket().cancel(ec);
+      // A write in progress (a retried batch) must not be cut: the pump looks at
+      // the flag before its next read anyway.
+      if (!relay_->server_write_busy) {
+        error_code ec;
+        server_->socket().cancel(ec);
+      }
     }
     if (release_due()) co_return RelayEnd::released;
     if (co_await cancelled()) co_return RelayEnd::cancelled;
+  }
+}
+
+void ClientSession::note_statement_drop(protocol::Bytes command_complete) {
+  // DISCARD ALL or DEALLOCATE that Sluice did not answer itself (sent with the
+  // extended protocol, inside a longer Query, in a function...): the server's
+  // statements are gone, or one of them is and it is not known which.
+  if (command_complete.empty() || command_complete[0] != 'D') return;
+  const std::string_view tag = first_cstr(command_complete);
+  if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
+    server_->statements.clear();
+    client_statements_.clear();
+  } else if (tag == "DEALLOCATE") {
+    relay_->discard_on_release = true;  // its cache can no longer be trusted
   }
 }
 
@@ -1832,6 +1892,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
       const auto body = data.subspan(pos + protocol::kHeaderSize, available - protocol::kHeaderSize);
       if (observer.inspect(type)) observer.on_message(type, body);
       if (recording_) note_server_message(type, body);
+      if (type == 'C' && (requests.empty() || !requests.front().clears_statements)) note_statement_drop(body);
       bool relay_it = true;
       bool popped = false;
       if (!requests.empty()) {
@@ -1862,8 +1923,14 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
           requests.pop_front();
           while (!requests.empty() && requests.front().type != 'S') {
             forget_request_effects(requests.front());
+            // A skipped Query or FunctionCall gets no ReadyForQuery of its own.
+            if ((requests.front().type == 'Q' || requests.front().type == 'F') && relay_->state.pending > 0) {
+              --relay_->state.pending;
+            }
             requests.pop_front();
           }
+          // If that Sync is not sent yet, what the client sends until it is skipped too.
+          relay_->skipping_to_sync = requests.empty();
           popped = true;
         } else if (type == 'E') {
           head.failed = true;

@@ -126,6 +126,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Answers produced here for requests at the head of the queue.
   void append_local_answers(std::string& out);
   void forget_request_effects(const PendingRequest& request);
+  // A CommandComplete that may have dropped prepared statements on the server.
+  void note_statement_drop(protocol::Bytes command_complete);
   // Records a client message in the current batch (transaction mode).
   void record_batch(char type, protocol::Bytes raw);
   // Whether an ErrorResponse for the Bind at the head of the queue is PostgreSQL's
@@ -216,6 +218,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::uint64_t server_passing = 0;
     bool wake_requested = false;       // the server pump was woken to send local answers
     bool discard_on_release = false;   // the server's statement cache can no longer be trusted
+    bool skipping_to_sync = false;     // an extended error came before the client's Sync was sent
     bool server_write_busy = false;    // a write to the server is under way (either pump)
     // The client's messages since its previous Sync, kept (up to kMaxReplayedBatch)
     // so that a batch that failed only because a shared statement's plan went

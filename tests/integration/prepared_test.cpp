@@ -277,6 +277,62 @@ TEST_F(PreparedTest, StalePlanOfAStatementSharedWithAnotherClientIsPreparedAgain
   pg().exec("DROP TABLE plan_t");
 }
 
+TEST_F(PreparedTest, StatementsDroppedByCommandsSluiceDoesNotAnswerAreNoticed) {
+  start("transaction", 1);
+  PgConn a = client();
+  PgConn b = client();
+  ASSERT_EQ(prepare(a.get(), "s", "SELECT 42"), "OK");
+  // DEALLOCATE ALL through the extended protocol (as Npgsql sends it), and inside a
+  // multi-statement Query: the server's statements are gone either way.
+  PgResult extended(PQexecParams(a.get(), "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(extended.get()), PGRES_COMMAND_OK) << PQerrorMessage(a.get());
+  ASSERT_EQ(prepare(b.get(), "t", "SELECT 42"), "OK");
+  EXPECT_EQ(exec_prepared(b.get(), "t"), "42");
+  EXPECT_EQ(exec_prepared(a.get(), "s").substr(0, 11), "ERROR 26000");  // as in PostgreSQL
+  ASSERT_EQ(value(a.get(), "SELECT 1; DEALLOCATE ALL"), "DEALLOCATE ALL");
+  ASSERT_EQ(prepare(a.get(), "u", "SELECT 42"), "OK");
+  EXPECT_EQ(exec_prepared(a.get(), "u"), "42");
+  EXPECT_EQ(exec_prepared(b.get(), "t"), "42");
+}
+
+TEST_F(PreparedTest, MessagesSentAfterAnErrorAndBeforeSyncAreSkippedAsInPostgres) {
+  start("transaction", 1);
+  PgConn a = client();
+  PgConn b = client();
+  ASSERT_EQ(PQenterPipelineMode(a.get()), 1);
+  ASSERT_EQ(PQsendQueryParams(a.get(), "SELECT 1/0", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQsendFlushRequest(a.get()), 1);
+  ASSERT_EQ(PQflush(a.get()), 0);
+  {
+    PgResult failed(PQgetResult(a.get()));  // the error arrives without a Sync
+    ASSERT_EQ(PQresultStatus(failed.get()), PGRES_FATAL_ERROR);
+    EXPECT_EQ(PQgetResult(a.get()), nullptr);
+  }
+  // Sent after the error, before the Sync: PostgreSQL skips it.
+  ASSERT_EQ(PQsendQueryParams(a.get(), "SELECT 2", 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(a.get()), 1);
+  {
+    PgResult skipped(PQgetResult(a.get()));
+    EXPECT_EQ(PQresultStatus(skipped.get()), PGRES_PIPELINE_ABORTED);
+    EXPECT_EQ(PQgetResult(a.get()), nullptr);
+    PgResult synced(PQgetResult(a.get()));
+    EXPECT_EQ(PQresultStatus(synced.get()), PGRES_PIPELINE_SYNC);
+  }
+  ASSERT_EQ(PQexitPipelineMode(a.get()), 1);
+  // The only server connection went back to the pool: b is served (bounded wait).
+  ASSERT_EQ(PQsendQuery(b.get(), "SELECT 'b'"), 1);
+  EXPECT_TRUE(wait_for([&] { return PQconsumeInput(b.get()) == 1 && PQisBusy(b.get()) == 0; }))
+      << "the server stayed with a";
+  PgResult served(PQgetResult(b.get()));
+  EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK);
+  while (PgResult more{PQgetResult(b.get())}) {
+  }
+  // And a's answers are in step: a locally answered Parse, then its execution.
+  ASSERT_EQ(prepare(b.get(), "shared", "SELECT 5"), "OK");
+  ASSERT_EQ(prepare(a.get(), "x", "SELECT 5"), "OK");
+  EXPECT_EQ(exec_prepared(a.get(), "x"), "5");
+}
+
 TEST_F(PreparedTest, PipelineAcrossSyncsWithAFailureKeepsClientAndServerInStep) {
   start("transaction", 1);
   PgConn c = client();
