@@ -45,10 +45,13 @@ void append_string_or_null(std::string& out, std::string_view text) {
   }
 }
 
-// Length of the valid UTF-8 sequence at text[i], or 0 when it is not one.
-std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+
+}  // namespace
+
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i) {
   const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char b0 = byte(i);
+  if (b0 < 0x80) return 1;
   std::size_t length = 0;
   unsigned char low = 0x80;  // bounds of the second byte
   unsigned char high = 0xbf;
@@ -72,8 +75,6 @@ std::size_t utf8_sequence(std::string_view text, std::size_t i) {
   }
   return length;
 }
-
-}  // namespace
 
 // ---- formatting -----------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ void append_json_string(std::string& out, std::string_view text) {
       ++i;
       continue;
     }
-    const std::size_t length = utf8_sequence(text, i);
+    const std::size_t length = utf8_sequence_length(text, i);
     if (length == 0) {
       out += "\xef\xbf\xbd";  // U+FFFD for each byte that does not start a valid sequence
       ++i;

@@ -59,6 +59,10 @@ struct SlowQueryRecord {
   std::string sqlstate;  // empty -> null
 };
 
+// Length of the valid UTF-8 sequence at text[i] (1 for ASCII; no overlong forms,
+// no surrogates, at most U+10FFFF), or 0 when there is none.
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i);
+
 // Appends `text` as a JSON string (with the quotes) to `out`.
 void append_json_string(std::string& out, std::string_view text);
 // RFC 3339 in UTC with microseconds: "2026-11-25T08:40:01.123456Z".
