@@ -98,6 +98,7 @@ result<ErrorFields> parse_error_fields(Bytes body) noexcept {
       case 'V': fields.severity_v = *value; break;
       case 'C': fields.sqlstate = *value; break;
       case 'M': fields.message = *value; break;
+      case 'R': fields.routine = *value; break;
       default: break;
     }
   }

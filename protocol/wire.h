@@ -76,6 +76,7 @@ struct ErrorFields {
   std::string_view severity_v;    // 'V' (never localized), empty when absent
   std::string_view sqlstate;      // 'C'
   std::string_view message;       // 'M'
+  std::string_view routine;       // 'R': the server function that raised it (never translated)
   bool is_fatal() const noexcept;  // FATAL or PANIC
 };
 [[nodiscard]] result<ErrorFields> parse_error_fields(Bytes body) noexcept;

@@ -981,7 +981,9 @@ std::optional<ClientSession::ActiveStatement> ClientSession::active_statement() 
   }
   active.client = peer_;
   active.protocol = statement.kind == 'Q' ? "simple" : "extended";
-  if (statement.text) {
+  if (statement.shape) {
+    active.query = statement.shape->normalized;
+  } else if (statement.text) {
     if (log_parameters_) {
       active.query = *statement.text;
     } else if (auto shape = context_.shapes().find(*statement.text)) {
@@ -1065,7 +1067,8 @@ struct ClientSession::RecordingBackend {
 
 void ClientSession::note_client_message(char type, protocol::Bytes body) {
   auto now = std::chrono::steady_clock::now();
-  auto start_statement = [&](char kind, std::shared_ptr<const std::string> text) {
+  auto start_statement = [&](char kind, std::shared_ptr<const std::string> text,
+                             std::shared_ptr<const QueryShape> shape = nullptr) {
     InFlightStatement statement;
     statement.kind = kind;
     statement.start = now;
@@ -1076,12 +1079,22 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
       attach_started_.reset();
     }
     statement.text = std::move(text);
+    statement.shape = std::move(shape);
     in_flight_.push_back(std::move(statement));
   };
   switch (type) {
-    case 'Q':
-      start_statement('Q', std::make_shared<const std::string>(first_cstr(body)));
+    case 'Q': {
+      // A known shape is all the statement needs: the text is copied only when it
+      // is new (parsed off the relay path later) or is to be logged as sent.
+      const std::string_view sql = first_cstr(body);
+      auto shape = log_parameters_ ? nullptr : context_.shapes().find(sql);
+      if (shape) {
+        start_statement('Q', nullptr, std::move(shape));
+      } else {
+        start_statement('Q', std::make_shared<const std::string>(sql));
+      }
       break;
+    }
     case 'P':
       if (auto parse = protocol::parse_parse(body)) {
         statement_texts_[std::string(parse->name)] = std::make_shared<const std::string>(first_cstr(parse->tail));
@@ -1216,15 +1229,19 @@ void ClientSession::finish_statement(InFlightStatement& statement) {
     record.sqlstate = statement.sqlstate;
   }
   const bool error = !statement.sqlstate.empty();
-  if (!statement.text) {
-    if (slow) publish_slow(context_, std::move(*slow), nullptr, {}, false);
+  static const std::string kNoText;
+  const std::string& text = statement.text ? *statement.text : kNoText;
+  // The shape: found when the statement started, or a per-thread cache hit for any
+  // statement seen before (literal values aside), or one the shape service published.
+  auto shape = statement.shape;
+  if (!shape && statement.text) shape = context_.shapes().find(text);
+  if (shape) {
+    record_shape_sample(context_, database_, user_, *shape, duration, wait, statement.rows, error, at);
+    if (slow) publish_slow(context_, std::move(*slow), shape.get(), text, log_parameters_);
     return;
   }
-  // The shape: a per-thread cache hit for any statement seen before (literal
-  // values aside), else one the shape service's thread has published.
-  if (auto shape = context_.shapes().find(*statement.text)) {
-    record_shape_sample(context_, database_, user_, *shape, duration, wait, statement.rows, error, at);
-    if (slow) publish_slow(context_, std::move(*slow), shape.get(), *statement.text, log_parameters_);
+  if (!statement.text) {
+    if (slow) publish_slow(context_, std::move(*slow), nullptr, {}, false);
     return;
   }
   // New to this thread: parse (5-20 µs, up to ms for huge texts) and record on the
@@ -1361,20 +1378,6 @@ constexpr std::size_t kMaxQueuedRequests = 100000;
 // Batches larger than this are not kept for a retry after a stale plan.
 constexpr std::size_t kMaxReplayedBatch = 64 * 1024;
 
-// The value of one field of an ErrorResponse body ("" when absent).
-std::string_view find_error_field(protocol::Bytes body, char code) {
-  std::size_t pos = 0;
-  while (pos < body.size() && body[pos] != 0) {
-    const char field = static_cast<char>(body[pos++]);
-    const auto* start = body.data() + pos;
-    const auto* nul = static_cast<const std::uint8_t*>(std::memchr(start, 0, body.size() - pos));
-    if (nul == nullptr) return {};
-    const std::string_view value(reinterpret_cast<const char*>(start), static_cast<std::size_t>(nul - start));
-    if (field == code) return value;
-    pos += value.size() + 1;
-  }
-  return {};
-}
 }  // namespace
 
 bool ClientSession::client_side_at_boundary() const {
@@ -1464,7 +1467,7 @@ bool ClientSession::stale_plan_retryable(protocol::Bytes error_body) const {
   if (!describes_portal) return false;
   // The routine name is never translated; the message is, with lc_messages.
   return fields->message == "cached plan must not change result type" ||
-         find_error_field(error_body, 'R') == "RevalidateCachedQuery";
+         fields->routine == "RevalidateCachedQuery";
 }
 
 awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {

@@ -159,7 +159,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     char kind = 'Q';  // 'Q' simple query, 'E' Execute
     std::chrono::steady_clock::time_point start;
     std::chrono::steady_clock::duration wait{};  // for a server connection
-    std::shared_ptr<const std::string> text;
+    std::shared_ptr<const std::string> text;   // when the shape was not known at the start
+    std::shared_ptr<const QueryShape> shape;  // when it was
     std::string command;
     std::optional<std::int64_t> rows;
     std::string sqlstate;
