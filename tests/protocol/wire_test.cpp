@@ -960,6 +960,7 @@ TEST(ParseErrorFields, FieldsOfAPostgresError) {
   EXPECT_EQ(fields->severity_v, "FATAL");
   EXPECT_EQ(fields->sqlstate, "28P01");
   EXPECT_EQ(fields->message, "password authentication failed for user \"bob\"");
+  EXPECT_EQ(fields->routine, "auth_failed");
   EXPECT_TRUE(fields->is_fatal());
 }
 
@@ -972,6 +973,7 @@ TEST(ParseErrorFields, UnknownFieldsAreSkippedAndOrderDoesNotMatter) {
   EXPECT_EQ(fields->severity_v, "");
   EXPECT_EQ(fields->sqlstate, "42P01");
   EXPECT_EQ(fields->message, "m");
+  EXPECT_EQ(fields->routine, "");
   EXPECT_FALSE(fields->is_fatal());
 }
 
