@@ -424,8 +424,10 @@ std::optional<PoolMode> get_pool_mode(Checker& c, const toml::node& node, const 
 }
 
 PoolOverrides read_pool(Checker& c, const toml::table& table, const std::string& path) {
-  check_keys(c, table, path, {"mode", "size", "server_reset_query", "max_prepared_statements"},
-             {"min_size", "reserve_size", "reserve_timeout"});
+  check_keys(c, table, path,
+             {"mode", "size", "server_reset_query", "max_prepared_statements", "min_size", "reserve_size",
+              "reserve_timeout"},
+             {});
   PoolOverrides pool;
   if (const auto* node = table.get("mode")) pool.mode = get_pool_mode(c, *node, child_key(path, "mode"));
   if (const auto* node = table.get("size")) {
@@ -439,6 +441,17 @@ PoolOverrides read_pool(Checker& c, const toml::table& table, const std::string&
       pool.max_prepared_statements = static_cast<int>(*v);
     }
   }
+  if (const auto* node = table.get("min_size")) {
+    if (auto v = get_int(c, *node, child_key(path, "min_size"), 0, kMaxInt)) pool.min_size = static_cast<int>(*v);
+  }
+  if (const auto* node = table.get("reserve_size")) {
+    if (auto v = get_int(c, *node, child_key(path, "reserve_size"), 0, kMaxInt)) {
+      pool.reserve_size = static_cast<int>(*v);
+    }
+  }
+  if (const auto* node = table.get("reserve_timeout")) {
+    pool.reserve_timeout = get_duration(c, *node, child_key(path, "reserve_timeout"));
+  }
   return pool;
 }
 
@@ -447,13 +460,29 @@ void apply(PoolSettings& settings, const PoolOverrides& overrides) {
   if (overrides.size) settings.size = *overrides.size;
   if (overrides.server_reset_query) settings.server_reset_query = *overrides.server_reset_query;
   if (overrides.max_prepared_statements) settings.max_prepared_statements = *overrides.max_prepared_statements;
+  if (overrides.min_size) settings.min_size = *overrides.min_size;
+  if (overrides.reserve_size) settings.reserve_size = *overrides.reserve_size;
+  if (overrides.reserve_timeout) settings.reserve_timeout = *overrides.reserve_timeout;
 }
 
 // ---- [timeouts] ---------------------------------------------------------------------------
 
 void read_timeouts(Checker& c, const toml::table& table, const std::string& path, Timeouts& timeouts) {
-  check_keys(c, table, path, {"client_login", "server_connect", "query_wait", "idle_transaction"},
-             {"query", "client_idle", "server_idle", "server_lifetime"});
+  check_keys(c, table, path,
+             {"client_login", "server_connect", "query_wait", "idle_transaction", "query", "client_idle",
+              "server_idle", "server_lifetime"},
+             {});
+  const std::pair<const char*, Duration*> durations[] = {
+      {"query", &timeouts.query},
+      {"client_idle", &timeouts.client_idle},
+      {"server_idle", &timeouts.server_idle},
+      {"server_lifetime", &timeouts.server_lifetime},
+  };
+  for (const auto& [name, target] : durations) {
+    if (const auto* node = table.get(name)) {
+      if (auto d = get_duration(c, *node, child_key(path, name))) *target = *d;
+    }
+  }
   if (const auto* node = table.get("idle_transaction")) {
     if (auto d = get_duration(c, *node, child_key(path, "idle_transaction"))) timeouts.idle_transaction = *d;
   }
@@ -465,6 +494,56 @@ void read_timeouts(Checker& c, const toml::table& table, const std::string& path
   }
   if (const auto* node = table.get("server_connect")) {
     if (auto d = get_duration(c, *node, child_key(path, "server_connect"))) timeouts.server_connect = *d;
+  }
+}
+
+// ---- [health] and [retry] ------------------------------------------------------------------
+
+void read_health(Checker& c, const toml::table& table, const std::string& path, HealthSettings& health) {
+  check_keys(c, table, path, {"check_query", "check_delay", "ban_time"}, {});
+  if (const auto* node = table.get("check_query")) {
+    if (auto text = get_string(c, *node, child_key(path, "check_query"))) {
+      if (text->find('\0') != std::string::npos) {
+        c.error(node->source(), child_key(path, "check_query"), "must not contain a NUL character");
+      } else {
+        health.check_query = std::move(*text);
+      }
+    }
+  }
+  if (const auto* node = table.get("check_delay")) {
+    if (auto d = get_duration(c, *node, child_key(path, "check_delay"))) health.check_delay = *d;
+  }
+  if (const auto* node = table.get("ban_time")) {
+    if (auto d = get_duration(c, *node, child_key(path, "ban_time"))) health.ban_time = *d;
+  }
+}
+
+void read_retry(Checker& c, const toml::table& table, const std::string& path, RetrySettings& retry) {
+  check_keys(c, table, path, {"connect_attempts", "backoff_initial", "backoff_max"}, {});
+  if (const auto* node = table.get("connect_attempts")) {
+    if (auto v = get_int(c, *node, child_key(path, "connect_attempts"), 1, 100)) {
+      retry.connect_attempts = static_cast<int>(*v);
+    }
+  }
+  const toml::node* initial_node = table.get("backoff_initial");
+  const toml::node* max_node = table.get("backoff_max");
+  if (initial_node) {
+    if (auto d = get_duration(c, *initial_node, child_key(path, "backoff_initial"))) {
+      if (d->count() == 0) {
+        c.error(initial_node->source(), child_key(path, "backoff_initial"), "must be at least \"1ms\"");
+      } else {
+        retry.backoff_initial = *d;
+      }
+    }
+  }
+  if (max_node) {
+    if (auto d = get_duration(c, *max_node, child_key(path, "backoff_max"))) retry.backoff_max = *d;
+  }
+  if (retry.backoff_max < retry.backoff_initial) {
+    const toml::node* at = max_node ? max_node : initial_node;
+    c.error(at->source(), child_key(path, max_node ? "backoff_max" : "backoff_initial"),
+            "backoff_max (" + std::to_string(retry.backoff_max.count()) + "ms) must not be shorter than backoff_initial (" +
+                std::to_string(retry.backoff_initial.count()) + "ms)");
   }
 }
 
@@ -573,9 +652,86 @@ SlowQueryOverrides read_slow_query_table(Checker& c, const toml::node& node, con
 
 // ---- [databases.NAME] ----------------------------------------------------------------------
 
+// hosts = ["host:port", ...]: host names or IP addresses (IPv6 in brackets); the
+// port may be left out (5432).
+bool read_hosts(Checker& c, const toml::node& node, const std::string& key, std::vector<HostPort>& hosts) {
+  const auto* array = node.as_array();
+  if (array == nullptr) {
+    type_error(c, node, key, "an array of \"host:port\" strings, e.g. [\"10.0.0.1:5432\", \"10.0.0.2:5432\"]");
+    return false;
+  }
+  if (array->empty()) {
+    c.error(node.source(), key, "at least one host is required");
+    return false;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const toml::node& element = *array->get(i);
+    const std::string element_key = key + "[" + std::to_string(i) + "]";
+    const auto text = get_string(c, element, element_key);
+    if (!text) {
+      ok = false;
+      continue;
+    }
+    std::string_view rest = *text;
+    HostPort host;
+    std::string_view port_text;
+    if (rest.starts_with('[')) {
+      const auto close = rest.find(']');
+      if (close == std::string_view::npos || (close + 1 < rest.size() && rest[close + 1] != ':')) {
+        c.error(element.source(), element_key, "invalid host " + quoted(*text) + "; expected \"[v6 address]:port\"");
+        ok = false;
+        continue;
+      }
+      host.host = std::string(rest.substr(1, close - 1));
+      if (close + 1 < rest.size()) port_text = rest.substr(close + 2);
+    } else {
+      const auto colon = rest.rfind(':');
+      if (colon != std::string_view::npos && rest.find(':') != colon) {
+        c.error(element.source(), element_key, "write IPv6 addresses in brackets, e.g. \"[::1]:5432\"");
+        ok = false;
+        continue;
+      }
+      host.host = std::string(rest.substr(0, colon));
+      if (colon != std::string_view::npos) port_text = rest.substr(colon + 1);
+      if (colon != std::string_view::npos && port_text.empty()) port_text = "x";  // "host:" is malformed
+    }
+    const bool blank = host.host.empty() || std::any_of(host.host.begin(), host.host.end(), [](char ch) {
+                         return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
+                       });
+    if (blank) {
+      c.error(element.source(), element_key, "invalid host " + quoted(*text) + ": the host name must not be empty or contain spaces");
+      ok = false;
+      continue;
+    }
+    if (!port_text.empty()) {
+      std::uint32_t port = 0;
+      const bool digits = port_text.size() <= 5 && std::all_of(port_text.begin(), port_text.end(),
+                                                               [](char ch) { return ch >= '0' && ch <= '9'; });
+      if (digits) {
+        for (char ch : port_text) port = port * 10 + static_cast<std::uint32_t>(ch - '0');
+      }
+      if (!digits || port < 1 || port > 65535) {
+        c.error(element.source(), element_key, "invalid host " + quoted(*text) + ": port must be a number between 1 and 65535");
+        ok = false;
+        continue;
+      }
+      host.port = static_cast<std::uint16_t>(port);
+    }
+    if (std::find(hosts.begin(), hosts.end(), host) != hosts.end()) {
+      c.error(element.source(), element_key, "duplicate host " + quoted(*text));
+      ok = false;
+      continue;
+    }
+    hosts.push_back(std::move(host));
+  }
+  return ok;
+}
+
 void read_database(Checker& c, const toml::key& name, const toml::table& table, const std::string& path,
                    Config& cfg) {
-  check_keys(c, table, path, {"host", "port", "dbname", "pool", "slow_query"}, {"hosts", "tls"});
+  check_keys(c, table, path, {"host", "port", "hosts", "dbname", "pool", "slow_query", "max_db_connections"},
+             {"tls"});
   bool ok = true;
   Database db;
   db.name = std::string(name.str());
@@ -584,7 +740,21 @@ void read_database(Checker& c, const toml::key& name, const toml::table& table, 
     ok = false;
   }
 
-  if (const auto* node = table.get("host")) {
+  const toml::node* hosts_node = table.get("hosts");
+  if (hosts_node != nullptr && table.get("host") != nullptr) {
+    c.error(hosts_node->source(), child_key(path, "hosts"), "give either host (and port) or hosts, not both");
+    ok = false;
+  } else if (hosts_node != nullptr && table.get("port") != nullptr) {
+    c.error(table.get("port")->source(), child_key(path, "port"),
+            "with hosts, give each port in its entry (\"host:port\")");
+    ok = false;
+  } else if (hosts_node != nullptr) {
+    if (!read_hosts(c, *hosts_node, child_key(path, "hosts"), db.hosts)) ok = false;
+    if (!db.hosts.empty()) {
+      db.host = db.hosts.front().host;
+      db.port = db.hosts.front().port;
+    }
+  } else if (const auto* node = table.get("host")) {
     if (auto host = get_string(c, *node, child_key(path, "host"))) {
       const bool blank = host->empty() || std::any_of(host->begin(), host->end(), [](char ch) {
                            return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f;
@@ -602,11 +772,17 @@ void read_database(Checker& c, const toml::key& name, const toml::table& table, 
     ok = false;
   }
 
-  if (const auto* node = table.get("port")) {
+  if (const auto* node = table.get("port"); node != nullptr && hosts_node == nullptr) {
     if (auto port = get_int(c, *node, child_key(path, "port"), 1, 65535)) {
       db.port = static_cast<std::uint16_t>(*port);
     } else {
       ok = false;
+    }
+  }
+  if (hosts_node == nullptr) db.hosts = {HostPort{db.host, db.port}};
+  if (const auto* node = table.get("max_db_connections")) {
+    if (auto v = get_int(c, *node, child_key(path, "max_db_connections"), 0, kMaxInt)) {
+      db.max_db_connections = static_cast<int>(*v);
     }
   }
 
@@ -693,7 +869,8 @@ void check_password(Checker& c, const User& user, const toml::key& name, const t
 }
 
 void read_user(Checker& c, const toml::key& name, const toml::table& table, const std::string& path, Config& cfg) {
-  check_keys(c, table, path, {"auth", "password", "server_password", "pool", "slow_query"}, {});
+  check_keys(c, table, path, {"auth", "password", "server_password", "pool", "slow_query", "max_user_connections"},
+             {});
   bool ok = true;
   User user;
   user.name = std::string(name.str());
@@ -742,6 +919,11 @@ void read_user(Checker& c, const toml::key& name, const toml::table& table, cons
     const std::string pool_path = child_key(path, "pool");
     if (const auto* pool = get_table(c, *node, pool_path)) user.pool = read_pool(c, *pool, pool_path);
   }
+  if (const auto* node = table.get("max_user_connections")) {
+    if (auto v = get_int(c, *node, child_key(path, "max_user_connections"), 0, kMaxInt)) {
+      user.max_user_connections = static_cast<int>(*v);
+    }
+  }
   if (const auto* node = table.get("slow_query")) {
     user.slow_query = read_slow_query_table(c, *node, child_key(path, "slow_query"));
   }
@@ -751,8 +933,8 @@ void read_user(Checker& c, const toml::key& name, const toml::table& table, cons
 // ---- the whole document ------------------------------------------------------------------
 
 void read_document(Checker& c, const toml::table& root, Config& cfg) {
-  check_keys(c, root, "", {"sluice", "pool", "timeouts", "slow_query", "databases", "users"},
-             {"health", "retry", "tls"});
+  check_keys(c, root, "", {"sluice", "pool", "timeouts", "health", "retry", "slow_query", "databases", "users"},
+             {"tls"});
 
   if (const auto* node = root.get("sluice")) {
     if (const auto* table = get_table(c, *node, "sluice")) read_sluice(c, *table, "sluice", cfg);
@@ -762,6 +944,12 @@ void read_document(Checker& c, const toml::table& root, Config& cfg) {
   }
   if (const auto* node = root.get("timeouts")) {
     if (const auto* table = get_table(c, *node, "timeouts")) read_timeouts(c, *table, "timeouts", cfg.timeouts);
+  }
+  if (const auto* node = root.get("health")) {
+    if (const auto* table = get_table(c, *node, "health")) read_health(c, *table, "health", cfg.health);
+  }
+  if (const auto* node = root.get("retry")) {
+    if (const auto* table = get_table(c, *node, "retry")) read_retry(c, *table, "retry", cfg.retry);
   }
   if (const auto* node = root.get("slow_query")) {
     if (const auto* table = get_table(c, *node, "slow_query")) {

@@ -28,6 +28,9 @@ struct PoolOverrides {
   std::optional<int> size;
   std::optional<std::string> server_reset_query;
   std::optional<int> max_prepared_statements;
+  std::optional<int> min_size;
+  std::optional<int> reserve_size;
+  std::optional<Duration> reserve_timeout;
 };
 
 struct PoolSettings {
@@ -40,6 +43,12 @@ struct PoolSettings {
   // connection (LRU); 0 turns the tracking off (named statements then only work
   // within one transaction, as with PgBouncer's default).
   int max_prepared_statements = 200;
+  // Server connections the janitor keeps open once the pool exists (a pool is
+  // created by its first client); never more than `size`.
+  int min_size = 0;
+  // Extra connections a client may open after waiting reserve_timeout for a full pool.
+  int reserve_size = 0;
+  Duration reserve_timeout{5'000};
 };
 
 // [slow_query]. A database or user may override `threshold` and `log_parameters`
@@ -74,13 +83,58 @@ struct Timeouts {
   // A client idle inside a transaction this long is told (25P03) and closed; its
   // transaction is rolled back. 0 = off.
   Duration idle_transaction{0};
+  // A statement running this long is cancelled (CancelRequest); the client gets
+  // PostgreSQL's 57014 and keeps its connection. 0 = off.
+  Duration query{0};
+  // A client with nothing in flight that sends nothing this long gets FATAL 57P05
+  // and is closed. 0 = off.
+  Duration client_idle{0};
+  // Idle server connections older than this (since last use) are closed by the
+  // janitor, down to pool.min_size. 0 = never.
+  Duration server_idle{600'000};
+  // A server connection older than this is closed when it is next idle (never
+  // while in use). 0 = never.
+  Duration server_lifetime{3'600'000};
+};
+
+// [health]
+struct HealthSettings {
+  // Sent to a pooled connection idle longer than check_delay before it is handed
+  // out; "" = an empty query (the cheapest round trip PostgreSQL answers).
+  std::string check_query;
+  Duration check_delay{30'000};
+  // The longest a host that failed stays out of use without a successful check.
+  Duration ban_time{30'000};
+};
+
+// [retry]
+struct RetrySettings {
+  // Connection attempts per client request (across hosts) before it gets an error.
+  int connect_attempts = 3;
+  // Between attempts on one host, and between checks of a host that is down:
+  // doubling from backoff_initial up to backoff_max, with jitter.
+  Duration backoff_initial{100};
+  Duration backoff_max{1'000};
+};
+
+// A PostgreSQL server address.
+struct HostPort {
+  std::string host;  // hostname or IP
+  std::uint16_t port = 5432;
+  std::string to_string() const { return host + ":" + std::to_string(port); }
+  bool operator==(const HostPort&) const = default;
 };
 
 struct Database {
   std::string name;      // the name clients ask for ("*" for the fallback)
-  std::string host;      // hostname or IP of PostgreSQL
+  std::string host;      // hostname or IP of PostgreSQL (the first of `hosts`)
   std::uint16_t port = 5432;
+  // Every server of the database (`host`/`port`, or the `hosts` array); new
+  // server connections are spread across the healthy ones round-robin.
+  std::vector<HostPort> hosts;
   std::string dbname;    // database on the server; empty = the name the client asked for
+  // Server connections to this database across all users' pools; 0 = no limit.
+  int max_db_connections = 0;
   PoolOverrides pool;
   SlowQueryOverrides slow_query;
 };
@@ -92,6 +146,8 @@ struct User {
   std::string password;
   // What Sluice sends to PostgreSQL; empty = `password` when that is plain text.
   std::string server_password;
+  // Server connections for this user across all databases' pools; 0 = no limit.
+  int max_user_connections = 0;
   PoolOverrides pool;
   SlowQueryOverrides slow_query;
 };
@@ -109,6 +165,8 @@ struct Config {
   std::vector<std::string> stats_users;
   PoolSettings pool;
   Timeouts timeouts;
+  HealthSettings health;
+  RetrySettings retry;
   SlowQuerySettings slow_query;
   std::map<std::string, Database> databases;  // keyed by client-facing name, may contain "*"
   std::map<std::string, User> users;          // keyed by user name, may contain "*"

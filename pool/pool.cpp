@@ -44,8 +44,8 @@ void Lease::discard() {
 // ---- Pool ----------------------------------------------------------------------
 
 // A client waiting for a connection. The timer never expires on its own; it is
-// cancelled (on the waiter's own executor) to wake the waiter once `conn` or
-// `may_open` has been set under the pool's mutex.
+// cancelled (on the waiter's own executor) to wake the waiter once `conn`,
+// `may_open` or `failure` has been set under the pool's mutex.
 struct Pool::Waiter {
   explicit Waiter(asio::any_io_executor executor, const StartupParams& k)
       : key(k), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
@@ -54,7 +54,7 @@ struct Pool::Waiter {
   std::unique_ptr<ServerConnection> conn;
   bool may_open = false;
   bool served = false;
-  bool refused = false;  // the pool is closing
+  std::optional<ConnectFailure> failure;  // shutdown, or every host is down
 };
 
 namespace {
@@ -64,10 +64,29 @@ namespace {
 void wake(const std::shared_ptr<Pool::Waiter>& waiter) {
   asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
 }
+
+std::string describe_limit(std::chrono::milliseconds ms) {
+  return ms.count() % 1000 == 0 ? std::to_string(ms.count() / 1000) + "s" : std::to_string(ms.count()) + "ms";
+}
+
+double jitter_random() {
+  thread_local std::uint64_t seed = 0x2545F4914F6CDD1Dull ^ reinterpret_cast<std::uintptr_t>(&seed);
+  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<double>(seed >> 11) / static_cast<double>(1ull << 53);
+}
+
+ConnectFailure shutdown_failure() {
+  return ConnectFailure{"terminating connection due to administrator command", {}, "57P01"};
+}
 }  // namespace
 
-Pool::Pool(std::string name, ServerTarget target, PoolSettingsSnapshot settings)
-    : name_(std::move(name)), target_(std::move(target)), settings_(settings) {}
+Pool::Pool(std::string name, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
+           PoolSettingsSnapshot settings, PoolLimits limits)
+    : name_(std::move(name)),
+      target_(std::move(target)),
+      hosts_(std::move(hosts)),
+      settings_(std::move(settings)),
+      limits_(std::move(limits)) {}
 
 Pool::~Pool() { close_idle(); }
 
@@ -75,143 +94,299 @@ StartupParams Pool::key_for(const StartupParams& params) const {
   return settings_.share_tracked_parameters ? sharing_key(params) : params;
 }
 
+Pool::SlotRefusal Pool::take_slot_locked(int cap) {
+  if (open_ >= cap) return SlotRefusal::pool_full;
+  if (limits_.database && !limits_.database->try_take()) return SlotRefusal::limit_reached;
+  if (limits_.user && !limits_.user->try_take()) {
+    // Undone without waking anyone: the token was never usable by another pool.
+    if (limits_.database) {
+      limits_.database->give_back_quietly();
+    }
+    return SlotRefusal::limit_reached;
+  }
+  ++open_;
+  return SlotRefusal::none;
+}
+
+void Pool::return_tokens(int count) {
+  for (int i = 0; i < count; ++i) {
+    if (limits_.database) limits_.database->give_back();
+    if (limits_.user) limits_.user->give_back();
+  }
+}
+
+bool Pool::any_host_usable(Clock::time_point now) const {
+  return std::any_of(hosts_.begin(), hosts_.end(), [&](const auto& host) { return host->usable(now); });
+}
+
+ConnectFailure Pool::hosts_down_failure() const {
+  std::string reason;
+  for (const auto& host : hosts_) {
+    const auto status = host->status();
+    if (!reason.empty()) reason += "; ";
+    reason += "server " + host->address() + " is down";
+    if (!status.last_failure.empty()) reason += ": " + status.last_failure;
+  }
+  if (hosts_.size() > 1) reason = "every server of " + name_ + " is down (" + reason + ")";
+  return ConnectFailure{std::move(reason), {}, "08006"};
+}
+
+void Pool::fail_waiters_locked(const ConnectFailure& failure) {
+  for (auto& waiter : waiters_) {
+    waiter->served = true;
+    waiter->failure = failure;
+    wake(waiter);
+  }
+  waiters_.clear();
+}
+
+bool Pool::expired(const ServerConnection& conn, Clock::time_point now) const {
+  return settings_.server_lifetime.count() > 0 && now - conn.created_at >= settings_.server_lifetime;
+}
+
 awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_t client_id) {
   const StartupParams key = key_for(params);
-  std::vector<std::unique_ptr<ServerConnection>> to_close;
-  std::unique_ptr<ServerConnection> found;
-  bool may_open = false;
-  std::shared_ptr<Waiter> waiter;
   auto executor = co_await asio::this_coro::executor;
-  bool refused = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (closing_) {
-      refused = true;
-    } else if (waiters_.empty()) {
-      // Most recently used first: it is the most likely to be warm.
-      for (auto it = idle_.rbegin(); it != idle_.rend();) {
-        if ((*it)->pool_key != key) {
-          ++it;
-          continue;
-        }
-        auto conn = std::move(*it);
-        it = decltype(it)(idle_.erase(std::next(it).base()));
-        if (conn->idle_and_clean()) {
-          found = std::move(conn);
-          break;
-        }
-        to_close.push_back(std::move(conn));
-        --open_;
-      }
-      if (!found) {
-        if (open_ < settings_.size) {
-          ++open_;
-          may_open = true;
-        } else if (!idle_.empty()) {
-          // Full, but an idle connection was opened with other startup parameters:
-          // replace it rather than make this client wait for nobody.
-          to_close.push_back(std::move(idle_.front()));
-          idle_.erase(idle_.begin());
-          may_open = true;
-        }
-      }
-    }
-    if (!found && !may_open && !refused) {
-      waiter = std::make_shared<Waiter>(executor, key);
-      waiters_.push_back(waiter);
-    }
-  }
-  for (auto& conn : to_close) {
-    log()->debug("[s{}] closing server connection to {} (not reusable for this client)", conn->id(), name_);
-    conn->close();
-  }
-  to_close.clear();
-
-  if (waiter) {
-    log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
-    // Woken by serve_waiters_locked (which cancels the timer), or by the timer at
-    // the query_wait deadline; the loop guards against any other wake-up.
-    const auto deadline = settings_.query_wait.count() > 0 ? Clock::now() + settings_.query_wait
-                                                            : asio::steady_timer::time_point::max();
-    bool timed_out = false;
-    for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (waiter->served) break;
-        if (Clock::now() >= deadline) {
-          // Still queued (not served under the lock): leave the queue.
-          waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
-          timed_out = true;
-          break;
-        }
-        waiter->timer.expires_at(deadline);
-      }
-      co_await waiter->timer.async_wait(use_nothrow);
-    }
-    if (timed_out) {
-      log()->info("[c{}] no server connection in pool {} within query_wait ({} ms)", client_id, name_,
-                  settings_.query_wait.count());
-      const auto ms = settings_.query_wait.count();
-      const std::string limit = ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
-      co_return AcquireResult{
-          Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" + limit + ")",
-                                  {}, "57014"}};
-    }
-    if (waiter->conn) found = std::move(waiter->conn);
-    may_open = waiter->may_open;
-    refused = waiter->refused;
-  }
-  if (refused) {
-    co_return AcquireResult{Lease(), ConnectFailure{"terminating connection due to administrator command", {}, "57P01"}};
-  }
-
-  if (found) {
-    found->last_used_at = Clock::now();
-    co_return AcquireResult{Lease(shared_from_this(), std::move(found)), {}};
-  }
-
-  const auto server_id = next_server_id();
-  log()->debug("[s{}] opening server connection to {} for pool {}", server_id, target_.address(), name_);
-  // Shared connections are opened without the tracked parameters, so that what
-  // they report at login is the server's default for each (see attach_server).
-  auto result = co_await connect_server(target_, key, settings_.connect_timeout, server_id);
-  if (auto* failure = std::get_if<ConnectFailure>(&result)) {
-    log()->warn("[s{}] connection to {} for pool {} failed: {}", server_id, target_.address(), name_,
-                failure->reason);
+  for (;;) {  // again when a pooled connection fails its health check
+    std::vector<std::unique_ptr<ServerConnection>> to_close;
+    std::unique_ptr<ServerConnection> found;
+    bool may_open = false;
+    bool blocked_by_limit = false;
+    std::optional<ConnectFailure> failure;
+    std::shared_ptr<Waiter> waiter;
+    int freed = 0;
+    const auto now = Clock::now();
     {
       std::lock_guard lock(mutex_);
-      --open_;
-      serve_waiters_locked(to_close);
+      if (closing_) {
+        failure = shutdown_failure();
+      } else if (waiters_.empty()) {
+        // Most recently used first: it is the most likely to be warm.
+        for (auto it = idle_.rbegin(); it != idle_.rend();) {
+          if ((*it)->pool_key != key) {
+            ++it;
+            continue;
+          }
+          auto conn = std::move(*it);
+          it = decltype(it)(idle_.erase(std::next(it).base()));
+          if (!expired(*conn, now) && conn->idle_and_clean()) {
+            found = std::move(conn);
+            break;
+          }
+          to_close.push_back(std::move(conn));
+          --open_;
+          ++freed;
+        }
+        if (!found) {
+          if (!any_host_usable(now)) {
+            // Refused at once: waiting out a connect timeout per client helps nobody.
+            failure = hosts_down_failure();
+          } else if (const auto refusal = take_slot_locked(settings_.size); refusal == SlotRefusal::none) {
+            may_open = true;
+          } else if (!idle_.empty()) {
+            // Full, but an idle connection was opened with other startup parameters:
+            // replace it rather than make this client wait for nobody (its slot is reused).
+            to_close.push_back(std::move(idle_.front()));
+            idle_.erase(idle_.begin());
+            may_open = true;
+          } else {
+            blocked_by_limit = refusal == SlotRefusal::limit_reached;
+          }
+        }
+      }
+      if (!found && !may_open && !failure) {
+        waiter = std::make_shared<Waiter>(executor, key);
+        waiters_.push_back(waiter);
+      }
     }
-    for (auto& conn : to_close) conn->close();
-    co_return AcquireResult{Lease(), std::move(*failure)};
+    for (auto& conn : to_close) {
+      log()->debug("[s{}] closing server connection to {} (not reusable for this client)", conn->id(), name_);
+      conn->close();
+    }
+    to_close.clear();
+    return_tokens(freed);
+    if (blocked_by_limit) {
+      if (limits_.database) limits_.database->evict_idle_from_others(this);
+      if (limits_.user) limits_.user->evict_idle_from_others(this);
+    }
+
+    if (waiter) {
+      log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
+      // Woken by serve_waiters_locked (which cancels the timer), or by the timer at
+      // the reserve or query_wait deadline; the loop guards against any other wake-up.
+      const auto started = Clock::now();
+      const auto deadline = settings_.query_wait.count() > 0 ? started + settings_.query_wait
+                                                              : asio::steady_timer::time_point::max();
+      auto reserve_at = settings_.reserve_size > 0 ? started + settings_.reserve_timeout
+                                                   : asio::steady_timer::time_point::max();
+      bool timed_out = false;
+      for (;;) {
+        {
+          std::lock_guard lock(mutex_);
+          if (waiter->served) break;
+          const auto at = Clock::now();
+          if (at >= reserve_at) {
+            reserve_at = asio::steady_timer::time_point::max();
+            if (take_slot_locked(settings_.size + settings_.reserve_size) == SlotRefusal::none) {
+              log()->info("[c{}] pool {} full for reserve_timeout; opening a reserve connection", client_id, name_);
+              waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
+              waiter->served = true;
+              waiter->may_open = true;
+              break;
+            }
+          }
+          if (at >= deadline) {
+            // Still queued (not served under the lock): leave the queue.
+            waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
+            timed_out = true;
+            break;
+          }
+          waiter->timer.expires_at(std::min(deadline, reserve_at));
+        }
+        co_await waiter->timer.async_wait(use_nothrow);
+      }
+      if (timed_out) {
+        log()->info("[c{}] no server connection in pool {} within query_wait ({} ms)", client_id, name_,
+                    settings_.query_wait.count());
+        co_return AcquireResult{
+            Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" +
+                                        describe_limit(settings_.query_wait) + ")",
+                                    {}, "57014"}};
+      }
+      if (waiter->conn) found = std::move(waiter->conn);
+      may_open = waiter->may_open;
+      failure = std::move(waiter->failure);
+    }
+    if (failure) co_return AcquireResult{Lease(), std::move(*failure)};
+
+    if (found) {
+      if (!co_await healthy(*found, client_id)) {
+        drop(std::move(found));
+        continue;  // another connection, without the client noticing
+      }
+      found->last_used_at = Clock::now();
+      co_return AcquireResult{Lease(shared_from_this(), std::move(found)), {}};
+    }
+
+    const auto server_id = next_server_id();
+    // Shared connections are opened without the tracked parameters, so that what
+    // they report at login is the server's default for each (see attach_server).
+    auto result = co_await open_connection(key, server_id);
+    if (auto* failed = std::get_if<ConnectFailure>(&result)) {
+      {
+        std::lock_guard lock(mutex_);
+        --open_;
+        if (is_host_failure(*failed) && !any_host_usable(Clock::now())) {
+          // Everyone queued here would fail the same way: tell them now.
+          fail_waiters_locked(*failed);
+        } else {
+          serve_waiters_locked(to_close);
+        }
+      }
+      for (auto& conn : to_close) conn->close();
+      return_tokens(1);
+      co_return AcquireResult{Lease(), std::move(*failed)};
+    }
+    auto conn = std::move(std::get<0>(result));
+    {
+      std::lock_guard lock(mutex_);
+      // What a client with exactly these startup parameters is told at login.
+      remember_locked(key, std::make_shared<const ParameterList>(conn->parameters));
+    }
+    log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, conn->address, name_,
+                conn->backend_key.pid);
+    co_return AcquireResult{Lease(shared_from_this(), std::move(conn)), {}};
   }
-  auto conn = std::move(std::get<0>(result));
-  conn->pool_key = key;
-  {
-    std::lock_guard lock(mutex_);
-    // What a client with exactly these startup parameters is told at login.
-    remember_locked(key, std::make_shared<const ParameterList>(conn->parameters));
+}
+
+awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::uint64_t server_id) {
+  const int attempts = std::max(1, settings_.connect_attempts);
+  std::vector<const Host*> failed_here;
+  std::shared_ptr<Host> previous;
+  std::chrono::milliseconds backoff{0};
+  std::optional<ConnectFailure> last;
+  auto executor = co_await asio::this_coro::executor;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    // A usable host this request has not failed on, round-robin; else the host it
+    // failed on last, once more after a backoff (its own retry, even while others
+    // see that host as down and are refused at once).
+    std::shared_ptr<Host> host;
+    const auto now = Clock::now();
+    {
+      std::lock_guard lock(mutex_);
+      for (std::size_t i = 0; i < hosts_.size(); ++i) {
+        const auto& candidate = hosts_[(next_host_ + i) % hosts_.size()];
+        if (std::find(failed_here.begin(), failed_here.end(), candidate.get()) != failed_here.end()) continue;
+        if (!candidate->usable(now)) continue;
+        host = candidate;
+        next_host_ = (next_host_ + i + 1) % hosts_.size();
+        break;
+      }
+    }
+    if (!host && previous) host = previous;
+    if (!host) break;
+    if (host == previous) {
+      backoff = next_backoff(backoff, settings_.backoff_initial, settings_.backoff_max, jitter_random());
+      asio::steady_timer pause(executor, backoff);
+      co_await pause.async_wait(use_nothrow);
+    }
+    ServerTarget target = target_;
+    target.host = host->host();
+    target.port = host->port();
+    log()->debug("[s{}] opening server connection to {} for pool {} (attempt {} of {})", server_id, host->address(),
+                 name_, attempt + 1, attempts);
+    auto result = co_await connect_server(target, key, settings_.connect_timeout, server_id);
+    if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result)) {
+      host->record_success();
+      (*conn)->pool_key = key;
+      (*conn)->host = host->host();
+      (*conn)->port = host->port();
+      {
+        std::lock_guard lock(mutex_);
+        latest_key_ = key;
+      }
+      co_return result;
+    }
+    auto& failure = std::get<ConnectFailure>(result);
+    log()->warn("[s{}] connection to {} for pool {} failed: {}", server_id, host->address(), name_, failure.reason);
+    if (!is_host_failure(failure)) co_return result;  // PostgreSQL's answer for this user or database
+    host->record_failure(failure.reason, target, key);
+    failed_here.push_back(host.get());
+    previous = host;
+    last = std::move(failure);
   }
-  log()->info("[s{}] connected to {} for pool {}, backend pid {}", server_id, target_.address(), name_,
-              conn->backend_key.pid);
-  co_return AcquireResult{Lease(shared_from_this(), std::move(conn)), {}};
+  if (!last) co_return hosts_down_failure();
+  if (!any_host_usable(Clock::now())) co_return hosts_down_failure();
+  co_return std::move(*last);
+}
+
+awaitable<bool> Pool::healthy(ServerConnection& conn, std::uint64_t client_id) {
+  if (Clock::now() - conn.last_used_at < settings_.check_delay) co_return true;
+  const auto timeout = settings_.connect_timeout.count() > 0 ? settings_.connect_timeout : std::chrono::milliseconds(5000);
+  if (co_await check_server(conn, settings_.check_query, timeout)) co_return true;
+  log()->info("[c{}] server connection s{} failed its health check; using another", client_id, conn.id());
+  co_return false;
 }
 
 void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
-  conn->last_used_at = Clock::now();
+  const auto now = Clock::now();
+  conn->last_used_at = now;
   std::vector<std::unique_ptr<ServerConnection>> to_close;
+  int freed = 0;
   {
     std::lock_guard lock(mutex_);
-    if (closing_) {
+    if (closing_ || expired(*conn, now)) {
+      if (!closing_) log()->debug("[s{}] closing server connection (pool {}): server_lifetime reached", conn->id(), name_);
       --open_;
+      ++freed;
       to_close.push_back(std::move(conn));
     } else {
       idle_.push_back(std::move(conn));
-      serve_waiters_locked(to_close);
     }
+    if (!closing_) serve_waiters_locked(to_close);
   }
   for (auto& c : to_close) c->close();
+  return_tokens(freed);
 }
 
 void Pool::drop(std::unique_ptr<ServerConnection> conn) {
@@ -224,6 +399,7 @@ void Pool::drop(std::unique_ptr<ServerConnection> conn) {
     serve_waiters_locked(to_close);
   }
   for (auto& c : to_close) c->close();
+  return_tokens(1);
 }
 
 void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close) {
@@ -234,8 +410,7 @@ void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& 
     if (match != idle_.rend()) {
       waiter->conn = std::move(*match);
       idle_.erase(std::next(match).base());
-    } else if (open_ < settings_.size) {
-      ++open_;
+    } else if (take_slot_locked(settings_.size) == SlotRefusal::none) {
       waiter->may_open = true;
     } else if (!idle_.empty()) {
       to_close.push_back(std::move(idle_.front()));
@@ -247,6 +422,98 @@ void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& 
     waiter->served = true;
     wake(waiter);
     waiters_.pop_front();
+  }
+}
+
+void Pool::offer_slot() {
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_ || waiters_.empty()) return;
+    serve_waiters_locked(to_close);
+  }
+  for (auto& c : to_close) c->close();
+}
+
+bool Pool::close_one_idle() {
+  std::unique_ptr<ServerConnection> victim;
+  {
+    std::lock_guard lock(mutex_);
+    if (idle_.empty()) return false;
+    victim = std::move(idle_.front());  // least recently used
+    idle_.erase(idle_.begin());
+    --open_;
+  }
+  log()->debug("[s{}] closing idle server connection (pool {}) for another pool under the same limit", victim->id(),
+               name_);
+  victim->close();
+  return_tokens(1);
+  return true;
+}
+
+void Pool::expire_idle(Clock::time_point now) {
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    const int keep = std::min(settings_.min_size, settings_.size);
+    for (auto it = idle_.begin(); it != idle_.end();) {  // least recently used first
+      const bool idle_too_long = settings_.server_idle.count() > 0 && now - (*it)->last_used_at >= settings_.server_idle &&
+                                 open_ > keep;
+      if (expired(**it, now) || idle_too_long) {
+        log()->debug("[s{}] closing server connection (pool {}): {}", (*it)->id(), name_,
+                     idle_too_long ? "server_idle reached" : "server_lifetime reached");
+        to_close.push_back(std::move(*it));
+        it = idle_.erase(it);
+        --open_;
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : to_close) c->close();
+  return_tokens(static_cast<int>(to_close.size()));
+}
+
+bool Pool::wants_top_up() const {
+  std::lock_guard lock(mutex_);
+  return !closing_ && !topping_up_ && latest_key_ && open_ < std::min(settings_.min_size, settings_.size);
+}
+
+awaitable<void> Pool::top_up() {
+  for (;;) {
+    StartupParams key;
+    {
+      std::lock_guard lock(mutex_);
+      if (closing_ || topping_up_ || !latest_key_ || open_ >= std::min(settings_.min_size, settings_.size)) co_return;
+      if (!any_host_usable(Clock::now())) co_return;
+      if (take_slot_locked(settings_.size) != SlotRefusal::none) co_return;
+      key = *latest_key_;
+      topping_up_ = true;
+    }
+    const auto server_id = next_server_id();
+    auto result = co_await open_connection(key, server_id);
+    std::vector<std::unique_ptr<ServerConnection>> to_close;
+    bool ok = false;
+    {
+      std::lock_guard lock(mutex_);
+      topping_up_ = false;
+      if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result); conn && !closing_) {
+        log()->info("[s{}] opened to {} for pool {} to keep min_size ({}), backend pid {}", server_id,
+                    (*conn)->address, name_, settings_.min_size, (*conn)->backend_key.pid);
+        (*conn)->last_used_at = Clock::now();
+        idle_.push_back(std::move(*conn));
+        serve_waiters_locked(to_close);
+        ok = true;
+      } else {
+        --open_;
+        if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result)) to_close.push_back(std::move(*conn));
+      }
+    }
+    for (auto& c : to_close) c->close();
+    if (!ok) {
+      return_tokens(1);
+      co_return;
+    }
   }
 }
 
@@ -279,16 +546,10 @@ void Pool::remember_locked(const StartupParams& params, std::shared_ptr<const Pa
 }
 
 void Pool::close() {
-  std::deque<std::shared_ptr<Waiter>> refused;
   {
     std::lock_guard lock(mutex_);
     closing_ = true;
-    refused.swap(waiters_);
-    for (auto& waiter : refused) {
-      waiter->served = true;
-      waiter->refused = true;
-      wake(waiter);
-    }
+    fail_waiters_locked(shutdown_failure());
   }
   close_idle();
 }
@@ -301,19 +562,39 @@ void Pool::close_idle() {
     open_ -= static_cast<int>(idle.size());
   }
   for (auto& c : idle) c->close();
+  return_tokens(static_cast<int>(idle.size()));
 }
 
 // ---- PoolRegistry ---------------------------------------------------------------
 
 std::shared_ptr<Pool> PoolRegistry::get_or_create(const std::string& database, const std::string& user,
-                                                  const ServerTarget& target, PoolSettingsSnapshot settings) {
+                                                  const ServerTarget& target,
+                                                  const std::vector<std::pair<std::string, std::uint16_t>>& servers,
+                                                  PoolSettingsSnapshot settings, int max_db_connections,
+                                                  int max_user_connections) {
   std::string key = database;
   key.push_back('\0');
   key += user;
   std::lock_guard lock(mutex_);
   for (auto& [k, pool] : pools_)
     if (k == key) return pool;
-  auto pool = std::make_shared<Pool>(database + "/" + user, target, settings);
+  std::vector<std::shared_ptr<Host>> hosts;
+  for (const auto& [host, port] : servers) hosts.push_back(hosts_.get(host, port));
+  if (hosts.empty()) hosts.push_back(hosts_.get(target.host, target.port));
+  PoolLimits limits;
+  if (max_db_connections > 0) {
+    auto& limit = database_limits_[database];
+    if (!limit) limit = std::make_shared<ConnectionLimit>("database " + database, max_db_connections);
+    limits.database = limit;
+  }
+  if (max_user_connections > 0) {
+    auto& limit = user_limits_[user];
+    if (!limit) limit = std::make_shared<ConnectionLimit>("user " + user, max_user_connections);
+    limits.user = limit;
+  }
+  auto pool = std::make_shared<Pool>(database + "/" + user, target, std::move(hosts), std::move(settings), limits);
+  if (limits.database) limits.database->add_member(pool);
+  if (limits.user) limits.user->add_member(pool);
   pools_.emplace_back(std::move(key), pool);
   return pool;
 }

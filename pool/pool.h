@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "pool/hosts.h"
 #include "pool/server_connection.h"
 
 namespace sluice::pool {
@@ -51,9 +52,21 @@ struct AcquireResult {
 
 struct PoolSettingsSnapshot {
   int size = 20;
+  int min_size = 0;      // kept open by the janitor (never above size)
+  int reserve_size = 0;  // extra connections for clients that waited reserve_timeout
+  std::chrono::milliseconds reserve_timeout{5000};
   std::chrono::milliseconds connect_timeout{5000};
   // How long a client may wait for a connection (0 = for ever).
   std::chrono::milliseconds query_wait{120000};
+  std::chrono::milliseconds server_idle{600000};      // 0 = never closed for idleness
+  std::chrono::milliseconds server_lifetime{3600000};  // 0 = no age limit
+  // A connection idle longer than check_delay is checked with check_query
+  // ("" = an empty query) before it is handed out.
+  std::string check_query;
+  std::chrono::milliseconds check_delay{30000};
+  int connect_attempts = 3;
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{1000};
   // Transaction/statement mode: clients whose startup parameters differ only in
   // tracked parameters (application_name, TimeZone, ...) share connections; the
   // session SETs its values on the connection it is given. Session mode: a client
@@ -61,9 +74,18 @@ struct PoolSettingsSnapshot {
   bool share_tracked_parameters = false;
 };
 
+// Limits shared with other pools; null = none.
+struct PoolLimits {
+  std::shared_ptr<ConnectionLimit> database;
+  std::shared_ptr<ConnectionLimit> user;
+};
+
 class Pool : public std::enable_shared_from_this<Pool> {
  public:
-  Pool(std::string name, ServerTarget target, PoolSettingsSnapshot settings);
+  // `target` gives the database, user and credential; `hosts` (at least one) the
+  // servers, used round-robin while healthy.
+  Pool(std::string name, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
+       PoolSettingsSnapshot settings, PoolLimits limits = {});
   ~Pool();
 
   // Waits (FIFO) for a server connection opened with `params`.
@@ -71,6 +93,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   const std::string& name() const { return name_; }
   const ServerTarget& target() const { return target_; }
+  const std::vector<std::shared_ptr<Host>>& hosts() const { return hosts_; }
+  const PoolSettingsSnapshot& settings() const { return settings_; }
 
   struct Counts {
     int idle = 0;
@@ -91,26 +115,61 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // connection opened during shutdown), no new connection is opened, idle ones close.
   void close();
 
- struct Waiter;
+  // ---- The janitor's work (off the relay path) ----
+  // Closes idle connections past server_lifetime, and past server_idle while
+  // more than min_size are open.
+  void expire_idle(Clock::time_point now);
+  // Whether fewer than min_size connections are open (and the pool knows which
+  // startup parameters to open them with: those of its latest connection).
+  bool wants_top_up() const;
+  // Opens connections until min_size are open (or one fails).
+  awaitable<void> top_up();
+
+  // ---- Called by a ConnectionLimit (without any pool lock held) ----
+  // A token was given back: serve waiters that can use it.
+  void offer_slot();
+  // Closes the least recently used idle connection; false when there is none.
+  bool close_one_idle();
+
+  struct Waiter;
 
  private:
   friend class Lease;
 
   void give_back(std::unique_ptr<ServerConnection> conn);  // clean, from a lease
   void drop(std::unique_ptr<ServerConnection> conn);       // dirty, from a lease
-  // Hands a connection or a free slot to the first waiter; called with mutex_ held.
+  // Hands a connection or a free slot to waiters in order; called with mutex_ held.
   void serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close);
+  // Takes a slot (and the shared limits' tokens) when fewer than `cap` are open.
+  enum class SlotRefusal { none, pool_full, limit_reached };
+  SlotRefusal take_slot_locked(int cap);
+  // The shared limits' tokens of `count` closed connections go back (no lock held).
+  void return_tokens(int count);
+  // Tells every waiter `failure` (all hosts down, or shutdown); called with mutex_ held.
+  void fail_waiters_locked(const ConnectFailure& failure);
+  bool any_host_usable(Clock::time_point now) const;
+  ConnectFailure hosts_down_failure() const;
+  // Opens a connection with up to connect_attempts attempts across the hosts.
+  awaitable<ConnectResult> open_connection(const StartupParams& key, std::uint64_t server_id);
+  // The connection is alive (checked with check_query when idle long enough).
+  awaitable<bool> healthy(ServerConnection& conn, std::uint64_t client_id);
+  bool expired(const ServerConnection& conn, Clock::time_point now) const;
   StartupParams key_for(const StartupParams& params) const;
   void remember_locked(const StartupParams& params, std::shared_ptr<const ParameterList> reported);
 
   const std::string name_;
   const ServerTarget target_;
+  const std::vector<std::shared_ptr<Host>> hosts_;
   const PoolSettingsSnapshot settings_;
+  const PoolLimits limits_;
 
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
-  int open_ = 0;
-  bool closing_ = false;  // idle + leased + connecting; never above settings_.size
+  int open_ = 0;  // idle + leased + connecting; never above size (+ reserve_size)
+  bool closing_ = false;
+  bool topping_up_ = false;
+  std::size_t next_host_ = 0;  // round-robin position
+  std::optional<StartupParams> latest_key_;  // what min_size connections are opened with
   std::deque<std::shared_ptr<Waiter>> waiters_;
   std::map<StartupParams, std::shared_ptr<const ParameterList>> reported_parameters_;
 };
@@ -118,13 +177,22 @@ class Pool : public std::enable_shared_from_this<Pool> {
 // All pools, created on first use.
 class PoolRegistry {
  public:
+  explicit PoolRegistry(HostPolicy host_policy = {}) : hosts_(host_policy) {}
+  // `servers` are the database's hosts; max_db_connections / max_user_connections
+  // (0 = none) are shared by every pool of that database / user.
   std::shared_ptr<Pool> get_or_create(const std::string& database, const std::string& user,
-                                      const ServerTarget& target, PoolSettingsSnapshot settings);
+                                      const ServerTarget& target, const std::vector<std::pair<std::string, std::uint16_t>>& servers,
+                                      PoolSettingsSnapshot settings, int max_db_connections = 0,
+                                      int max_user_connections = 0);
   std::vector<std::shared_ptr<Pool>> all() const;
+  HostRegistry& hosts() { return hosts_; }
 
  private:
+  HostRegistry hosts_;
   mutable std::mutex mutex_;
   std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools_;
+  std::map<std::string, std::shared_ptr<ConnectionLimit>> database_limits_;
+  std::map<std::string, std::shared_ptr<ConnectionLimit>> user_limits_;
 };
 
 std::uint64_t next_server_id();

@@ -262,6 +262,60 @@ awaitable<ConnectResult> connect_server(const ServerTarget& target, const Startu
 }
 
 namespace {
+struct CheckOutcome {
+  bool ok = false;
+};
+
+awaitable<CheckOutcome> run_check(ServerConnection& conn, const std::string& query) {
+  std::string out;
+  protocol::append_query(out, query);
+  if (auto [ec, n] = co_await asio::async_write(conn.socket(), asio::buffer(out), use_nothrow); ec) co_return CheckOutcome{};
+  protocol::ReadBuffer buffer;
+  bool failed = false;
+  for (;;) {
+    protocol::Message msg;
+    auto peeked = protocol::peek_message(buffer.data(), 1u << 20, msg);
+    if (!peeked) co_return CheckOutcome{};
+    if (*peeked == 0) {
+      auto space = buffer.prepare();
+      auto [ec, n] = co_await conn.socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      if (ec) co_return CheckOutcome{};
+      buffer.commit(n);
+      continue;
+    }
+    switch (msg.type) {
+      case 'E':
+        failed = true;
+        break;
+      case 'S':
+        if (auto status = protocol::parse_parameter_status(msg.body)) conn.set_parameter(status->name, status->value);
+        break;
+      case 'Z': {
+        const bool idle = msg.body.size() == 1 && msg.body[0] == 'I';
+        buffer.consume(*peeked);
+        // Anything after the ReadyForQuery would be read by the next client.
+        co_return CheckOutcome{!failed && idle && buffer.empty()};
+      }
+      default:  // RowDescription, DataRow, CommandComplete, EmptyQueryResponse, NoticeResponse
+        break;
+    }
+    buffer.consume(*peeked);
+  }
+}
+}  // namespace
+
+awaitable<bool> check_server(ServerConnection& conn, const std::string& query, std::chrono::milliseconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  if (!conn.idle_and_clean()) co_return false;
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, timeout);
+  auto outcome = co_await (run_check(conn, query) || timer.async_wait(use_nothrow));
+  if (auto* finished = std::get_if<CheckOutcome>(&outcome)) co_return finished->ok;
+  log()->warn("[s{}] health check timed out after {} ms", conn.id(), timeout.count());
+  co_return false;
+}
+
+namespace {
 awaitable<void> send_cancel_unbounded(std::string host, std::uint16_t port, protocol::BackendKey key) {
   auto executor = co_await asio::this_coro::executor;
   tcp::resolver resolver(executor);

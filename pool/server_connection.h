@@ -62,6 +62,8 @@ class ServerConnection {
   StartupParams startup_params;  // what this connection was opened with
   StartupParams pool_key;        // which clients may use it (see Pool)
   std::string address;           // "host:port" of the backend
+  std::string host;              // where CancelRequests for it go
+  std::uint16_t port = 0;
   Clock::time_point created_at = Clock::now();
   Clock::time_point last_used_at = Clock::now();
   ServerStatements statements;   // shared prepared statements it holds (transaction mode)
@@ -93,6 +95,10 @@ using ConnectResult = std::variant<std::unique_ptr<ServerConnection>, ConnectFai
 
 awaitable<ConnectResult> connect_server(const ServerTarget& target, const StartupParams& params,
                                         std::chrono::milliseconds timeout, std::uint64_t id);
+
+// Runs `query` ("" = an empty query) and expects a clean answer ending in
+// ReadyForQuery 'I' within `timeout`: the connection is alive and idle.
+awaitable<bool> check_server(ServerConnection& conn, const std::string& query, std::chrono::milliseconds timeout);
 
 // Sends a CancelRequest for `key` to `address` and waits until the server closes
 // that connection (so the signal has been delivered when this returns).

@@ -597,10 +597,26 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   log_parameters_ = slow.log_parameters;
   tracking_statements_ = settings.mode != config::PoolMode::session && settings.max_prepared_statements > 0;
   max_prepared_statements_ = static_cast<std::size_t>(settings.max_prepared_statements);
-  return context_.pools().get_or_create(
-      database_, user_, target,
-      {settings.size, context_.config().timeouts.server_connect, context_.config().timeouts.query_wait,
-       settings.mode != config::PoolMode::session});
+  const auto& config = context_.config();
+  pool::PoolSettingsSnapshot snapshot;
+  snapshot.size = settings.size;
+  snapshot.min_size = settings.min_size;
+  snapshot.reserve_size = settings.reserve_size;
+  snapshot.reserve_timeout = settings.reserve_timeout;
+  snapshot.connect_timeout = config.timeouts.server_connect;
+  snapshot.query_wait = config.timeouts.query_wait;
+  snapshot.server_idle = config.timeouts.server_idle;
+  snapshot.server_lifetime = config.timeouts.server_lifetime;
+  snapshot.check_query = config.health.check_query;
+  snapshot.check_delay = config.health.check_delay;
+  snapshot.connect_attempts = config.retry.connect_attempts;
+  snapshot.backoff_initial = config.retry.backoff_initial;
+  snapshot.backoff_max = config.retry.backoff_max;
+  snapshot.share_tracked_parameters = settings.mode != config::PoolMode::session;
+  std::vector<std::pair<std::string, std::uint16_t>> servers;
+  for (const auto& host : db.hosts) servers.emplace_back(host.host, host.port);
+  return context_.pools().get_or_create(database_, user_, target, servers, std::move(snapshot), db.max_db_connections,
+                                        user.max_user_connections);
 }
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {
@@ -663,7 +679,7 @@ awaitable<bool> ClientSession::attach_server() {
   server_ = std::move(acquired.lease);
   relay_ = take_relay(max_message_size_);
   context_.cancels().set_target(client_key_.pid,
-                                CancelTarget{pool_->target().host, pool_->target().port, server_->backend_key});
+                                CancelTarget{server_->host, server_->port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
   if (sent_parameters_ && (sent_parameters_.get() == &server_->parameters || *sent_parameters_ == server_->parameters)) {
     co_return true;  // the usual case: the connection reports exactly what the client knows
@@ -1220,7 +1236,7 @@ void ClientSession::finish_statement(InFlightStatement& statement) {
     }
     record.client = peer_;
     if (server_) {
-      record.backend = pool_->target().address();
+      record.backend = server_->address;
       record.backend_pid = static_cast<std::int32_t>(server_->backend_key.pid);
     }
     record.protocol = statement.kind == 'Q' ? "simple" : "extended";
@@ -2020,7 +2036,7 @@ awaitable<bool> ClientSession::reset_server() {
     // nothing of it can commit any more, so the work is cancelled first rather
     // than left to hold its locks.
     if (relay_->state.transaction != 'I') {
-      co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
+      co_await pool::send_cancel(server_->host, server_->port, server_->backend_key);
     }
     co_return false;
   }
@@ -2029,7 +2045,7 @@ awaitable<bool> ClientSession::reset_server() {
     // work, then read until the server is idle again.
     log()->info("[c{}] client left with a request in flight; cancelling on s{} (backend pid {})", id_,
                 server_->id(), server_->backend_key.pid);
-    co_await pool::send_cancel(pool_->target().host, pool_->target().port, server_->backend_key);
+    co_await pool::send_cancel(server_->host, server_->port, server_->backend_key);
     if (!co_await drain_server()) co_return false;
   }
   if (relay_->state.transaction != 'I') {

@@ -74,7 +74,9 @@ class CancelRegistry {
 
 class Context {
  public:
-  explicit Context(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
+  explicit Context(std::shared_ptr<const config::Config> config)
+      : config_(std::move(config)),
+        pools_(pool::HostPolicy{config_->health.ban_time, config_->retry.backoff_initial, config_->retry.backoff_max}) {}
 
   const config::Config& config() const { return *config_; }
   pool::PoolRegistry& pools() { return pools_; }

@@ -30,7 +30,8 @@ Server::Server(std::shared_ptr<const config::Config> config)
       io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
       control_(asio::make_strand(io_)),
       signals_(control_, SIGINT, SIGTERM),
-      context_(config) {
+      context_(config),
+      janitor_(asio::make_strand(io_), context_.pools(), config->timeouts.server_connect) {
   context_.on_last_session_gone([this] { finish_if_drained(); });
   if (!config->slow_query.log.empty()) {
     SlowLogOptions options;
@@ -100,6 +101,7 @@ void Server::shutdown() {
   if (context_.shutting_down()) return;
   log()->info("shutting down: closing listeners and {} client connection(s)", context_.client_count());
   context_.begin_shutdown();
+  janitor_.stop();
   for (auto& acceptor : acceptors_) {
     error_code ec;
     acceptor->close(ec);
@@ -135,6 +137,7 @@ int Server::run() {
       if (error) std::rethrow_exception(error);
     });
   }
+  janitor_.start();
   log()->info("running with {} worker thread(s)", workers);
   std::vector<std::thread> threads;
   for (int i = 1; i < workers; ++i) threads.emplace_back([this] { io_.run(); });

@@ -7,6 +7,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "pool/asio.h"
+#include "pool/janitor.h"
 #include "proxy/context.h"
 
 namespace sluice::proxy {
@@ -34,6 +35,7 @@ class Server {
   bool finished_ = false;
   bool single_threaded_ = false;
   Context context_;
+  pool::Janitor janitor_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
 };
 

@@ -324,29 +324,130 @@ TEST(ConfigErrorTest, DocumentedLaterKeysAreNotSupportedYet) {
   const LoadResult result = load(R"(
 [sluice]
 metrics_listen = "127.0.0.1:9930"
-[pool]
-min_size = 2
-[timeouts]
-query = "10s"
-[health]
-check_delay = "30s"
 [tls.client]
 mode = "prefer"
 [databases.app]
-hosts = ["10.0.0.1:5432"]
+host = "h"
+tls = { mode = "require" }
 )");
   std::vector<std::string> got;
   for (const auto& e : result.errors) got.push_back(e.to_string());
   const std::string later = "not supported yet by this version of Sluice";
   const std::vector<std::string> expected = {
       "test.toml:2:1: sluice.metrics_listen: " + later,
-      "test.toml:4:1: pool.min_size: " + later,
-      "test.toml:6:1: timeouts.query: " + later,
-      "test.toml:7:2: health: " + later,
-      "test.toml:9:2: tls: " + later,
-      // [databases.app] uses only the later `hosts` key, so it also lacks `host`.
-      "test.toml:11:12: databases.app: missing host",
-      "test.toml:12:1: databases.app.hosts: " + later,
+      "test.toml:3:2: tls: " + later,
+      "test.toml:7:1: databases.app.tls: " + later,
+  };
+  EXPECT_EQ(got, expected) << describe(result);
+}
+
+TEST(ConfigTest, ResilienceKeysHaveDefaults) {
+  const LoadResult result = load("[databases.app]\nhost = \"h\"\n");
+  ASSERT_TRUE(result.config) << describe(result);
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.timeouts.query.count(), 0);
+  EXPECT_EQ(cfg.timeouts.client_idle.count(), 0);
+  EXPECT_EQ(cfg.timeouts.server_idle.count(), 600'000);
+  EXPECT_EQ(cfg.timeouts.server_lifetime.count(), 3'600'000);
+  EXPECT_EQ(cfg.pool.min_size, 0);
+  EXPECT_EQ(cfg.pool.reserve_size, 0);
+  EXPECT_EQ(cfg.pool.reserve_timeout.count(), 5'000);
+  EXPECT_EQ(cfg.health.check_query, "");
+  EXPECT_EQ(cfg.health.check_delay.count(), 30'000);
+  EXPECT_EQ(cfg.health.ban_time.count(), 30'000);
+  EXPECT_EQ(cfg.retry.connect_attempts, 3);
+  EXPECT_EQ(cfg.retry.backoff_initial.count(), 100);
+  EXPECT_EQ(cfg.retry.backoff_max.count(), 1'000);
+  const auto& db = cfg.databases.at("app");
+  ASSERT_EQ(db.hosts.size(), 1u);
+  EXPECT_EQ(db.hosts[0].to_string(), "h:5432");
+  EXPECT_EQ(db.max_db_connections, 0);
+}
+
+TEST(ConfigTest, ResilienceKeysAreRead) {
+  const LoadResult result = load(R"(
+[pool]
+min_size = 2
+reserve_size = 3
+reserve_timeout = "250ms"
+[timeouts]
+query = "10s"
+client_idle = "5m"
+server_idle = "30s"
+server_lifetime = "1h"
+[health]
+check_query = "SELECT 1"
+check_delay = "5s"
+ban_time = "1m"
+[retry]
+connect_attempts = 5
+backoff_initial = "50ms"
+backoff_max = "2s"
+[databases.app]
+hosts = ["10.0.0.1:5433", "db2.example", "[::1]:6000"]
+max_db_connections = 40
+pool = { min_size = 1 }
+[users.u]
+auth = "trust"
+max_user_connections = 7
+)");
+  ASSERT_TRUE(result.config) << describe(result);
+  const Config& cfg = *result.config;
+  EXPECT_EQ(cfg.pool.min_size, 2);
+  EXPECT_EQ(cfg.pool.reserve_size, 3);
+  EXPECT_EQ(cfg.pool.reserve_timeout.count(), 250);
+  EXPECT_EQ(cfg.timeouts.query.count(), 10'000);
+  EXPECT_EQ(cfg.timeouts.client_idle.count(), 300'000);
+  EXPECT_EQ(cfg.timeouts.server_idle.count(), 30'000);
+  EXPECT_EQ(cfg.timeouts.server_lifetime.count(), 3'600'000);
+  EXPECT_EQ(cfg.health.check_query, "SELECT 1");
+  EXPECT_EQ(cfg.health.check_delay.count(), 5'000);
+  EXPECT_EQ(cfg.health.ban_time.count(), 60'000);
+  EXPECT_EQ(cfg.retry.connect_attempts, 5);
+  EXPECT_EQ(cfg.retry.backoff_initial.count(), 50);
+  EXPECT_EQ(cfg.retry.backoff_max.count(), 2'000);
+  const auto& db = cfg.databases.at("app");
+  ASSERT_EQ(db.hosts.size(), 3u);
+  EXPECT_EQ(db.hosts[0].to_string(), "10.0.0.1:5433");
+  EXPECT_EQ(db.hosts[1].to_string(), "db2.example:5432");
+  EXPECT_EQ(db.hosts[2].to_string(), "::1:6000");
+  EXPECT_EQ(db.host, "10.0.0.1");
+  EXPECT_EQ(db.port, 5433);
+  EXPECT_EQ(db.max_db_connections, 40);
+  EXPECT_EQ(cfg.users.at("u").max_user_connections, 7);
+  EXPECT_EQ(cfg.pool_for(db, cfg.users.at("u")).min_size, 1);
+}
+
+TEST(ConfigErrorTest, ResilienceKeysAreValidated) {
+  const LoadResult result = load(R"(
+[pool]
+min_size = -1
+[retry]
+connect_attempts = 0
+backoff_initial = "2s"
+backoff_max = "1s"
+[databases.a]
+hosts = ["h:1", "h:1"]
+[databases.b]
+host = "h"
+hosts = ["h:2"]
+[databases.c]
+hosts = ["h:99999", ":5", "fe80::1:5432"]
+[databases.d]
+hosts = []
+)");
+  std::vector<std::string> got;
+  for (const auto& e : result.errors) got.push_back(e.to_string());
+  const std::vector<std::string> expected = {
+      "test.toml:2:12: pool.min_size: must be at least 0, got -1",
+      "test.toml:4:20: retry.connect_attempts: must be between 1 and 100, got 0",
+      "test.toml:6:15: retry.backoff_max: backoff_max (1000ms) must not be shorter than backoff_initial (2000ms)",
+      "test.toml:8:17: databases.a.hosts[1]: duplicate host \"h:1\"",
+      "test.toml:11:9: databases.b.hosts: give either host (and port) or hosts, not both",
+      "test.toml:13:10: databases.c.hosts[0]: invalid host \"h:99999\": port must be a number between 1 and 65535",
+      "test.toml:13:21: databases.c.hosts[1]: invalid host \":5\": the host name must not be empty or contain spaces",
+      "test.toml:13:27: databases.c.hosts[2]: write IPv6 addresses in brackets, e.g. \"[::1]:5432\"",
+      "test.toml:15:9: databases.d.hosts: at least one host is required",
   };
   EXPECT_EQ(got, expected) << describe(result);
 }
