@@ -152,6 +152,17 @@ void ConnectionLimit::add_member(const std::shared_ptr<Pool>& pool) {
   members_.push_back(pool);
 }
 
+bool ConnectionLimit::others_waiting(const Pool* except) const {
+  std::vector<std::shared_ptr<Pool>> members;
+  {
+    std::lock_guard lock(mutex_);
+    if (open_ < max_) return false;  // they can open their own
+    for (auto& weak : members_)
+      if (auto pool = weak.lock(); pool && pool.get() != except) members.push_back(std::move(pool));
+  }
+  return std::any_of(members.begin(), members.end(), [](const auto& pool) { return pool->counts().waiting > 0; });
+}
+
 void ConnectionLimit::evict_idle_from_others(const Pool* except) {
   std::vector<std::shared_ptr<Pool>> members;
   {

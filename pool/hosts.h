@@ -115,6 +115,9 @@ class ConnectionLimit {
   // pool whose clients wait is not starved by another pool's idle connections.
   // Call without any pool's lock held.
   void evict_idle_from_others(const Pool* except);
+  // Whether a member other than `except` has clients waiting (call without any
+  // pool's lock held).
+  bool others_waiting(const Pool* except) const;
   int max() const { return max_; }
   int open() const;
   const std::string& what() const { return what_; }

@@ -373,6 +373,7 @@ void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
   conn->last_used_at = now;
   std::vector<std::unique_ptr<ServerConnection>> to_close;
   int freed = 0;
+  bool went_idle = false;
   {
     std::lock_guard lock(mutex_);
     if (closing_ || expired(*conn, now)) {
@@ -384,9 +385,16 @@ void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
       idle_.push_back(std::move(conn));
     }
     if (!closing_) serve_waiters_locked(to_close);
+    went_idle = !idle_.empty();
   }
   for (auto& c : to_close) c->close();
   return_tokens(freed);
+  // Under a shared limit, an idle connection here must not starve another pool's
+  // waiting clients: its slot goes to them.
+  if (went_idle && ((limits_.database && limits_.database->others_waiting(this)) ||
+                    (limits_.user && limits_.user->others_waiting(this)))) {
+    close_one_idle();
+  }
 }
 
 void Pool::drop(std::unique_ptr<ServerConnection> conn) {

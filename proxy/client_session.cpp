@@ -215,6 +215,7 @@ void ClientSession::park() {
   // Logged in without a server connection: nothing of this session but the object
   // itself waits for the client's next bytes (no coroutine frames, no buffers, no
   // server), as PgBouncer does, so idle clients cost little.
+  arm_idle_timer();  // client_idle, when configured
   client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
     // The completion handler owns the session while resume() runs.
     asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
@@ -229,6 +230,7 @@ void ClientSession::park() {
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
+  disarm_idle_timer();
   if (!server_) {
     const auto readiness = wait_error ? ClientReadiness::leaving : client_readiness();
     if (readiness == ClientReadiness::leaving) {
@@ -279,7 +281,8 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     // the same server carries on.
   }
 
-  disarm_idle_transaction_timer();
+  disarm_idle_timer();
+  disarm_query_timer();
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   switch (end) {
     case RelayEnd::client_terminated:
@@ -308,6 +311,18 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       // the close exactly as it would from PostgreSQL, with nothing of ours appended.
       log()->info("[c{}] server connection s{} closed{}; closing client", id_, server_->id(),
                   end == RelayEnd::server_protocol_error ? " after a protocol error" : "");
+      if (!relay_->state.fatal && client_stream_at_boundary()) {
+        // The server vanished without a word (crash, kill, network): say so rather
+        // than leave the client with a bare EOF. Nothing is replayed: whatever was
+        // in flight, and any open transaction, is gone (PostgreSQL rolls it back).
+        std::string out;
+        protocol::append_error_response(
+            out, {"FATAL", "08006", "server connection lost",
+                  "Sluice's connection to PostgreSQL " + server_->address +
+                      " closed unexpectedly; a transaction in progress was rolled back by PostgreSQL and "
+                      "nothing was retried."});
+        send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+      }
       server_.discard();
       close_client();
       break;
@@ -849,32 +864,95 @@ awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   }
 }
 
-void ClientSession::arm_idle_transaction_timer() {
-  const auto limit = context_.config().timeouts.idle_transaction;
-  if (limit.count() == 0 || !relay_) return;
-  const auto& state = relay_->state;
-  if (state.pending != 0 || state.unsynced || state.copy_in || state.transaction == 'I') return;
+void ClientSession::arm_idle_timer() {
+  const auto& timeouts = context_.config().timeouts;
+  if (timeouts.idle_transaction.count() == 0 && timeouts.client_idle.count() == 0) return;
+  std::chrono::milliseconds limit{0};
+  if (relay_ && server_) {
+    const auto& state = relay_->state;
+    if (state.pending != 0 || state.unsynced || state.copy_in) return;
+    if (state.transaction != 'I') limit = timeouts.idle_transaction;
+    if (timeouts.client_idle.count() > 0 && (limit.count() == 0 || timeouts.client_idle < limit)) {
+      limit = timeouts.client_idle;
+    }
+  } else {
+    limit = timeouts.client_idle;  // parked: no server, no transaction
+  }
+  if (limit.count() == 0) return;
   if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
   idle_timer_->expires_after(limit);
   idle_timer_->async_wait([weak = weak_from_this()](error_code ec) {
     if (ec) return;  // cancelled: the client spoke, or the session ended
-    if (auto self = weak.lock()) self->idle_transaction_expired();
+    if (auto self = weak.lock()) self->idle_timer_expired();
   });
 }
 
-void ClientSession::idle_transaction_expired() {
-  // Still idle in the transaction? (The timer may have fired as bytes arrived.)
-  if (!relay_ || relay_->state.pending != 0 || relay_->state.transaction == 'I') return;
-  const auto limit = context_.config().timeouts.idle_transaction;
-  log()->info("[c{}] closing {}: idle in transaction for idle_transaction ({} ms); rolling back", id_, peer_,
-              limit.count());
+void ClientSession::idle_timer_expired() {
+  const auto& timeouts = context_.config().timeouts;
+  const bool attached = relay_ && server_;
+  // Still idle? (The timer may have fired as bytes arrived.)
+  if (attached && (relay_->state.pending != 0 || relay_->state.unsynced || relay_->state.copy_in)) return;
+  if (!attached && !login_buffer_.empty()) return;
+  const bool in_transaction = attached && relay_->state.transaction != 'I';
+  const bool transaction_limit = in_transaction && timeouts.idle_transaction.count() > 0 &&
+                                 (timeouts.client_idle.count() == 0 || timeouts.idle_transaction <= timeouts.client_idle);
   std::string out;
-  const std::string detail = "Sluice's [timeouts] idle_transaction is " + std::to_string(limit.count()) + " ms.";
-  protocol::append_error_response(
-      out, {"FATAL", "25P03", "terminating connection due to idle-in-transaction timeout", detail});
+  if (transaction_limit) {
+    log()->info("[c{}] closing {}: idle in transaction for idle_transaction ({} ms); rolling back", id_, peer_,
+                timeouts.idle_transaction.count());
+    const std::string detail =
+        "Sluice's [timeouts] idle_transaction is " + std::to_string(timeouts.idle_transaction.count()) + " ms.";
+    protocol::append_error_response(
+        out, {"FATAL", "25P03", "terminating connection due to idle-in-transaction timeout", detail});
+  } else {
+    log()->info("[c{}] closing {}: idle for client_idle ({} ms){}", id_, peer_, timeouts.client_idle.count(),
+                in_transaction ? "; rolling back" : "");
+    const std::string detail =
+        "Sluice's [timeouts] client_idle is " + std::to_string(timeouts.client_idle.count()) + " ms.";
+    protocol::append_error_response(out, {"FATAL", "57P05", "terminating connection due to idle-session timeout", detail});
+  }
+  // Between replies the client's stream is on a message boundary.
   send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
-  // The relay ends as if the client had left; the server is rolled back and reused.
+  // The relay ends as if the client had left; the server is rolled back and reused
+  // (a parked client's readiness wait ends and it is closed).
   close_client();
+}
+
+void ClientSession::arm_query_timer() {
+  const auto limit = context_.config().timeouts.query;
+  if (limit.count() == 0 || query_timer_armed_) return;
+  if (!query_timer_) query_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
+  query_timer_armed_ = true;
+  query_timer_->expires_after(limit);
+  query_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->query_timer_expired();
+  });
+}
+
+void ClientSession::query_timer_expired() {
+  if (!query_timer_armed_) return;
+  query_timer_armed_ = false;
+  if (!server_ || !relay_ || relay_->state.pending == 0) return;
+  const auto limit = context_.config().timeouts.query;
+  log()->info("[c{}] statement running longer than query ({} ms); cancelling it on s{} (backend pid {})", id_,
+              limit.count(), server_->id(), server_->backend_key.pid);
+  // Counted like a client's own cancel: the server is not released (nor reset)
+  // until the CancelRequest has landed, so it cannot hit another client's query.
+  cancels_in_flight_->fetch_add(1);
+  asio::co_spawn(
+      client_.get_executor(),
+      [](std::string host, std::uint16_t port, protocol::BackendKey key, CancelsInFlight counter) -> awaitable<void> {
+        co_await pool::send_cancel(std::move(host), port, key);
+        counter->fetch_sub(1);
+      }(server_->host, server_->port, server_->backend_key, cancels_in_flight_),
+      asio::detached);
+}
+
+bool ClientSession::client_stream_at_boundary() const {
+  if (!relay_) return true;
+  if (!tracking_statements_) return relay_->server_scanner.at_boundary();
+  return relay_->server_passing == 0;  // bytes held in server_in were not sent on yet
 }
 
 bool ClientSession::release_now() {
@@ -882,6 +960,7 @@ bool ClientSession::release_now() {
   // before this client (or any other) can send its next request.
   if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
   context_.cancels().set_target(client_key_.pid, std::nullopt);
+  disarm_query_timer();
   // A cancel counted just before the target went: release_server waits for it.
   if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
@@ -895,6 +974,7 @@ bool ClientSession::release_now() {
 
 awaitable<void> ClientSession::release_server() {
   context_.cancels().set_target(client_key_.pid, std::nullopt);
+  disarm_query_timer();
   co_await wait_for_cancels_in_flight();
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
   const bool trusted = !relay_->discard_on_release;
@@ -1308,7 +1388,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
-      disarm_idle_transaction_timer();
+      disarm_idle_timer();
       if (!server_) {
         // The server pump released the server while this read completed: the bytes
         // are the client's next request, for the next server.
@@ -1342,6 +1422,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       }
       relay_->forwarding = false;
     }
+    if (relay_->state.pending > 0) arm_query_timer();
     if (outcome->stopped) co_return RelayEnd::client_terminated;
     if (co_await cancelled()) co_return RelayEnd::cancelled;
     maybe_grow(relay_->client_buffer, n);
@@ -1370,7 +1451,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     }
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
-    if (!released) arm_idle_transaction_timer();
+    if (relay_->state.pending == 0) disarm_query_timer();
+    if (!released) arm_idle_timer();
     if (pool_mode_ != config::PoolMode::session) {
       if (released || release_due()) co_return RelayEnd::released;  // resume() waits for cancels in flight
       if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
@@ -1718,7 +1800,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       in.commit(n);
-      disarm_idle_transaction_timer();
+      disarm_idle_timer();
       if (!server_) {  // released meanwhile (see pump_client_to_server)
         auto pending = in.data();
         auto stash = login_buffer_.prepare(pending.size());
@@ -1777,6 +1859,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
     if (!co_await send_to_server(reinterpret_cast<const std::uint8_t*>(out.data()), out.size())) {
       co_return RelayEnd::server_closed;
     }
+    if (relay_->state.pending > 0) arm_query_timer();
     if (terminated) {
       relay_->server_stream_broken = relay_->server_stream_broken || !in.empty();
       co_return RelayEnd::client_terminated;
@@ -1992,8 +2075,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
       sent = co_await send_to_client(data.data(), pos);
     }
     if (!sent) co_return RelayEnd::client_closed;
+    if (relay_->state.pending == 0) disarm_query_timer();
     if (released || release_due()) co_return RelayEnd::released;
-    arm_idle_transaction_timer();
+    arm_idle_timer();
     if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
         relay_->state.transaction != 'I') {
       co_return RelayEnd::transaction_block;

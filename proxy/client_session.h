@@ -233,14 +233,31 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   };
   std::unique_ptr<Relay> relay_;
   bool console_ = false;
-  // [timeouts] idle_transaction: armed when a reply leaves the client inside a
-  // transaction with nothing owed, cancelled by the client's next bytes.
+  // [timeouts] idle_transaction and client_idle: armed when a reply leaves the
+  // client with nothing owed (and when a client parks), cancelled by the client's
+  // next bytes. Allocated only when one of them is configured.
   std::unique_ptr<asio::steady_timer> idle_timer_;
-  void arm_idle_transaction_timer();
-  void disarm_idle_transaction_timer() {
+  void arm_idle_timer();
+  void disarm_idle_timer() {
     if (idle_timer_) idle_timer_->cancel();
   }
-  void idle_transaction_expired();
+  void idle_timer_expired();
+  // [timeouts] query: armed when a request goes to the server with nothing owed
+  // before, cancelled when nothing is owed any more; on expiry the running
+  // statement is cancelled (CancelRequest), as a client's own cancel would.
+  std::unique_ptr<asio::steady_timer> query_timer_;
+  bool query_timer_armed_ = false;
+  void arm_query_timer();
+  void disarm_query_timer() {
+    if (query_timer_armed_) {
+      query_timer_armed_ = false;
+      query_timer_->cancel();
+    }
+  }
+  void query_timer_expired();
+  // Whether what the client has received so far ends on a message boundary (so
+  // that an ErrorResponse of Sluice's own may follow).
+  bool client_stream_at_boundary() const;
   bool recording_ = false;
   std::chrono::nanoseconds slow_threshold_{};
   bool log_parameters_ = false;
