@@ -19,7 +19,9 @@ std::chrono::milliseconds next_backoff(std::chrono::milliseconds previous, std::
   if (full > max) full = max;
   if (full < std::chrono::milliseconds(1)) full = std::chrono::milliseconds(1);
   const auto half = full / 2;
-  return half + std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>((full - half).count()) * random));
+  const auto delay =
+      half + std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>((full - half).count()) * random));
+  return std::max(delay, std::chrono::milliseconds(1));  // a zero delay would spin
 }
 
 bool is_host_failure(const ConnectFailure& failure) {
