@@ -20,7 +20,12 @@ void log_exception(std::exception_ptr error) {
 }  // namespace
 
 Janitor::Janitor(asio::any_io_executor executor, PoolRegistry& pools, std::chrono::milliseconds connect_timeout)
-    : executor_(executor), pools_(pools), connect_timeout_(connect_timeout), timer_(executor) {}
+    : executor_(executor),
+      pools_(pools),
+      // A check must end even when server_connect is off: a host that swallows
+      // packets would otherwise hold its check (and the host's recovery) for ever.
+      connect_timeout_(connect_timeout.count() > 0 ? connect_timeout : std::chrono::milliseconds(5000)),
+      timer_(executor) {}
 
 void Janitor::start() { asio::co_spawn(executor_, loop(), log_exception); }
 

@@ -3,6 +3,7 @@
 #include "support/harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -207,6 +209,10 @@ SharedPostgres& shared_postgres() {
   static SharedPostgres holder;
   return holder;
 }
+SharedPostgres& secondary_postgres() {
+  static SharedPostgres holder;
+  return holder;
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -224,6 +230,57 @@ PostgresServer& PostgresServer::shared() {
     throw std::runtime_error(holder.failure);
   }
   return *holder.server;
+}
+
+PostgresServer& PostgresServer::secondary() {
+  SharedPostgres& holder = secondary_postgres();
+  std::lock_guard lock(holder.mutex);
+  if (holder.server != nullptr) return *holder.server;
+  if (!holder.failure.empty()) throw std::runtime_error(holder.failure);
+  try {
+    holder.server = new PostgresServer();
+  } catch (const std::exception& e) {
+    holder.failure = std::string("the second PostgreSQL for the tests did not start: ") + e.what();
+    throw std::runtime_error(holder.failure);
+  }
+  return *holder.server;
+}
+
+std::vector<std::string> PostgresServer::pg_ctl_command(std::vector<std::string> args) const {
+  std::vector<std::string> argv;
+  if (as_postgres_user_) argv = run_as_postgres();
+  argv.push_back(pg_bindir() + "/pg_ctl");
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+void PostgresServer::stop_immediate() {
+  if (stopped_) return;
+  const auto argv = pg_ctl_command({"-D", data_dir_, "stop", "-m", "immediate", "-w", "-t", "60"});
+  const auto r = run_command(argv, base_dir_);
+  if (r.status != 0) throw std::runtime_error(describe(argv) + " failed:\n" + r.output);
+  stopped_ = true;
+}
+
+void PostgresServer::start_again() {
+  if (!stopped_) return;
+  const std::string log_path = base_dir_ + "/postgres.log";
+  const std::size_t log_before = read_text_file(log_path).size();
+  const auto argv = pg_ctl_command(
+      {"-D", data_dir_, "-l", log_path, "-w", "-t", "60", "-o", "-p " + std::to_string(port_), "start"});
+  const auto r = run_command(argv, base_dir_);
+  if (r.status != 0) {
+    throw std::runtime_error(describe(argv) + " failed:\n" + r.output + "\npostgres.log:\n" +
+                             tail(read_text_file(log_path).substr(log_before), 60));
+  }
+  stopped_ = false;
+  // pg_ctl -w waits for the postmaster to be ready; wait (bounded) for a real password login over TCP,
+  // as Sluice makes them, so that the caller measures from a server that serves clients.
+  const std::string info = conninfo("postgres", "postgres", "postgres_pw");
+  if (!wait_for([&] { return PQstatus(connect(info).get()) == CONNECTION_OK; }, 60s)) {
+    throw std::runtime_error("PostgreSQL restarted on port " + std::to_string(port_) +
+                             " but refuses logins; log:\n" + tail(read_text_file(log_path).substr(log_before), 60));
+  }
 }
 
 PostgresServer::PostgresServer() {
@@ -742,6 +799,148 @@ ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::s
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
 }
+
+PgConn connect_verbose(const std::string& conninfo, std::chrono::milliseconds timeout) {
+  PgConn conn(PQconnectStart(conninfo.c_str()));
+  if (!conn) return PgConn(PQconnectdb("host=/nonexistent-sluice-test-dir port=1"));  // BAD, never null
+  PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
+  if (PQstatus(conn.get()) == CONNECTION_BAD) return conn;
+  const auto deadline = Clock::now() + timeout;
+  PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+  while (status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left <= 0ms) break;  // still CONNECTION_STARTED/MADE/...: the caller sees it is not OK
+    pollfd pfd{PQsocket(conn.get()), static_cast<short>(status == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    if (::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000))) < 0 && errno != EINTR) break;
+    if (pfd.revents == 0) continue;
+    status = PQconnectPoll(conn.get());
+  }
+  return conn;
+}
+
+std::string sqlstate_in_message(const std::string& message) {
+  static const std::regex pattern(R"((?:ERROR|FATAL|PANIC):  ([0-9A-Z]{5}):)");
+  std::smatch m;
+  if (std::regex_search(message, m, pattern)) return m[1].str();
+  return "";
+}
+
+int open_fd_count(int pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return -1;
+  int count = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(dir);
+  return count;
+}
+
+long rss_kib(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+namespace {
+std::string sql_literal(const std::string& value) {
+  std::string out = "'";
+  for (char c : value) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string backend_filter(const std::string& user, const std::string& dbname, const std::string& state) {
+  std::string where = "backend_type = 'client backend' AND pid <> pg_backend_pid()";
+  if (!user.empty()) where += " AND usename = " + sql_literal(user);
+  if (!dbname.empty()) where += " AND datname = " + sql_literal(dbname);
+  if (!state.empty()) where += " AND state = " + sql_literal(state);
+  return where;
+}
+}  // namespace
+
+int backend_count(const PostgresServer& pg, const std::string& user, const std::string& dbname,
+                  const std::string& state) {
+  return std::stoi(pg.query_value(
+      "SELECT count(*) FROM pg_stat_activity WHERE " + backend_filter(user, dbname, state), "postgres"));
+}
+
+std::vector<int> backend_pids(const PostgresServer& pg, const std::string& user, const std::string& dbname,
+                              const std::string& state) {
+  const std::string list = pg.query_value("SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') "
+                                          "FROM pg_stat_activity WHERE " + backend_filter(user, dbname, state),
+                                          "postgres");
+  std::vector<int> pids;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) pids.push_back(std::stoi(item));
+  }
+  return pids;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BlackHoleListener
+
+struct BlackHoleListener::State {
+  int listen_fd = -1;
+  int wake[2] = {-1, -1};
+  std::atomic<int> accepted{0};
+  std::vector<int> held;  // touched only by the thread until it is joined
+  std::thread thread;
+};
+
+BlackHoleListener::BlackHoleListener() : state_(std::make_unique<State>()) {
+  State& st = *state_;
+  st.listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (st.listen_fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(st.listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(st.listen_fd, 128) != 0 ||
+      ::getsockname(st.listen_fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0 || ::pipe2(st.wake, O_CLOEXEC) != 0) {
+    const int err = errno;
+    ::close(st.listen_fd);
+    throw std::runtime_error(std::string("black hole listener: ") + std::strerror(err));
+  }
+  port_ = ntohs(addr.sin_port);
+  st.thread = std::thread([&st] {
+    for (;;) {
+      pollfd fds[2] = {{st.listen_fd, POLLIN, 0}, {st.wake[0], POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds[1].revents != 0) return;
+      if (fds[0].revents != 0) {
+        const int fd = ::accept4(st.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          st.held.push_back(fd);
+          st.accepted.fetch_add(1);
+        }
+      }
+    }
+  });
+}
+
+BlackHoleListener::~BlackHoleListener() {
+  State& st = *state_;
+  (void)!::write(st.wake[1], "x", 1);
+  if (st.thread.joinable()) st.thread.join();
+  for (int fd : st.held) ::close(fd);
+  ::close(st.listen_fd);
+  ::close(st.wake[0]);
+  ::close(st.wake[1]);
+}
+
+int BlackHoleListener::accepted() const { return state_->accepted.load(); }
+
+// ---------------------------------------------------------------------------------------------
 
 std::string tail_lines(const std::string& text, std::size_t lines) {
   std::size_t pos = text.size();

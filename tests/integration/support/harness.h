@@ -44,12 +44,28 @@ class PostgresServer {
   // Everything PostgreSQL logged so far.
   std::string log() const;
 
+  // A second, independent PostgreSQL with the same roles, passwords and databases (its own temp dir,
+  // port, Unix socket and watchdog), started on first use and stopped at exit like shared(). initdb
+  // costs a few seconds: only tests that need two servers should ask for it.
+  static PostgresServer& secondary();
+
+  // Fault injection. stop_immediate() is `pg_ctl stop -m immediate` (every backend killed at once, no
+  // shutdown checkpoint, clients see FATAL 57P01 or a dropped connection); it throws if pg_ctl fails.
+  // start_again() starts the same data directory on the same port (crash recovery) and returns once
+  // PostgreSQL accepts a password login over TCP (bounded: throws after 60 s). Both are for the
+  // thread that runs the tests; exec() and query_value() throw while the server is stopped.
+  void stop_immediate();
+  void start_again();
+  bool stopped() const { return stopped_; }
+
  private:
   friend struct SharedPostgres;
   PostgresServer();
   ~PostgresServer();
   void start();
   void stop() noexcept;
+  std::vector<std::string> pg_ctl_command(std::vector<std::string> args) const;
+  bool stopped_ = false;
   int port_ = 0;
   std::string base_dir_;
   std::string data_dir_;
@@ -133,6 +149,47 @@ struct ProcessResult {
 // settings a developer's shell may carry), stdout and stderr captured; killed after `timeout`.
 ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   std::chrono::milliseconds timeout = std::chrono::seconds(180));
+
+// Like connect(), but with libpq's error verbosity set to VERBOSE before the login starts, so that
+// every error message (PQerrorMessage, PQresultErrorMessage), including one that arrives during the
+// login or just before the server closes the connection (when libpq replaces the result's fields by
+// the connection loss), carries its SQLSTATE: "FATAL:  08006: message\nDETAIL:  ...". Bounded by
+// `timeout` (libpq's connect_timeout does not apply to this non-blocking login); never returns null.
+PgConn connect_verbose(const std::string& conninfo, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+// The SQLSTATE of the first "ERROR:  XXXXX:" / "FATAL:  XXXXX:" / "PANIC:  XXXXX:" in a verbose error
+// message (see connect_verbose); "" when there is none.
+std::string sqlstate_in_message(const std::string& message);
+
+// Per-process figures from /proc: open file descriptors (-1 when the process is gone), resident set
+// size in KiB (VmRSS; -1 when unknown).
+int open_fd_count(int pid);
+long rss_kib(int pid);
+
+// Client backends in `pg`'s pg_stat_activity for `user` on `dbname` (either may be "" = any), with
+// `state` when it is not empty ("idle", "active", "idle in transaction"); their pids, ascending.
+// Asked over a fresh superuser connection to the `postgres` database, so the asking connection is
+// never counted. Throw (as query_value does) while the server is stopped.
+int backend_count(const PostgresServer& pg, const std::string& user, const std::string& dbname,
+                  const std::string& state = "");
+std::vector<int> backend_pids(const PostgresServer& pg, const std::string& user, const std::string& dbname,
+                              const std::string& state = "");
+
+// A TCP listener on 127.0.0.1 (a free port) that accepts every connection and never sends a byte:
+// a backend that hangs. Connections are held until destruction.
+class BlackHoleListener {
+ public:
+  BlackHoleListener();
+  ~BlackHoleListener();
+  BlackHoleListener(const BlackHoleListener&) = delete;
+  BlackHoleListener& operator=(const BlackHoleListener&) = delete;
+  int port() const { return port_; }
+  int accepted() const;  // connections accepted so far
+
+ private:
+  struct State;
+  int port_ = 0;
+  std::unique_ptr<State> state_;
+};
 
 // Small helpers the tests share.
 // The last `lines` lines of `text` (all of it when it has no more than that).
