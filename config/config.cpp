@@ -362,8 +362,33 @@ void read_listen(Checker& c, const toml::node& node, const std::string& key, Con
 
 void read_sluice(Checker& c, const toml::table& table, const std::string& path, Config& cfg) {
   check_keys(c, table, path,
-             {"listen", "workers", "max_client_conn", "log_level", "max_message_size", "admin_users", "stats_users"},
-             {"metrics_listen"});
+             {"listen", "workers", "max_client_conn", "log_level", "max_message_size", "admin_users", "stats_users",
+              "metrics_listen", "shutdown_timeout", "so_reuseport"},
+             {});
+  if (const auto* node = table.get("metrics_listen")) {
+    if (auto text = get_string(c, *node, child_key(path, "metrics_listen"))) {
+      std::string why;
+      if (text->empty()) {
+        cfg.metrics_listen.clear();
+      } else if (auto address = parse_listen(*text, why)) {
+        cfg.metrics_listen = address->host.find(':') != std::string::npos
+                                 ? "[" + address->host + "]:" + std::to_string(address->port)
+                                 : address->host + ":" + std::to_string(address->port);
+      } else {
+        c.error(node->source(), child_key(path, "metrics_listen"), "invalid address " + quoted(*text) + ": " + why);
+      }
+    }
+  }
+  if (const auto* node = table.get("shutdown_timeout")) {
+    if (auto d = get_duration(c, *node, child_key(path, "shutdown_timeout"))) cfg.shutdown_timeout = *d;
+  }
+  if (const auto* node = table.get("so_reuseport")) {
+    if (const auto* value = node->as_boolean()) {
+      cfg.so_reuseport = value->get();
+    } else {
+      type_error(c, *node, child_key(path, "so_reuseport"), "true or false");
+    }
+  }
   // admin_users / stats_users: arrays of user names (they log in as in [users]).
   auto read_names = [&](const char* name, std::vector<std::string>& out) {
     const auto* node = table.get(name);

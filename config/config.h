@@ -163,6 +163,13 @@ struct Config {
   // run every command, stats_users only SHOW. They log in as configured in [users].
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;
+  // "host:port" for /metrics, /healthz, /readyz; empty = off.
+  std::string metrics_listen;
+  // SIGTERM / SHUTDOWN: clients may finish their transactions this long.
+  Duration shutdown_timeout{30'000};
+  // Listen with SO_REUSEPORT, so a new process can take over the port while the
+  // old one drains (zero-downtime restart).
+  bool so_reuseport = false;
   PoolSettings pool;
   Timeouts timeouts;
   HealthSettings health;

@@ -63,6 +63,7 @@ void Host::record_failure(const std::string& reason, const ServerTarget& check, 
   if (!down_) {
     log()->warn("server {} is down: {}", address_, reason);
     down_ = true;
+    ++times_down_;
     down_since_ = now;
     backoff_ = {};
     next_check_ = now + policy_.backoff_initial;
@@ -71,7 +72,7 @@ void Host::record_failure(const std::string& reason, const ServerTarget& check, 
 
 Host::Status Host::status() const {
   std::lock_guard lock(mutex_);
-  return Status{down_, last_failure_, down_since_, failures_};
+  return Status{down_, last_failure_, down_since_, failures_, times_down_};
 }
 
 bool Host::claim_check(Clock::time_point now, ServerTarget& target, StartupParams& params) {

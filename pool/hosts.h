@@ -59,6 +59,7 @@ class Host {
     std::string last_failure;
     Clock::time_point down_since{};
     int failures = 0;  // consecutive
+    std::uint64_t times_down = 0;  // since start
   };
   Status status() const;
 
@@ -76,6 +77,7 @@ class Host {
   bool down_ = false;
   bool check_running_ = false;
   int failures_ = 0;
+  std::uint64_t times_down_ = 0;
   std::string last_failure_;
   Clock::time_point down_since_{};
   Clock::time_point last_failure_at_{};

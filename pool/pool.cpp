@@ -50,6 +50,7 @@ struct Pool::Waiter {
   explicit Waiter(asio::any_io_executor executor, const StartupParams& k)
       : key(k), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
   const StartupParams& key;
+  Clock::time_point since = Clock::now();
   asio::steady_timer timer;
   std::unique_ptr<ServerConnection> conn;
   bool may_open = false;
@@ -80,18 +81,22 @@ ConnectFailure shutdown_failure() {
 }
 }  // namespace
 
-Pool::Pool(std::string name, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
+Pool::Pool(std::string database, std::string user, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
            PoolSettingsSnapshot settings, PoolLimits limits)
-    : name_(std::move(name)),
+    : database_(std::move(database)),
+      user_(std::move(user)),
+      name_(database_ + "/" + user_),
       target_(std::move(target)),
-      hosts_(std::move(hosts)),
-      settings_(std::move(settings)),
-      limits_(std::move(limits)) {}
+      share_tracked_(settings.share_tracked_parameters),
+      mode_(settings.mode),
+      limits_(std::move(limits)),
+      hosts_(std::make_shared<const std::vector<std::shared_ptr<Host>>>(std::move(hosts))),
+      settings_(std::make_shared<const PoolSettingsSnapshot>(std::move(settings))) {}
 
 Pool::~Pool() { close_idle(); }
 
 StartupParams Pool::key_for(const StartupParams& params) const {
-  return settings_.share_tracked_parameters ? sharing_key(params) : params;
+  return share_tracked_ ? sharing_key(params) : params;
 }
 
 Pool::SlotRefusal Pool::take_slot_locked(int cap) {
@@ -115,19 +120,25 @@ void Pool::return_tokens(int count) {
   }
 }
 
+bool Pool::any_host_usable_locked(Clock::time_point now) const {
+  return std::any_of(hosts_->begin(), hosts_->end(), [&](const auto& host) { return host->usable(now); });
+}
+
 bool Pool::any_host_usable(Clock::time_point now) const {
-  return std::any_of(hosts_.begin(), hosts_.end(), [&](const auto& host) { return host->usable(now); });
+  std::lock_guard lock(mutex_);
+  return any_host_usable_locked(now);
 }
 
 ConnectFailure Pool::hosts_down_failure() const {
+  const auto hosts = this->hosts();
   std::string reason;
-  for (const auto& host : hosts_) {
+  for (const auto& host : hosts) {
     const auto status = host->status();
     if (!reason.empty()) reason += "; ";
     reason += "server " + host->address() + " is down";
     if (!status.last_failure.empty()) reason += ": " + status.last_failure;
   }
-  if (hosts_.size() > 1) reason = "every server of " + name_ + " is down (" + reason + ")";
+  if (hosts.size() > 1) reason = "every server of " + name_ + " is down (" + reason + ")";
   return ConnectFailure{std::move(reason), {}, "08006"};
 }
 
@@ -141,7 +152,7 @@ void Pool::fail_waiters_locked(const ConnectFailure& failure) {
 }
 
 bool Pool::expired(const ServerConnection& conn, Clock::time_point now) const {
-  return settings_.server_lifetime.count() > 0 && now - conn.created_at >= settings_.server_lifetime;
+  return settings_->server_lifetime.count() > 0 && now - conn.created_at >= settings_->server_lifetime;
 }
 
 awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_t client_id) {
@@ -153,14 +164,17 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     bool may_open = false;
     bool blocked_by_limit = false;
     std::optional<ConnectFailure> failure;
+    bool refused_hosts_down = false;
     std::shared_ptr<Waiter> waiter;
+    std::shared_ptr<const PoolSettingsSnapshot> settings;
     int freed = 0;
     const auto now = Clock::now();
     {
       std::lock_guard lock(mutex_);
+      settings = settings_;
       if (closing_) {
         failure = shutdown_failure();
-      } else if (waiters_.empty()) {
+      } else if (waiters_.empty() && !paused_) {
         // Most recently used first: it is the most likely to be warm.
         for (auto it = idle_.rbegin(); it != idle_.rend();) {
           if ((*it)->pool_key != key) {
@@ -169,7 +183,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
           }
           auto conn = std::move(*it);
           it = decltype(it)(idle_.erase(std::next(it).base()));
-          if (!expired(*conn, now) && conn->idle_and_clean()) {
+          if (!expired(*conn, now) && conn->generation == generation_ && conn->idle_and_clean()) {
             found = std::move(conn);
             break;
           }
@@ -178,10 +192,10 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
           ++freed;
         }
         if (!found) {
-          if (!any_host_usable(now)) {
+          if (!any_host_usable_locked(now)) {
             // Refused at once: waiting out a connect timeout per client helps nobody.
-            failure = hosts_down_failure();
-          } else if (const auto refusal = take_slot_locked(settings_.size); refusal == SlotRefusal::none) {
+            refused_hosts_down = true;
+          } else if (const auto refusal = take_slot_locked(settings_->size); refusal == SlotRefusal::none) {
             may_open = true;
           } else if (!idle_.empty()) {
             // Full, but an idle connection was opened with other startup parameters:
@@ -194,7 +208,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
           }
         }
       }
-      if (!found && !may_open && !failure) {
+      if (!found && !may_open && !failure && !refused_hosts_down) {
         waiter = std::make_shared<Waiter>(executor, key);
         waiters_.push_back(waiter);
       }
@@ -205,6 +219,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     }
     to_close.clear();
     return_tokens(freed);
+    if (refused_hosts_down) failure = hosts_down_failure();
     if (blocked_by_limit) {
       if (limits_.database) limits_.database->evict_idle_from_others(this);
       if (limits_.user) limits_.user->evict_idle_from_others(this);
@@ -215,9 +230,9 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
       // Woken by serve_waiters_locked (which cancels the timer), or by the timer at
       // the reserve or query_wait deadline; the loop guards against any other wake-up.
       const auto started = Clock::now();
-      const auto deadline = settings_.query_wait.count() > 0 ? started + settings_.query_wait
+      const auto deadline = settings->query_wait.count() > 0 ? started + settings->query_wait
                                                               : asio::steady_timer::time_point::max();
-      auto reserve_at = settings_.reserve_size > 0 ? started + settings_.reserve_timeout
+      auto reserve_at = settings->reserve_size > 0 ? started + settings->reserve_timeout
                                                    : asio::steady_timer::time_point::max();
       bool timed_out = false;
       for (;;) {
@@ -227,7 +242,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
           const auto at = Clock::now();
           if (at >= reserve_at) {
             reserve_at = asio::steady_timer::time_point::max();
-            if (take_slot_locked(settings_.size + settings_.reserve_size) == SlotRefusal::none) {
+            if (take_slot_locked(settings_->size + settings_->reserve_size) == SlotRefusal::none) {
               log()->info("[c{}] pool {} full for reserve_timeout; opening a reserve connection", client_id, name_);
               waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
               waiter->served = true;
@@ -247,10 +262,10 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
       }
       if (timed_out) {
         log()->info("[c{}] no server connection in pool {} within query_wait ({} ms)", client_id, name_,
-                    settings_.query_wait.count());
+                    settings->query_wait.count());
         co_return AcquireResult{
             Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" +
-                                        describe_limit(settings_.query_wait) + ")",
+                                        describe_limit(settings->query_wait) + ")",
                                     {}, "57014"}};
       }
       if (waiter->conn) found = std::move(waiter->conn);
@@ -260,7 +275,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     if (failure) co_return AcquireResult{Lease(), std::move(*failure)};
 
     if (found) {
-      if (!co_await healthy(*found, client_id)) {
+      if (!co_await healthy(*found, *settings, client_id)) {
         drop(std::move(found));
         continue;  // another connection, without the client noticing
       }
@@ -276,7 +291,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
       {
         std::lock_guard lock(mutex_);
         --open_;
-        if (is_host_failure(*failed) && !any_host_usable(Clock::now())) {
+        if (is_host_failure(*failed) && !any_host_usable_locked(Clock::now())) {
           // Everyone queued here would fail the same way: tell them now.
           fail_waiters_locked(*failed);
         } else {
@@ -300,12 +315,24 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
 }
 
 awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::uint64_t server_id) {
-  const int attempts = std::max(1, settings_.connect_attempts);
+  const auto settings = current_settings();
+  const int attempts = std::max(1, settings->connect_attempts);
   std::vector<const Host*> failed_here;
   std::shared_ptr<Host> previous;
   std::chrono::milliseconds backoff{0};
   std::optional<ConnectFailure> last;
   auto executor = co_await asio::this_coro::executor;
+  {
+    std::lock_guard lock(mutex_);
+    ++connecting_;
+  }
+  struct Uncount {
+    Pool* pool;
+    ~Uncount() {
+      std::lock_guard lock(pool->mutex_);
+      --pool->connecting_;
+    }
+  } uncount{this};
   for (int attempt = 0; attempt < attempts; ++attempt) {
     // A usable host this request has not failed on, round-robin; else the host it
     // failed on last, once more after a backoff (its own retry, even while others
@@ -314,19 +341,20 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     const auto now = Clock::now();
     {
       std::lock_guard lock(mutex_);
-      for (std::size_t i = 0; i < hosts_.size(); ++i) {
-        const auto& candidate = hosts_[(next_host_ + i) % hosts_.size()];
+      const auto& hosts = *hosts_;
+      for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const auto& candidate = hosts[(next_host_ + i) % hosts.size()];
         if (std::find(failed_here.begin(), failed_here.end(), candidate.get()) != failed_here.end()) continue;
         if (!candidate->usable(now)) continue;
         host = candidate;
-        next_host_ = (next_host_ + i + 1) % hosts_.size();
+        next_host_ = (next_host_ + i + 1) % hosts.size();
         break;
       }
     }
     if (!host && previous) host = previous;
     if (!host) break;
     if (host == previous) {
-      backoff = next_backoff(backoff, settings_.backoff_initial, settings_.backoff_max, jitter_random());
+      backoff = next_backoff(backoff, settings->backoff_initial, settings->backoff_max, jitter_random());
       asio::steady_timer pause(executor, backoff);
       co_await pause.async_wait(use_nothrow);
     }
@@ -335,10 +363,15 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     target.port = host->port();
     log()->debug("[s{}] opening server connection to {} for pool {} (attempt {} of {})", server_id, host->address(),
                  name_, attempt + 1, attempts);
-    auto result = co_await connect_server(target, key, settings_.connect_timeout, server_id);
+    auto result = co_await connect_server(target, key, settings->connect_timeout, server_id);
     if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result)) {
+      counters_.connections_opened.fetch_add(1, std::memory_order_relaxed);
       host->record_success();
       (*conn)->pool_key = key;
+      {
+        std::lock_guard lock(mutex_);
+        (*conn)->generation = generation_;
+      }
       (*conn)->host = host->host();
       (*conn)->port = host->port();
       {
@@ -348,6 +381,7 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
       co_return result;
     }
     auto& failure = std::get<ConnectFailure>(result);
+    counters_.connect_failures.fetch_add(1, std::memory_order_relaxed);
     log()->warn("[s{}] connection to {} for pool {} failed: {}", server_id, host->address(), name_, failure.reason);
     if (!is_host_failure(failure)) co_return result;  // PostgreSQL's answer for this user or database
     host->record_failure(failure.reason, target, key);
@@ -360,10 +394,10 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
   co_return std::move(*last);
 }
 
-awaitable<bool> Pool::healthy(ServerConnection& conn, std::uint64_t client_id) {
-  if (Clock::now() - conn.last_used_at < settings_.check_delay) co_return true;
-  const auto timeout = settings_.connect_timeout.count() > 0 ? settings_.connect_timeout : std::chrono::milliseconds(5000);
-  if (co_await check_server(conn, settings_.check_query, timeout)) co_return true;
+awaitable<bool> Pool::healthy(ServerConnection& conn, const PoolSettingsSnapshot& settings, std::uint64_t client_id) {
+  if (Clock::now() - conn.last_used_at < settings.check_delay) co_return true;
+  const auto timeout = settings.connect_timeout.count() > 0 ? settings.connect_timeout : std::chrono::milliseconds(5000);
+  if (co_await check_server(conn, settings.check_query, timeout)) co_return true;
   log()->info("[c{}] server connection s{} failed its health check; using another", client_id, conn.id());
   co_return false;
 }
@@ -376,8 +410,11 @@ void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
   bool went_idle = false;
   {
     std::lock_guard lock(mutex_);
-    if (closing_ || expired(*conn, now)) {
-      if (!closing_) log()->debug("[s{}] closing server connection (pool {}): server_lifetime reached", conn->id(), name_);
+    if (closing_ || expired(*conn, now) || conn->generation != generation_) {
+      if (!closing_) {
+        log()->debug("[s{}] closing server connection (pool {}): {}", conn->id(), name_,
+                     conn->generation != generation_ ? "RECONNECT" : "server_lifetime reached");
+      }
       --open_;
       ++freed;
       to_close.push_back(std::move(conn));
@@ -411,14 +448,14 @@ void Pool::drop(std::unique_ptr<ServerConnection> conn) {
 }
 
 void Pool::serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close) {
-  while (!waiters_.empty()) {
+  while (!waiters_.empty() && !paused_) {
     auto& waiter = waiters_.front();
     auto match = std::find_if(idle_.rbegin(), idle_.rend(),
                               [&](const auto& c) { return c->pool_key == waiter->key; });
     if (match != idle_.rend()) {
       waiter->conn = std::move(*match);
       idle_.erase(std::next(match).base());
-    } else if (take_slot_locked(settings_.size) == SlotRefusal::none) {
+    } else if (take_slot_locked(settings_->size) == SlotRefusal::none) {
       waiter->may_open = true;
     } else if (!idle_.empty()) {
       to_close.push_back(std::move(idle_.front()));
@@ -463,9 +500,9 @@ void Pool::expire_idle(Clock::time_point now) {
   std::vector<std::unique_ptr<ServerConnection>> to_close;
   {
     std::lock_guard lock(mutex_);
-    const int keep = std::min(settings_.min_size, settings_.size);
+    const int keep = std::min(settings_->min_size, settings_->size);
     for (auto it = idle_.begin(); it != idle_.end();) {  // least recently used first
-      const bool idle_too_long = settings_.server_idle.count() > 0 && now - (*it)->last_used_at >= settings_.server_idle &&
+      const bool idle_too_long = settings_->server_idle.count() > 0 && now - (*it)->last_used_at >= settings_->server_idle &&
                                  open_ > keep;
       if (expired(**it, now) || idle_too_long) {
         log()->debug("[s{}] closing server connection (pool {}): {}", (*it)->id(), name_,
@@ -484,7 +521,7 @@ void Pool::expire_idle(Clock::time_point now) {
 
 bool Pool::wants_top_up() const {
   std::lock_guard lock(mutex_);
-  return !closing_ && !topping_up_ && latest_key_ && open_ < std::min(settings_.min_size, settings_.size);
+  return !closing_ && !topping_up_ && latest_key_ && open_ < std::min(settings_->min_size, settings_->size);
 }
 
 awaitable<void> Pool::top_up() {
@@ -492,9 +529,9 @@ awaitable<void> Pool::top_up() {
     StartupParams key;
     {
       std::lock_guard lock(mutex_);
-      if (closing_ || topping_up_ || !latest_key_ || open_ >= std::min(settings_.min_size, settings_.size)) co_return;
-      if (!any_host_usable(Clock::now())) co_return;
-      if (take_slot_locked(settings_.size) != SlotRefusal::none) co_return;
+      if (closing_ || topping_up_ || !latest_key_ || open_ >= std::min(settings_->min_size, settings_->size)) co_return;
+      if (!any_host_usable_locked(Clock::now())) co_return;
+      if (take_slot_locked(settings_->size) != SlotRefusal::none) co_return;
       key = *latest_key_;
       topping_up_ = true;
     }
@@ -507,7 +544,7 @@ awaitable<void> Pool::top_up() {
       topping_up_ = false;
       if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result); conn && !closing_) {
         log()->info("[s{}] opened to {} for pool {} to keep min_size ({}), backend pid {}", server_id,
-                    (*conn)->address, name_, settings_.min_size, (*conn)->backend_key.pid);
+                    (*conn)->address, name_, settings_->min_size, (*conn)->backend_key.pid);
         (*conn)->last_used_at = Clock::now();
         idle_.push_back(std::move(*conn));
         serve_waiters_locked(to_close);
@@ -525,13 +562,111 @@ awaitable<void> Pool::top_up() {
   }
 }
 
+std::shared_ptr<const PoolSettingsSnapshot> Pool::current_settings() const {
+  std::lock_guard lock(mutex_);
+  return settings_;
+}
+
+std::vector<std::shared_ptr<Host>> Pool::hosts() const {
+  std::lock_guard lock(mutex_);
+  return *hosts_;
+}
+
+void Pool::reconfigure(PoolSettingsSnapshot settings, std::vector<std::shared_ptr<Host>> hosts) {
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  int freed = 0;
+  {
+    std::lock_guard lock(mutex_);
+    settings.mode = settings_->mode;  // fixed for the pool's life (sessions follow it)
+    settings.share_tracked_parameters = share_tracked_;
+    settings_ = std::make_shared<const PoolSettingsSnapshot>(std::move(settings));
+    if (!hosts.empty() && hosts != *hosts_) {
+      log()->info("pool {}: servers changed; connections to the old ones close as they are released", name_);
+      hosts_ = std::make_shared<const std::vector<std::shared_ptr<Host>>>(std::move(hosts));
+      next_host_ = 0;
+      ++generation_;  // connections to the old servers are not reused
+      for (auto& conn : idle_) to_close.push_back(std::move(conn));
+      idle_.clear();
+      open_ -= static_cast<int>(to_close.size());
+      freed = static_cast<int>(to_close.size());
+    }
+    // A larger size (or anything else) may serve waiters now.
+    serve_waiters_locked(to_close);
+  }
+  for (auto& c : to_close) c->close();
+  return_tokens(freed);
+}
+
+void Pool::pause() {
+  std::lock_guard lock(mutex_);
+  if (!paused_) log()->info("pool {} paused", name_);
+  paused_ = true;
+}
+
+void Pool::resume() {
+  std::vector<std::unique_ptr<ServerConnection>> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    if (paused_) log()->info("pool {} resumed", name_);
+    paused_ = false;
+    serve_waiters_locked(to_close);
+  }
+  for (auto& c : to_close) c->close();
+}
+
+bool Pool::paused() const {
+  std::lock_guard lock(mutex_);
+  return paused_;
+}
+
+void Pool::reconnect() {
+  {
+    std::lock_guard lock(mutex_);
+    ++generation_;
+    log()->info("pool {}: RECONNECT, server connections are replaced as they are released", name_);
+  }
+  close_idle();
+  offer_slot();
+}
+
+int Pool::open_connections() const {
+  std::lock_guard lock(mutex_);
+  return open_;
+}
+
 Pool::Counts Pool::counts() const {
   std::lock_guard lock(mutex_);
   Counts c;
   c.idle = static_cast<int>(idle_.size());
   c.active = open_ - c.idle;
   c.waiting = static_cast<int>(waiters_.size());
+  c.connecting = connecting_;
+  const auto now = Clock::now();
+  for (const auto& waiter : waiters_) {
+    c.max_wait = std::max(c.max_wait, std::chrono::duration_cast<std::chrono::microseconds>(now - waiter->since));
+  }
   return c;
+}
+
+std::vector<Pool::IdleServer> Pool::idle_servers() const {
+  std::lock_guard lock(mutex_);
+  std::vector<IdleServer> out;
+  out.reserve(idle_.size());
+  for (const auto& conn : idle_) {
+    out.push_back(IdleServer{conn->id(), conn->backend_key.pid, conn->address, conn->created_at, conn->last_used_at});
+  }
+  return out;
+}
+
+void PoolCounters::add_error(std::string_view sqlstate) {
+  if (sqlstate.size() < 2) return;
+  std::lock_guard lock(errors_mutex_);
+  ++errors_[std::string(sqlstate.substr(0, 2))];
+}
+
+std::vector<std::pair<std::string, std::uint64_t>> PoolCounters::errors_by_class() const {
+  std::lock_guard lock(errors_mutex_);
+  return {errors_.begin(), errors_.end()};
 }
 
 std::shared_ptr<const ParameterList> Pool::cached_parameters(const StartupParams& params) const {
@@ -600,11 +735,51 @@ std::shared_ptr<Pool> PoolRegistry::get_or_create(const std::string& database, c
     if (!limit) limit = std::make_shared<ConnectionLimit>("user " + user, max_user_connections);
     limits.user = limit;
   }
-  auto pool = std::make_shared<Pool>(database + "/" + user, target, std::move(hosts), std::move(settings), limits);
+  auto pool = std::make_shared<Pool>(database, user, target, std::move(hosts), std::move(settings), limits);
+  if (all_paused_ || paused_databases_.count(database)) pool->pause();
   if (limits.database) limits.database->add_member(pool);
   if (limits.user) limits.user->add_member(pool);
   pools_.emplace_back(std::move(key), pool);
   return pool;
+}
+
+void PoolRegistry::pause(const std::string& database) {
+  std::vector<std::shared_ptr<Pool>> pools;
+  {
+    std::lock_guard lock(mutex_);
+    if (database.empty()) {
+      all_paused_ = true;
+    } else {
+      paused_databases_.insert(database);
+    }
+    for (auto& [k, pool] : pools_)
+      if (database.empty() || pool->database() == database) pools.push_back(pool);
+  }
+  for (auto& pool : pools) pool->pause();
+}
+
+void PoolRegistry::resume(const std::string& database) {
+  std::vector<std::shared_ptr<Pool>> pools;
+  {
+    std::lock_guard lock(mutex_);
+    if (database.empty()) {
+      all_paused_ = false;
+      paused_databases_.clear();
+    } else {
+      paused_databases_.erase(database);
+    }
+    for (auto& [k, pool] : pools_) {
+      if (!database.empty() && pool->database() != database) continue;
+      if (all_paused_) continue;
+      pools.push_back(pool);
+    }
+  }
+  for (auto& pool : pools) pool->resume();
+}
+
+bool PoolRegistry::paused(const std::string& database) const {
+  std::lock_guard lock(mutex_);
+  return all_paused_ || paused_databases_.count(database) > 0;
 }
 
 std::vector<std::shared_ptr<Pool>> PoolRegistry::all() const {

@@ -3,8 +3,10 @@
 // Clients beyond the cap wait in FIFO order; a released connection or a freed
 // slot goes to the first waiter. Connections are only handed to a client whose
 // startup parameters they were opened with (session semantics of RESET).
+#include <atomic>
 #include <deque>
 #include <map>
+#include <set>
 #include <optional>
 #include <memory>
 #include <mutex>
@@ -72,6 +74,29 @@ struct PoolSettingsSnapshot {
   // session SETs its values on the connection it is given. Session mode: a client
   // only gets a connection opened with exactly its startup parameters.
   bool share_tracked_parameters = false;
+  std::string mode = "session";  // for SHOW POOLS and /metrics
+};
+
+// What a pool's clients did, for SHOW STATS and /metrics. Sessions add to it in
+// batches (once per round trip), with relaxed atomics: nothing waits on it.
+struct PoolCounters {
+  std::atomic<std::uint64_t> transactions{0};  // ReadyForQuery 'I'
+  std::atomic<std::uint64_t> queries{0};       // ReadyForQuery
+  std::atomic<std::uint64_t> bytes_received{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  std::atomic<std::uint64_t> transaction_us{0};
+  std::atomic<std::uint64_t> query_us{0};
+  std::atomic<std::uint64_t> wait_us{0};
+  std::atomic<std::uint64_t> connections_opened{0};
+  std::atomic<std::uint64_t> connect_failures{0};
+  std::atomic<int> clients{0};  // logged in (waiting ones included)
+
+  void add_error(std::string_view sqlstate);
+  std::vector<std::pair<std::string, std::uint64_t>> errors_by_class() const;
+
+ private:
+  mutable std::mutex errors_mutex_;
+  std::map<std::string, std::uint64_t> errors_;  // SQLSTATE class -> count
 };
 
 // Limits shared with other pools; null = none.
@@ -84,7 +109,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
  public:
   // `target` gives the database, user and credential; `hosts` (at least one) the
   // servers, used round-robin while healthy.
-  Pool(std::string name, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
+  Pool(std::string database, std::string user, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
        PoolSettingsSnapshot settings, PoolLimits limits = {});
   ~Pool();
 
@@ -92,16 +117,45 @@ class Pool : public std::enable_shared_from_this<Pool> {
   awaitable<AcquireResult> acquire(const StartupParams& params, std::uint64_t client_id);
 
   const std::string& name() const { return name_; }
+  const std::string& database() const { return database_; }
+  const std::string& user() const { return user_; }
+  // PAUSE: no connection is handed out until resume(); clients wait (up to query_wait).
+  void pause();
+  void resume();
+  bool paused() const;
+  // RECONNECT: idle connections close now, the others when they are released.
+  void reconnect();
+  // Open connections (idle, lent and being opened).
+  int open_connections() const;
   const ServerTarget& target() const { return target_; }
-  const std::vector<std::shared_ptr<Host>>& hosts() const { return hosts_; }
-  const PoolSettingsSnapshot& settings() const { return settings_; }
+  std::vector<std::shared_ptr<Host>> hosts() const;
+  // The settings in force (replaced as a whole by reconfigure).
+  std::shared_ptr<const PoolSettingsSnapshot> current_settings() const;
+  const std::string& mode() const { return mode_; }
+  // RELOAD: new sizes, timeouts, checks and servers. The pool mode stays as it was
+  // when the pool was created. With other servers, connections to the old ones
+  // are closed (idle ones now, lent ones when released).
+  void reconfigure(PoolSettingsSnapshot settings, std::vector<std::shared_ptr<Host>> hosts);
 
   struct Counts {
     int idle = 0;
     int active = 0;   // leased or connecting
     int waiting = 0;
+    int connecting = 0;
+    std::chrono::microseconds max_wait{0};  // of the clients waiting now
   };
   Counts counts() const;
+  PoolCounters& counters() { return counters_; }
+  const PoolCounters& counters() const { return counters_; }
+  // Idle connections as (server id, backend pid, address, created, last used), for SHOW SERVERS.
+  struct IdleServer {
+    std::uint64_t id = 0;
+    std::uint32_t backend_pid = 0;
+    std::string address;
+    Clock::time_point created_at;
+    Clock::time_point last_used_at;
+  };
+  std::vector<IdleServer> idle_servers() const;
   // The ParameterStatus set a server connection opened with `params` reported at
   // login, if one ever was: lets a client log in before it needs a server.
   // Shared, not copied: every idle client of the pool points at the same list.
@@ -148,22 +202,28 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // Tells every waiter `failure` (all hosts down, or shutdown); called with mutex_ held.
   void fail_waiters_locked(const ConnectFailure& failure);
   bool any_host_usable(Clock::time_point now) const;
+  bool any_host_usable_locked(Clock::time_point now) const;
   ConnectFailure hosts_down_failure() const;
   // Opens a connection with up to connect_attempts attempts across the hosts.
   awaitable<ConnectResult> open_connection(const StartupParams& key, std::uint64_t server_id);
   // The connection is alive (checked with check_query when idle long enough).
-  awaitable<bool> healthy(ServerConnection& conn, std::uint64_t client_id);
+  awaitable<bool> healthy(ServerConnection& conn, const PoolSettingsSnapshot& settings, std::uint64_t client_id);
   bool expired(const ServerConnection& conn, Clock::time_point now) const;
   StartupParams key_for(const StartupParams& params) const;
   void remember_locked(const StartupParams& params, std::shared_ptr<const ParameterList> reported);
 
-  const std::string name_;
+  const std::string database_;
+  const std::string user_;
+  const std::string name_;  // "database/user"
   const ServerTarget target_;
-  const std::vector<std::shared_ptr<Host>> hosts_;
-  const PoolSettingsSnapshot settings_;
+  const bool share_tracked_;
+  const std::string mode_;
   const PoolLimits limits_;
 
   mutable std::mutex mutex_;
+  // Replaced whole under mutex_ (RELOAD); readers outside the lock keep a copy.
+  std::shared_ptr<const std::vector<std::shared_ptr<Host>>> hosts_;
+  std::shared_ptr<const PoolSettingsSnapshot> settings_;
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
   int open_ = 0;  // idle + leased + connecting; never above size (+ reserve_size)
   bool closing_ = false;
@@ -172,6 +232,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::optional<StartupParams> latest_key_;  // what min_size connections are opened with
   std::deque<std::shared_ptr<Waiter>> waiters_;
   std::map<StartupParams, std::shared_ptr<const ParameterList>> reported_parameters_;
+  int connecting_ = 0;
+  bool paused_ = false;
+  std::uint64_t generation_ = 0;  // RECONNECT bumps it; older connections are not reused
+  PoolCounters counters_;
 };
 
 // All pools, created on first use.
@@ -186,6 +250,10 @@ class PoolRegistry {
                                       int max_user_connections = 0);
   std::vector<std::shared_ptr<Pool>> all() const;
   HostRegistry& hosts() { return hosts_; }
+  // PAUSE/RESUME of a database ("" = all), also for pools created while paused.
+  void pause(const std::string& database);
+  void resume(const std::string& database);
+  bool paused(const std::string& database) const;
 
  private:
   HostRegistry hosts_;
@@ -193,6 +261,8 @@ class PoolRegistry {
   std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools_;
   std::map<std::string, std::shared_ptr<ConnectionLimit>> database_limits_;
   std::map<std::string, std::shared_ptr<ConnectionLimit>> user_limits_;
+  bool all_paused_ = false;
+  std::set<std::string> paused_databases_;
 };
 
 std::uint64_t next_server_id();

@@ -64,6 +64,7 @@ class ServerConnection {
   std::string address;           // "host:port" of the backend
   std::string host;              // where CancelRequests for it go
   std::uint16_t port = 0;
+  std::uint64_t generation = 0;  // the pool's generation when it was opened (see RECONNECT)
   Clock::time_point created_at = Clock::now();
   Clock::time_point last_used_at = Clock::now();
   ServerStatements statements;   // shared prepared statements it holds (transaction mode)

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <limits>
 #include <numeric>
 #include <tuple>
@@ -373,17 +374,158 @@ void show_slow(std::string& out, std::size_t limit, const ConsoleData& data) {
   append_table(out, kSlowColumns, rows);
 }
 
+// ---- SHOW POOLS, STATS, STATS_TOTALS, CLIENTS, SERVERS, DATABASES, CONFIG ----------
+
+std::string number(std::int64_t v) { return std::to_string(v); }
+std::string number(std::uint64_t v) { return std::to_string(v); }
+std::string number(int v) { return std::to_string(v); }
+
+// PgBouncer's timestamp format for connect_time / request_time.
+std::optional<std::string> pgbouncer_time(std::chrono::system_clock::time_point t) {
+  if (t == std::chrono::system_clock::time_point{}) return std::nullopt;
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &utc);
+  return std::string(text);
+}
+
+constexpr std::string_view kPoolColumns[] = {
+    "database",   "user",        "cl_active", "cl_waiting",   "cl_active_cancel_req", "cl_waiting_cancel_req",
+    "sv_active",  "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
+    "sv_login",   "maxwait",     "maxwait_us", "pool_mode",   "paused", "hosts", "hosts_down",
+};
+
+void show_pools(std::string& out, const ConsoleData& data) {
+  std::vector<ConsolePool> pools;
+  if (data.pools) pools = data.pools();
+  std::sort(pools.begin(), pools.end(),
+            [](const auto& a, const auto& b) { return std::tie(a.database, a.user) < std::tie(b.database, b.user); });
+  std::vector<Row> rows;
+  for (const auto& p : pools) {
+    rows.push_back(Row{valid_utf8(p.database), valid_utf8(p.user), number(p.cl_active), number(p.cl_waiting), "0", "0",
+                       number(p.sv_active), "0", "0", number(p.sv_idle), "0", "0", number(p.sv_login),
+                       number(p.maxwait_us / 1'000'000), number(p.maxwait_us % 1'000'000), p.pool_mode,
+                       p.paused ? "yes" : "no", valid_utf8(p.hosts), number(p.hosts_down)});
+  }
+  append_table(out, kPoolColumns, rows);
+}
+
+constexpr std::string_view kStatsColumns[] = {
+    "database",        "total_xact_count", "total_query_count", "total_received", "total_sent",
+    "total_xact_time", "total_query_time", "total_wait_time",   "avg_xact_count", "avg_query_count",
+    "avg_recv",        "avg_sent",         "avg_xact_time",     "avg_query_time", "avg_wait_time",
+};
+constexpr std::string_view kStatsTotalsColumns[] = {
+    "database", "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
+};
+
+std::vector<ConsoleStats> sorted_stats(const ConsoleData& data) {
+  std::vector<ConsoleStats> stats;
+  if (data.stats) stats = data.stats();
+  std::sort(stats.begin(), stats.end(),
+            [](const auto& a, const auto& b) { return a.total.database < b.total.database; });
+  return stats;
+}
+
+void show_stats(std::string& out, const ConsoleData& data, bool totals_only) {
+  std::vector<Row> rows;
+  for (const auto& s : sorted_stats(data)) {
+    const auto& t = s.total;
+    if (totals_only) {
+      rows.push_back(Row{valid_utf8(t.database), number(t.xact_count), number(t.query_count), number(t.received),
+                         number(t.sent), number(t.xact_time_us), number(t.query_time_us), number(t.wait_time_us)});
+      continue;
+    }
+    const auto& p = s.period;
+    // As PgBouncer: counts and bytes per second; times per transaction / per query.
+    const auto per_second = [&](std::uint64_t v) -> std::string {
+      return s.period_seconds > 0 ? number(static_cast<std::uint64_t>(static_cast<double>(v) / s.period_seconds)) : "0";
+    };
+    const auto per = [](std::uint64_t v, std::uint64_t n) -> std::string { return n > 0 ? number(v / n) : "0"; };
+    rows.push_back(Row{valid_utf8(t.database), number(t.xact_count), number(t.query_count), number(t.received),
+                       number(t.sent), number(t.xact_time_us), number(t.query_time_us), number(t.wait_time_us),
+                       per_second(p.xact_count), per_second(p.query_count), per_second(p.received),
+                       per_second(p.sent), per(p.xact_time_us, p.xact_count), per(p.query_time_us, p.query_count),
+                       per(p.wait_time_us, p.xact_count)});
+  }
+  if (totals_only) {
+    append_table(out, kStatsTotalsColumns, rows);
+  } else {
+    append_table(out, kStatsColumns, rows);
+  }
+}
+
+constexpr std::string_view kConnectionColumns[] = {
+    "type",  "user",    "database", "state",        "addr", "port", "local_addr", "local_port", "connect_time",
+    "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls", "application_name",
+};
+
+void show_connections(std::string& out, char type, const ConsoleData& data) {
+  std::vector<ConsoleConnection> connections;
+  const auto& source = type == 'C' ? data.clients : data.servers;
+  if (source) connections = source();
+  std::sort(connections.begin(), connections.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  std::vector<Row> rows;
+  for (const auto& c : connections) {
+    rows.push_back(Row{std::string(1, type), valid_utf8(c.user), valid_utf8(c.database), c.state, valid_utf8(c.addr),
+                       number(c.port), valid_utf8(c.local_addr), number(c.local_port), pgbouncer_time(c.connect_time),
+                       pgbouncer_time(c.request_time), number(c.wait_us / 1'000'000), number(c.wait_us % 1'000'000),
+                       "0", hex16(c.id), c.link ? std::optional<std::string>(hex16(c.link)) : std::nullopt,
+                       number(c.remote_pid), std::nullopt, valid_utf8(c.application_name)});
+  }
+  append_table(out, kConnectionColumns, rows);
+}
+
+constexpr std::string_view kDatabaseColumns[] = {
+    "name",      "host",         "port",      "database",        "force_user",          "pool_size", "min_pool_size",
+    "reserve_pool", "pool_mode", "max_connections", "current_connections", "paused", "disabled",
+};
+
+void show_databases(std::string& out, const ConsoleData& data) {
+  std::vector<ConsoleDatabase> databases;
+  if (data.databases) databases = data.databases();
+  std::sort(databases.begin(), databases.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::vector<Row> rows;
+  for (const auto& d : databases) {
+    rows.push_back(Row{valid_utf8(d.name), valid_utf8(d.host), number(d.port), text_or_null(valid_utf8(d.database)),
+                       std::nullopt, number(d.pool_size), number(d.min_pool_size), number(d.reserve_pool),
+                       d.pool_mode, number(d.max_connections), number(d.current_connections),
+                       d.paused ? "1" : "0", d.disabled ? "1" : "0"});
+  }
+  append_table(out, kDatabaseColumns, rows);
+}
+
+void show_config(std::string& out, const ConsoleData& data) {
+  constexpr std::string_view columns[] = {"key", "value", "default", "changeable"};
+  std::vector<ConsoleConfigItem> items;
+  if (data.config) items = data.config();
+  std::vector<Row> rows;
+  for (const auto& item : items) {
+    rows.push_back(Row{valid_utf8(item.key), valid_utf8(item.value), valid_utf8(item.default_value),
+                       item.changeable ? "yes" : "no"});
+  }
+  append_table(out, columns, rows);
+}
+
 // What SHOW HELP lists: the commands that work in this build.
 constexpr std::string_view kHelp[] = {
     "SHOW HELP | SHOW COMMANDS -- this list",
     "SHOW QUERIES [n] -- the n query shapes with the most total time (default 50)",
     "SHOW SLOW [n] -- the n most recent slow statements, newest first (default 100)",
+    "SHOW POOLS -- clients and server connections per (database, user) pool",
+    "SHOW STATS | SHOW STATS_TOTALS -- traffic per database (times in microseconds)",
+    "SHOW CLIENTS | SHOW SERVERS -- every client and server connection",
+    "SHOW DATABASES | SHOW CONFIG -- the configuration in force",
+    "SHOW ACTIVE -- statements running now",
     "SHOW VERSION -- the version of Sluice",
+    "PAUSE [db] | RESUME [db] -- hold new requests once transactions end, then let them go",
+    "RECONNECT [db] -- replace server connections as they are released",
+    "KILL db -- close every client and server connection of db (new clients wait for RESUME)",
+    "RELOAD -- read the configuration file again",
+    "SHUTDOWN -- stop as on SIGTERM",
 };
-
-// SHOW subjects that PRODUCT.md promises and this build does not have yet.
-constexpr std::string_view kShowNotYet[] = {"POOLS",   "STATS",     "STATS_TOTALS", "CLIENTS",
-                                            "SERVERS", "DATABASES", "CONFIG"};
 
 std::optional<Failure> run_show(std::string& out, const Statement& statement, const ConsoleData& data) {
   const auto& tokens = statement.tokens;
@@ -414,9 +556,17 @@ std::optional<Failure> run_show(std::string& out, const Statement& statement, co
     append_table(out, columns, rows);
     return std::nullopt;
   }
-  if (std::find(std::begin(kShowNotYet), std::end(kShowNotYet), subject) != std::end(kShowNotYet)) {
-    return Failure{std::string(kFeatureNotSupported), "SHOW " + subject + " is not supported yet",
-                   "SHOW HELP lists the commands."};
+  if (subject == "POOLS" || subject == "STATS" || subject == "STATS_TOTALS" || subject == "CLIENTS" ||
+      subject == "SERVERS" || subject == "DATABASES" || subject == "CONFIG") {
+    if (auto failure = no_arguments(statement, 2)) return failure;
+    if (subject == "POOLS") show_pools(out, data);
+    if (subject == "STATS") show_stats(out, data, false);
+    if (subject == "STATS_TOTALS") show_stats(out, data, true);
+    if (subject == "CLIENTS") show_connections(out, 'C', data);
+    if (subject == "SERVERS") show_connections(out, 'S', data);
+    if (subject == "DATABASES") show_databases(out, data);
+    if (subject == "CONFIG") show_config(out, data);
+    return std::nullopt;
   }
   return unrecognized(statement);
 }
@@ -431,7 +581,8 @@ constexpr ModifyCommand kModifyCommands[] = {
     {"PAUSE", 0, 1}, {"RESUME", 0, 1}, {"RECONNECT", 0, 1}, {"KILL", 1, 1}, {"RELOAD", 0, 0}, {"SHUTDOWN", 0, 0},
 };
 
-std::optional<Failure> run_modify(const ModifyCommand& command, const Statement& statement, bool may_modify) {
+std::optional<Failure> run_modify(std::string& out, const ModifyCommand& command, const Statement& statement,
+                                  bool may_modify, const ConsoleData& data) {
   const auto& tokens = statement.tokens;
   const std::string usage = command.max_args == 0   ? "usage: " + std::string(command.name)
                             : command.min_args == 0 ? "usage: " + std::string(command.name) + " [db]"
@@ -447,14 +598,20 @@ std::optional<Failure> run_modify(const ModifyCommand& command, const Statement&
                    "permission denied: only admin_users may run " + std::string(command.name),
                    "stats_users may run SHOW commands only."};
   }
-  return Failure{std::string(kFeatureNotSupported), std::string(command.name) + " is not supported yet"};
+  if (!data.modify) return Failure{std::string(kFeatureNotSupported), std::string(command.name) + " is not supported yet"};
+  const std::string_view database = tokens.size() > 1 ? std::string_view(tokens[1].text) : std::string_view();
+  if (auto failure = data.modify(command.name, database)) {
+    return Failure{failure->sqlstate, failure->message, failure->hint};
+  }
+  protocol::append_command_complete(out, command.name);
+  return std::nullopt;
 }
 
 std::optional<Failure> run(std::string& out, const Statement& statement, bool may_modify, const ConsoleData& data) {
   const Token& first = statement.tokens.front();
   if (is_keyword(first, "SHOW")) return run_show(out, statement, data);
   for (const ModifyCommand& command : kModifyCommands) {
-    if (is_keyword(first, command.name)) return run_modify(command, statement, may_modify);
+    if (is_keyword(first, command.name)) return run_modify(out, command, statement, may_modify, data);
   }
   return unrecognized(statement);
 }

@@ -11,9 +11,12 @@
 //   SHOW QUERIES [n]     top n query shapes by total time (default 50)
 //   SHOW SLOW [n]        the n most recent slow statements, newest first (default 100)
 //   SHOW VERSION         one column `version`
+//   SHOW POOLS | STATS | STATS_TOTALS | CLIENTS | SERVERS | DATABASES | CONFIG
+//                        PgBouncer's columns (and units) where PgBouncer shows the
+//                        same thing, then Sluice's own (see the k*Columns tables)
 //   SHOW HELP | SHOW COMMANDS
 //   PAUSE [db] | RESUME [db] | RECONNECT [db] | KILL db | RELOAD | SHUTDOWN
-//                        (modify; recognised but not implemented yet)
+//                        (admin_users only; carried out by ConsoleData::modify)
 //
 // A Query may hold several commands separated by `;` (as psql -c "SHOW VERSION; SHOW
 // SLOW" sends them); like PostgreSQL, each gets its own RowDescription + DataRows +
@@ -33,11 +36,13 @@
 //                                unterminated quote or comment
 //   22023 invalid_parameter_value  a limit that is an integer but negative or above 2^64-1
 //   42501 insufficient_privilege   a modify command from a stats user (may_modify = false)
-//   0A000 feature_not_supported    a modify command from an admin, or a SHOW that
-//                                PRODUCT.md lists but this build does not have yet
-//                                (POOLS, STATS, STATS_TOTALS, CLIENTS, SERVERS, DATABASES, CONFIG)
+//   0A000 feature_not_supported    a modify command when no ConsoleData::modify is given
+//   others                       whatever ConsoleData::modify reports (e.g. 3D000 for
+//                                an unknown database)
 // The syntax of a command is checked before the permission (as PostgreSQL does).
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
@@ -52,6 +57,55 @@ namespace sluice::proxy {
 
 inline constexpr std::size_t kDefaultShowQueriesLimit = 50;
 inline constexpr std::size_t kDefaultShowSlowLimit = 100;
+
+// Rows of the SHOW commands that describe the running pooler; the caller fills them.
+struct ConsolePool {
+  std::string database, user, pool_mode;
+  int cl_active = 0, cl_waiting = 0;
+  int sv_active = 0, sv_idle = 0, sv_login = 0;
+  std::int64_t maxwait_us = 0;  // longest current wait, shown as maxwait (s) + maxwait_us (the µs part)
+  bool paused = false;
+  std::string hosts;  // "a:5432,b:5432"
+  int hosts_down = 0;
+};
+struct ConsoleTotals {
+  std::string database;
+  std::uint64_t xact_count = 0, query_count = 0, received = 0, sent = 0;
+  std::uint64_t xact_time_us = 0, query_time_us = 0, wait_time_us = 0;
+};
+// SHOW STATS: totals since start and per-second averages over the last stats period.
+struct ConsoleStats {
+  ConsoleTotals total;
+  ConsoleTotals period;  // increase over the last period (database unused)
+  double period_seconds = 0;  // 0 when no period has completed yet: averages are 0
+};
+struct ConsoleConnection {  // SHOW CLIENTS ('C') and SHOW SERVERS ('S')
+  std::string user, database, state, addr;
+  int port = 0;
+  std::string local_addr;
+  int local_port = 0;
+  std::chrono::system_clock::time_point connect_time{}, request_time{};
+  std::int64_t wait_us = 0;
+  std::uint64_t id = 0;    // shown as ptr
+  std::uint64_t link = 0;  // the peer's id (server for a client, client for a server); 0 = none
+  std::int64_t remote_pid = 0;  // clients: the Sluice-issued pid; servers: the backend pid
+  std::string application_name;
+};
+struct ConsoleDatabase {
+  std::string name, host;
+  int port = 0;
+  std::string database, pool_mode;
+  int pool_size = 0, min_pool_size = 0, reserve_pool = 0, max_connections = 0, current_connections = 0;
+  bool paused = false, disabled = false;
+};
+struct ConsoleConfigItem {
+  std::string key, value, default_value;
+  bool changeable = true;  // takes effect on RELOAD
+};
+// Outcome of a modify command: nullopt = done (CommandComplete with its name).
+struct ConsoleFailure {
+  std::string sqlstate, message, hint;
+};
 
 // What the answers need, gathered by the caller. Each source is called at most once
 // per command that needs it, on the calling thread; an empty std::function counts as
@@ -68,6 +122,15 @@ struct ConsoleData {
   std::function<std::vector<SlowQueryRecord>(std::size_t limit)> slow;
   // SHOW VERSION's value, e.g. "sluice 0.1.0".
   std::string version;
+  std::function<std::vector<ConsolePool>()> pools;
+  std::function<std::vector<ConsoleStats>()> stats;  // also SHOW STATS_TOTALS (total only)
+  std::function<std::vector<ConsoleConnection>()> clients;
+  std::function<std::vector<ConsoleConnection>()> servers;
+  std::function<std::vector<ConsoleDatabase>()> databases;
+  std::function<std::vector<ConsoleConfigItem>()> config;
+  // PAUSE, RESUME, RECONNECT, KILL, RELOAD, SHUTDOWN (upper case) with its database
+  // argument (empty = all), for an admin, after the syntax was checked.
+  std::function<std::optional<ConsoleFailure>(std::string_view command, std::string_view database)> modify;
 };
 
 // The whole answer to one Query message whose text is `sql` (without the terminating

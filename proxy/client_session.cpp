@@ -1,5 +1,7 @@
 #include "proxy/client_session.h"
 
+#include "proxy/console_data.h"
+
 #include <openssl/crypto.h>
 #include <sys/socket.h>
 
@@ -131,6 +133,7 @@ ClientSession::~ClientSession() {
   context_.untrack(id_);
   if (key_registered_) context_.cancels().remove(client_key_.pid);
   if (counted_) context_.remove_client();
+  if (counted_in_pool_) pool_->counters().clients.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void ClientSession::request_close() {
@@ -203,11 +206,16 @@ awaitable<void> ClientSession::serve() {
 }
 
 awaitable<bool> ClientSession::attach_timed() {
-  if (!recording_) co_return co_await attach_server();
   const auto started = std::chrono::steady_clock::now();
   const bool attached = co_await attach_server();
-  attach_started_ = started;
-  attach_wait_ = std::chrono::steady_clock::now() - started;
+  const auto waited = std::chrono::steady_clock::now() - started;
+  pool_->counters().wait_us.fetch_add(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(waited).count()),
+      std::memory_order_relaxed);
+  if (recording_) {
+    attach_started_ = started;
+    attach_wait_ = waited;
+  }
   co_return attached;
 }
 
@@ -283,6 +291,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
 
   disarm_idle_timer();
   disarm_query_timer();
+  flush_counters();
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   switch (end) {
     case RelayEnd::client_terminated:
@@ -422,6 +431,7 @@ awaitable<bool> ClientSession::read_startup() {
   }
 
   if (!context_.try_add_client()) {
+    context_.count_refused_client();
     co_await send_fatal("53300", "sorry, too many clients already",
                         "max_client_conn (" + std::to_string(context_.config().max_client_conn) + ") reached");
     co_return false;
@@ -590,48 +600,24 @@ awaitable<bool> ClientSession::authenticate() {
 }
 
 std::shared_ptr<pool::Pool> ClientSession::find_pool() {
+  const auto& config = context_.config();
   const auto& db = *database_config_;
   const auto& user = *user_config_;
-  pool::ServerTarget target;
-  target.host = db.host;
-  target.port = db.port;
-  target.dbname = db.dbname.empty() ? database_ : db.dbname;
-  target.user = user_;
-  if (!user.server_password.empty()) {
-    target.credential.plain = user.server_password;
-  } else if (protocol::auth::is_md5_hash(user.password)) {
-    target.credential.md5_hash = user.password;
-  } else if (!protocol::auth::is_scram_secret(user.password)) {
-    target.credential.plain = user.password;  // empty for trust users: PostgreSQL decides
-  }
-  const auto settings = context_.config().pool_for(db, user);
-  pool_mode_ = settings.mode;
-  const auto slow = context_.config().slow_query_for(db, user);
+  const auto slow = config.slow_query_for(db, user);
   recording_ = slow.record;
   slow_threshold_ = slow.threshold;
   log_parameters_ = slow.log_parameters;
-  tracking_statements_ = settings.mode != config::PoolMode::session && settings.max_prepared_statements > 0;
+  const auto settings = config.pool_for(db, user);
+  auto pool = context_.pools().get_or_create(database_, user_, server_target(db, user, database_, user_),
+                                             servers_of(db), pool_snapshot(config, db, user),
+                                             db.max_db_connections, user.max_user_connections);
+  // The pool's mode, which a RELOAD does not change for a pool that exists.
+  pool_mode_ = pool->mode() == "transaction" ? config::PoolMode::transaction
+               : pool->mode() == "statement" ? config::PoolMode::statement
+                                             : config::PoolMode::session;
+  tracking_statements_ = pool_mode_ != config::PoolMode::session && settings.max_prepared_statements > 0;
   max_prepared_statements_ = static_cast<std::size_t>(settings.max_prepared_statements);
-  const auto& config = context_.config();
-  pool::PoolSettingsSnapshot snapshot;
-  snapshot.size = settings.size;
-  snapshot.min_size = settings.min_size;
-  snapshot.reserve_size = settings.reserve_size;
-  snapshot.reserve_timeout = settings.reserve_timeout;
-  snapshot.connect_timeout = config.timeouts.server_connect;
-  snapshot.query_wait = config.timeouts.query_wait;
-  snapshot.server_idle = config.timeouts.server_idle;
-  snapshot.server_lifetime = config.timeouts.server_lifetime;
-  snapshot.check_query = config.health.check_query;
-  snapshot.check_delay = config.health.check_delay;
-  snapshot.connect_attempts = config.retry.connect_attempts;
-  snapshot.backoff_initial = config.retry.backoff_initial;
-  snapshot.backoff_max = config.retry.backoff_max;
-  snapshot.share_tracked_parameters = settings.mode != config::PoolMode::session;
-  std::vector<std::pair<std::string, std::uint16_t>> servers;
-  for (const auto& host : db.hosts) servers.emplace_back(host.host, host.port);
-  return context_.pools().get_or_create(database_, user_, target, servers, std::move(snapshot), db.max_db_connections,
-                                        user.max_user_connections);
+  return pool;
 }
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {
@@ -668,13 +654,19 @@ awaitable<bool> ClientSession::finish_login() {
   for (const auto& [name, value] : *sent_parameters_) protocol::append_parameter_status(out, name, value);
   protocol::append_backend_key(out, client_key_);
   protocol::append_ready_for_query(out, 'I');
+  pool_->counters().clients.fetch_add(1, std::memory_order_relaxed);
+  counted_in_pool_ = true;
+  logged_in_ = true;
   log()->info("[c{}] login db={} user={}{}", id_, database_, user_,
               server_ ? " (server connection s" + std::to_string(server_->id()) + ")" : "");
   co_return co_await write_client(out);
 }
 
 awaitable<bool> ClientSession::attach_server() {
+  waiting_for_server_ = true;
+  wait_started_ = std::chrono::steady_clock::now();
   auto acquired = co_await pool_->acquire(startup_params_, id_);
+  waiting_for_server_ = false;
   if (!acquired.lease) {
     if (!acquired.failure.server_error.empty()) {
       // PostgreSQL's own refusal, relayed as it was sent.
@@ -817,6 +809,8 @@ void ClientSession::Relay::reset(std::uint32_t max_message_size) {
   batch_complete = true;
   batch_replayable = batch_executed = batch_retried = false;
   batch_binds_answered = 0;
+  bytes_in = bytes_out = ready_flushed = ready_idle_flushed = 0;
+  busy = in_transaction = false;
 }
 
 std::vector<std::unique_ptr<ClientSession::Relay>>& ClientSession::recycled_relays() {
@@ -864,7 +858,43 @@ awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   }
 }
 
+void ClientSession::request_graceful_close() {
+  asio::post(client_.get_executor(), [self = shared_from_this()] {
+    self->closing_gracefully_ = true;
+    self->close_if_idle();
+  });
+}
+
+void ClientSession::close_if_idle() {
+  if (!client_.is_open()) return;
+  if (!logged_in_ || console_) {
+    close_client();  // still logging in, or an admin: nothing to finish
+    if (server_) {
+      error_code ec;
+      server_->socket().close(ec);
+    }
+    return;
+  }
+  if (server_) {
+    // Attached: only between transactions, with nothing owed and nothing being
+    // written to the client; otherwise the relay calls again when the reply is out.
+    if (!relay_ || client_write_busy_) return;
+    const auto& state = relay_->state;
+    if (state.pending != 0 || state.unsynced || state.copy_in || state.transaction != 'I') return;
+  }
+  std::string out;
+  protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command",
+                                        "Sluice is shutting down."});
+  send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  log()->info("[c{}] closing {}: shutting down", id_, peer_);
+  close_client();  // a parked client's wait ends; an attached one's relay ends and its server is reset
+}
+
 void ClientSession::arm_idle_timer() {
+  if (closing_gracefully_) {
+    close_if_idle();
+    if (!client_.is_open()) return;
+  }
   const auto& timeouts = context_.config().timeouts;
   if (timeouts.idle_transaction.count() == 0 && timeouts.client_idle.count() == 0) return;
   std::chrono::milliseconds limit{0};
@@ -949,6 +979,53 @@ void ClientSession::query_timer_expired() {
       asio::detached);
 }
 
+void ClientSession::request_sent() {
+  arm_query_timer();
+  if (relay_->busy) return;
+  relay_->busy = true;
+  relay_->busy_since = std::chrono::steady_clock::now();
+  last_request_ = relay_->busy_since;
+  if (!relay_->in_transaction && relay_->state.transaction == 'I') {
+    relay_->in_transaction = true;
+    relay_->transaction_since = relay_->busy_since;
+  }
+}
+
+void ClientSession::round_trip_done() {
+  disarm_query_timer();
+  if (!relay_->busy) return;
+  relay_->busy = false;
+  const auto now = std::chrono::steady_clock::now();
+  auto& counters = pool_->counters();
+  using std::chrono::microseconds;
+  counters.query_us.fetch_add(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<microseconds>(now - relay_->busy_since).count()),
+      std::memory_order_relaxed);
+  if (relay_->in_transaction && relay_->state.transaction == 'I') {
+    relay_->in_transaction = false;
+    counters.transaction_us.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<microseconds>(now - relay_->transaction_since).count()),
+        std::memory_order_relaxed);
+  }
+  flush_counters();
+}
+
+void ClientSession::flush_counters() {
+  if (!relay_ || !pool_) return;
+  auto& counters = pool_->counters();
+  auto& relay = *relay_;
+  const auto add = [](std::atomic<std::uint64_t>& counter, std::uint64_t delta) {
+    if (delta != 0) counter.fetch_add(delta, std::memory_order_relaxed);
+  };
+  add(counters.queries, relay.state.ready - relay.ready_flushed);
+  add(counters.transactions, relay.state.ready_idle - relay.ready_idle_flushed);
+  add(counters.bytes_received, relay.bytes_in);
+  add(counters.bytes_sent, relay.bytes_out);
+  relay.ready_flushed = relay.state.ready;
+  relay.ready_idle_flushed = relay.state.ready_idle;
+  relay.bytes_in = relay.bytes_out = 0;
+}
+
 bool ClientSession::client_stream_at_boundary() const {
   if (!relay_) return true;
   if (!tracking_statements_) return relay_->server_scanner.at_boundary();
@@ -961,6 +1038,7 @@ bool ClientSession::release_now() {
   if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   disarm_query_timer();
+  flush_counters();
   // A cancel counted just before the target went: release_server waits for it.
   if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
@@ -975,6 +1053,7 @@ bool ClientSession::release_now() {
 awaitable<void> ClientSession::release_server() {
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   disarm_query_timer();
+  flush_counters();
   co_await wait_for_cancels_in_flight();
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
   const bool trusted = !relay_->discard_on_release;
@@ -1029,6 +1108,53 @@ awaitable<void> ClientSession::serve_console() {
   data.queries = [this](std::size_t limit) { return context_.query_stats().top_n(limit); };
   data.slow = [this](std::size_t) { return context_.recent_slow().recent(); };
   data.version = std::string("sluice ") + SLUICE_VERSION;
+  data.pools = [this] { return console_pools(context_); };
+  data.stats = [this] { return console_stats(context_); };
+  data.databases = [this] { return console_databases(context_); };
+  data.config = [this] { return console_config(context_.config()); };
+  std::vector<ConsoleConnection> clients, servers;
+  data.clients = [&] { return clients; };
+  data.servers = [&] { return servers; };
+  // Side effects of modify commands that need waiting or other sessions' executors,
+  // carried out before the answer is sent (as PgBouncer answers PAUSE once paused).
+  std::vector<std::string> pausing;   // databases ("" = all) whose server connections must come back
+  std::vector<std::string> killing;   // databases whose clients are closed
+  bool shutdown_requested = false;
+  data.modify = [&](std::string_view command, std::string_view db) -> std::optional<ConsoleFailure> {
+    const std::string database(db);
+    if (!database.empty() && context_.config().databases.count(database) == 0) {
+      const auto pools = context_.pools().all();
+      const bool has_pool = std::any_of(pools.begin(), pools.end(), [&](const auto& p) { return p->database() == database; });
+      if (!has_pool) return ConsoleFailure{"3D000", "no such database: " + database, "SHOW DATABASES lists them."};
+    }
+    auto each_pool = [&](auto action) {
+      for (const auto& pool : context_.pools().all())
+        if (database.empty() || pool->database() == database) action(*pool);
+    };
+    log()->info("[c{}] admin console: {} {}", id_, command, database);
+    if (command == "PAUSE") {
+      context_.pools().pause(database);
+      pausing.push_back(database);
+    } else if (command == "RESUME") {
+      context_.pools().resume(database);
+    } else if (command == "RECONNECT") {
+      each_pool([](pool::Pool& pool) { pool.reconnect(); });
+    } else if (command == "KILL") {
+      context_.pools().pause(database);
+      each_pool([](pool::Pool& pool) { pool.close_idle(); });
+      killing.push_back(database);
+    } else if (command == "RELOAD") {
+      if (!context_.reload) return ConsoleFailure{"0A000", "RELOAD is not available", ""};
+      const std::string errors = context_.reload();
+      if (!errors.empty()) {
+        return ConsoleFailure{"F0000", "configuration file not reloaded; the running configuration stays", errors};
+      }
+    } else if (command == "SHUTDOWN") {
+      if (!context_.shutdown) return ConsoleFailure{"0A000", "SHUTDOWN is not available", ""};
+      shutdown_requested = true;
+    }
+    return std::nullopt;
+  };
   for (;;) {
     std::size_t consumed = 0;
     auto message = co_await read_client_message(consumed);
@@ -1043,7 +1169,44 @@ awaitable<void> ClientSession::serve_console() {
     if (is_show_active(sql)) {
       answer = co_await show_active();
     } else {
+      const std::string upper_sql = [&] {
+        std::string u(sql);
+        for (char& ch : u) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        return u;
+      }();
+      clients.clear();
+      servers.clear();
+      if (upper_sql.find("CLIENTS") != std::string::npos || upper_sql.find("SERVERS") != std::string::npos) {
+        for (auto& rows : co_await gather_connection_rows()) {
+          clients.push_back(std::move(rows.client));
+          if (rows.server) servers.push_back(std::move(*rows.server));
+        }
+        for (auto& idle : console_idle_servers(context_)) servers.push_back(std::move(idle));
+      }
+      pausing.clear();
+      killing.clear();
+      shutdown_requested = false;
       answer = admin_console_answer(sql, admin, data);
+      for (const auto& database : killing) co_await close_sessions_of(database);
+      if (!pausing.empty()) {
+        // PAUSE answers once every server connection of those pools is back.
+        auto executor = co_await asio::this_coro::executor;
+        asio::steady_timer tick(executor);
+        auto busy = [&] {
+          for (const auto& pool : context_.pools().all()) {
+            const bool matches = std::any_of(pausing.begin(), pausing.end(), [&](const std::string& db) {
+              return db.empty() || pool->database() == db;
+            });
+            if (matches && pool->open_connections() > pool->counts().idle) return true;
+          }
+          return false;
+        };
+        while (busy()) {
+          tick.expires_after(std::chrono::milliseconds(10));
+          co_await tick.async_wait(use_nothrow);
+        }
+      }
+      if (shutdown_requested) context_.shutdown();
     }
     login_buffer_.consume(consumed);
     if (!co_await write_client(answer)) co_return;
@@ -1123,6 +1286,96 @@ awaitable<std::string> ClientSession::show_active() {
   protocol::append_command_complete(out, "SHOW");
   protocol::append_ready_for_query(out, 'I');
   co_return out;
+}
+
+std::optional<ClientSession::ConnectionRows> ClientSession::connection_rows() const {
+  if (!logged_in_ && !console_) return std::nullopt;
+  if (user_.empty()) return std::nullopt;
+  const auto steady_now = std::chrono::steady_clock::now();
+  const auto system_now = std::chrono::system_clock::now();
+  const auto to_system = [&](std::chrono::steady_clock::time_point t) -> std::chrono::system_clock::time_point {
+    if (t == std::chrono::steady_clock::time_point{}) return {};
+    return system_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(steady_now - t);
+  };
+  ConnectionRows rows;
+  auto& c = rows.client;
+  c.user = user_;
+  c.database = database_;
+  c.state = waiting_for_server_ ? "waiting" : "active";
+  const auto colon = peer_.rfind(':');
+  c.addr = peer_.substr(0, colon);
+  c.port = colon == std::string::npos ? 0 : std::atoi(peer_.c_str() + colon + 1);
+  error_code ec;
+  if (auto local = client_.local_endpoint(ec); !ec) {
+    c.local_addr = local.address().to_string();
+    c.local_port = local.port();
+  }
+  c.connect_time = connected_at_;
+  c.request_time = to_system(last_request_);
+  if (waiting_for_server_) {
+    c.wait_us = std::chrono::duration_cast<std::chrono::microseconds>(steady_now - wait_started_).count();
+  }
+  c.id = id_;
+  c.remote_pid = client_key_.pid;
+  if (sent_parameters_) {
+    for (const auto& [name, value] : *sent_parameters_)
+      if (name == "application_name") c.application_name = value;
+  }
+  if (server_) {
+    c.link = server_->id();
+    ConsoleConnection& s = rows.server.emplace();
+    s.user = user_;
+    s.database = database_;
+    s.state = "active";
+    s.addr = server_->host;
+    s.port = server_->port;
+    if (auto local = server_->socket().local_endpoint(ec); !ec) {
+      s.local_addr = local.address().to_string();
+      s.local_port = local.port();
+    }
+    s.connect_time = to_system(server_->created_at);
+    s.request_time = c.request_time;
+    s.id = server_->id();
+    s.link = id_;
+    s.remote_pid = server_->backend_key.pid;
+    s.application_name = c.application_name;
+  }
+  return rows;
+}
+
+awaitable<std::vector<ClientSession::ConnectionRows>> ClientSession::gather_connection_rows() {
+  std::vector<ConnectionRows> all;
+  const auto home = co_await asio::this_coro::executor;
+  for (auto& session : context_.sessions()) {
+    if (session.get() != this) {
+      auto to_session = asio::post(session->executor(), asio::use_awaitable);
+      co_await std::move(to_session);
+    } else {
+      auto back = asio::post(home, asio::use_awaitable);
+      co_await std::move(back);
+    }
+    if (auto rows = session->connection_rows()) all.push_back(std::move(*rows));
+  }
+  auto back_home = asio::post(home, asio::use_awaitable);
+  co_await std::move(back_home);
+  co_return all;
+}
+
+awaitable<void> ClientSession::close_sessions_of(std::string database) {
+  const auto home = co_await asio::this_coro::executor;
+  int closed = 0;
+  for (auto& session : context_.sessions()) {
+    if (session.get() == this) continue;
+    auto to_session = asio::post(session->executor(), asio::use_awaitable);
+    co_await std::move(to_session);
+    if (session->logged_in_ && session->database_ == database) {
+      ++closed;
+      session->request_close();
+    }
+  }
+  auto back_home = asio::post(home, asio::use_awaitable);
+  co_await std::move(back_home);
+  log()->info("[c{}] KILL {}: closed {} client connection(s)", id_, database, closed);
 }
 
 // ---- Statement timing (slow-query log) ---------------------------------------------
@@ -1296,6 +1549,7 @@ void publish_slow(Context& context, SlowQueryRecord record, const QueryShape* sh
 }  // namespace
 
 void ClientSession::finish_statement(InFlightStatement& statement) {
+  if (!statement.sqlstate.empty() && pool_) pool_->counters().add_error(statement.sqlstate);
   const auto now = std::chrono::steady_clock::now();
   const auto duration = std::chrono::duration_cast<std::chrono::nanoseconds>(now - statement.start);
   const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(statement.wait);
@@ -1388,6 +1642,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
+      relay_->bytes_in += n;
       disarm_idle_timer();
       if (!server_) {
         // The server pump released the server while this read completed: the bytes
@@ -1422,7 +1677,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       }
       relay_->forwarding = false;
     }
-    if (relay_->state.pending > 0) arm_query_timer();
+    if (relay_->state.pending > 0) request_sent();
     if (outcome->stopped) co_return RelayEnd::client_terminated;
     if (co_await cancelled()) co_return RelayEnd::cancelled;
     maybe_grow(relay_->client_buffer, n);
@@ -1438,6 +1693,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
+    relay_->bytes_out += n;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
     // Back to the pool before the client sees the reply that ends its transaction:
     // once it has it, it (or anyone) may ask for a server again at once.
@@ -1445,13 +1701,15 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     auto sent = send_now(client_, relay_->server_buffer.data(), n);
     if (sent && *sent < n) {
       auto token = uncancellable();
+      client_write_busy_ = true;
       auto [wec, written] =
           co_await asio::async_write(client_, asio::buffer(relay_->server_buffer.data() + *sent, n - *sent), token);
+      client_write_busy_ = false;
       if (wec) sent.reset();
     }
     if (!outcome) co_return RelayEnd::server_protocol_error;
     if (!sent) co_return RelayEnd::client_closed;
-    if (relay_->state.pending == 0) disarm_query_timer();
+    if (relay_->state.pending == 0) round_trip_done();
     if (!released) arm_idle_timer();
     if (pool_mode_ != config::PoolMode::session) {
       if (released || release_due()) co_return RelayEnd::released;  // resume() waits for cancels in flight
@@ -1624,11 +1882,14 @@ awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
 
 awaitable<bool> ClientSession::send_to_client(const std::uint8_t* data, std::size_t size) {
   if (size == 0) co_return true;
+  if (relay_) relay_->bytes_out += size;
   auto sent = send_now(client_, data, size);
   if (!sent) co_return false;
   if (*sent < size) {
     auto token = uncancellable();
+    client_write_busy_ = true;
     auto [ec, written] = co_await asio::async_write(client_, asio::buffer(data + *sent, size - *sent), token);
+    client_write_busy_ = false;
     if (ec) co_return false;
   }
   co_return true;
@@ -1800,6 +2061,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       in.commit(n);
+      relay_->bytes_in += n;
       disarm_idle_timer();
       if (!server_) {  // released meanwhile (see pump_client_to_server)
         auto pending = in.data();
@@ -1859,7 +2121,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
     if (!co_await send_to_server(reinterpret_cast<const std::uint8_t*>(out.data()), out.size())) {
       co_return RelayEnd::server_closed;
     }
-    if (relay_->state.pending > 0) arm_query_timer();
+    if (relay_->state.pending > 0) request_sent();
     if (terminated) {
       relay_->server_stream_broken = relay_->server_stream_broken || !in.empty();
       co_return RelayEnd::client_terminated;
@@ -2075,7 +2337,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
       sent = co_await send_to_client(data.data(), pos);
     }
     if (!sent) co_return RelayEnd::client_closed;
-    if (relay_->state.pending == 0) disarm_query_timer();
+    if (relay_->state.pending == 0) round_trip_done();
     if (released || release_due()) co_return RelayEnd::released;
     arm_idle_timer();
     if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&

@@ -17,6 +17,7 @@
 #include "protocol/relay_state.h"
 #include "protocol/scanner.h"
 #include "protocol/wire.h"
+#include "proxy/admin_console.h"
 #include "proxy/context.h"
 
 namespace sluice::proxy {
@@ -29,6 +30,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<void> run();
   // Thread-safe: closes the client (and its server connection) from the session's executor.
   void request_close();
+  // Thread-safe (shutdown): closes the client with 57P01 once it is between
+  // transactions (at once when it is).
+  void request_graceful_close();
   std::uint64_t id() const { return id_; }
   asio::any_io_executor executor() { return client_.get_executor(); }
 
@@ -41,6 +45,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool slow = false;  // at or over its slow_query threshold
   };
   std::optional<ActiveStatement> active_statement() const;
+  // SHOW CLIENTS / SHOW SERVERS rows of this session (its server's, when one is
+  // attached). nullopt before login. Call on the session's executor only.
+  struct ConnectionRows {
+    ConsoleConnection client;
+    std::optional<ConsoleConnection> server;
+  };
+  std::optional<ConnectionRows> connection_rows() const;
+  // The database it logged in to ("" before login). On the session's executor only.
+  const std::string& database() const { return database_; }
 
  private:
   // A request passed to the server (or answered here), in order, until the server
@@ -83,6 +96,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // SHOW ACTIVE: statements running now in every session, longest first.
   static bool is_show_active(std::string_view sql);
   awaitable<std::string> show_active();
+  // Reads every session's rows on its own executor (SHOW CLIENTS / SERVERS).
+  awaitable<std::vector<ConnectionRows>> gather_connection_rows();
+  // KILL: closes every client session of `database` (on their executors).
+  awaitable<void> close_sessions_of(std::string database);
   awaitable<bool> authenticate();
   std::shared_ptr<pool::Pool> find_pool();
   // Sends ParameterStatus, BackendKeyData and ReadyForQuery; attaches a server
@@ -230,6 +247,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool batch_executed = false;    // an Execute of it completed
     bool batch_retried = false;
     std::int64_t batch_binds_answered = 0;  // its Binds the server completed (answers the client has)
+    // Statistics not yet added to the pool's counters (see account_round_trip).
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::uint64_t ready_flushed = 0;
+    std::uint64_t ready_idle_flushed = 0;
+    bool busy = false;            // a request is owed an answer
+    bool in_transaction = false;  // a transaction began in this relay and has not ended
+    std::chrono::steady_clock::time_point busy_since;
+    std::chrono::steady_clock::time_point transaction_since;
   };
   std::unique_ptr<Relay> relay_;
   bool console_ = false;
@@ -255,6 +281,21 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     }
   }
   void query_timer_expired();
+  // Statistics: a request went out (starts the busy and transaction clocks) and
+  // everything is answered (stops them, disarms the query timer and adds what the
+  // relay counted to the pool's counters).
+  void request_sent();
+  void round_trip_done();
+  void flush_counters();
+  bool counted_in_pool_ = false;
+  bool closing_gracefully_ = false;
+  bool client_write_busy_ = false;  // an async write to the client is under way
+  void close_if_idle();
+  const std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
+  bool logged_in_ = false;
+  bool waiting_for_server_ = false;
+  std::chrono::steady_clock::time_point wait_started_{};
+  std::chrono::steady_clock::time_point last_request_{};
   // Whether what the client has received so far ends on a message boundary (so
   // that an ErrorResponse of Sluice's own may follow).
   bool client_stream_at_boundary() const;

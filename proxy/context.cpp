@@ -42,6 +42,57 @@ std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) co
   return ForwardedCancel(*it->second.target, it->second.in_flight);
 }
 
+void Context::replace_config(std::shared_ptr<const config::Config> config) {
+  std::lock_guard lock(configs_mutex_);
+  current_.store(config.get(), std::memory_order_release);
+  kept_configs_.push_back(std::move(config));
+}
+
+pool::ServerTarget server_target(const config::Database& db, const config::User& user, const std::string& requested_db,
+                                 const std::string& user_name) {
+  pool::ServerTarget target;
+  target.host = db.host;
+  target.port = db.port;
+  target.dbname = db.dbname.empty() ? requested_db : db.dbname;
+  target.user = user_name;
+  if (!user.server_password.empty()) {
+    target.credential.plain = user.server_password;
+  } else if (protocol::auth::is_md5_hash(user.password)) {
+    target.credential.md5_hash = user.password;
+  } else if (!protocol::auth::is_scram_secret(user.password)) {
+    target.credential.plain = user.password;  // empty for trust users: PostgreSQL decides
+  }
+  return target;
+}
+
+std::vector<std::pair<std::string, std::uint16_t>> servers_of(const config::Database& db) {
+  std::vector<std::pair<std::string, std::uint16_t>> servers;
+  for (const auto& host : db.hosts) servers.emplace_back(host.host, host.port);
+  return servers;
+}
+
+pool::PoolSettingsSnapshot pool_snapshot(const config::Config& config, const config::Database& db,
+                                         const config::User& user) {
+  const auto settings = config.pool_for(db, user);
+  pool::PoolSettingsSnapshot snapshot;
+  snapshot.size = settings.size;
+  snapshot.min_size = settings.min_size;
+  snapshot.reserve_size = settings.reserve_size;
+  snapshot.reserve_timeout = settings.reserve_timeout;
+  snapshot.connect_timeout = config.timeouts.server_connect;
+  snapshot.query_wait = config.timeouts.query_wait;
+  snapshot.server_idle = config.timeouts.server_idle;
+  snapshot.server_lifetime = config.timeouts.server_lifetime;
+  snapshot.check_query = config.health.check_query;
+  snapshot.check_delay = config.health.check_delay;
+  snapshot.connect_attempts = config.retry.connect_attempts;
+  snapshot.backoff_initial = config.retry.backoff_initial;
+  snapshot.backoff_max = config.retry.backoff_max;
+  snapshot.share_tracked_parameters = settings.mode != config::PoolMode::session;
+  snapshot.mode = config::to_string(settings.mode);
+  return snapshot;
+}
+
 QueryStats::Shard& Context::query_stats_shard() {
   // One Context per process: a thread's shard is created on its first statement.
   thread_local QueryStats::Shard* shard = nullptr;
@@ -50,7 +101,7 @@ QueryStats::Shard& Context::query_stats_shard() {
 }
 
 bool Context::try_add_client() {
-  const int max = config_->max_client_conn;
+  const int max = config().max_client_conn;
   int current = clients_.load(std::memory_order_relaxed);
   while (current < max) {
     if (clients_.compare_exchange_weak(current, current + 1)) return true;
@@ -59,6 +110,17 @@ bool Context::try_add_client() {
 }
 
 void Context::remove_client() { clients_.fetch_sub(1); }
+
+void Context::record_stats_sample(StatsSample sample) {
+  std::lock_guard lock(stats_mutex_);
+  previous_sample_ = std::move(latest_sample_);
+  latest_sample_ = std::move(sample);
+}
+
+std::pair<Context::StatsSample, Context::StatsSample> Context::stats_samples() const {
+  std::lock_guard lock(stats_mutex_);
+  return {previous_sample_, latest_sample_};
+}
 
 protocol::auth::ScramSecret Context::scram_secret_for(const config::User& user) {
   std::lock_guard lock(scram_mutex_);

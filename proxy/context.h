@@ -1,7 +1,9 @@
 #pragma once
 // State shared by every client session of one Sluice process: the config, the
 // pools, the cancel-key registry and the live sessions (for shutdown).
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -72,13 +74,27 @@ class CancelRegistry {
   std::unordered_map<std::uint32_t, Entry> entries_;
 };
 
+// How to reach and pool a (database, user) pair under `config`.
+pool::ServerTarget server_target(const config::Database& db, const config::User& user, const std::string& requested_db,
+                                 const std::string& user_name);
+std::vector<std::pair<std::string, std::uint16_t>> servers_of(const config::Database& db);
+pool::PoolSettingsSnapshot pool_snapshot(const config::Config& config, const config::Database& db,
+                                         const config::User& user);
+
 class Context {
  public:
   explicit Context(std::shared_ptr<const config::Config> config)
-      : config_(std::move(config)),
-        pools_(pool::HostPolicy{config_->health.ban_time, config_->retry.backoff_initial, config_->retry.backoff_max}) {}
+      : current_(config.get()),
+        pools_(pool::HostPolicy{config->health.ban_time, config->retry.backoff_initial, config->retry.backoff_max}) {
+    kept_configs_.push_back(std::move(config));
+  }
 
-  const config::Config& config() const { return *config_; }
+  // The configuration in force. A reference stays valid for the process's life:
+  // every configuration ever loaded is kept (sessions hold pointers into the one
+  // they logged in with), so a RELOAD never pulls one from under a session.
+  const config::Config& config() const { return *current_.load(std::memory_order_acquire); }
+  // RELOAD: makes `config` the one in force for everything read from now on.
+  void replace_config(std::shared_ptr<const config::Config> config);
   pool::PoolRegistry& pools() { return pools_; }
   CancelRegistry& cancels() { return cancels_; }
   pool::StatementRegistry& statements() { return statements_; }
@@ -116,8 +132,27 @@ class Context {
   bool shutting_down() const { return shutting_down_.load(); }
   void begin_shutdown() { shutting_down_.store(true); }
 
+  // For SHOW / metrics.
+  std::chrono::steady_clock::time_point started_at() const { return started_at_; }
+  void count_refused_client() { clients_refused_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t clients_refused() const { return clients_refused_.load(std::memory_order_relaxed); }
+  // SHOW STATS averages: the server takes a sample of per-database totals every
+  // stats period; the console shows the increase between the last two.
+  struct StatsSample {
+    std::chrono::steady_clock::time_point at{};
+    std::map<std::string, std::array<std::uint64_t, 7>> totals;  // database -> ConsoleTotals fields in order
+  };
+  void record_stats_sample(StatsSample sample);
+  std::pair<StatsSample, StatsSample> stats_samples() const;  // previous, latest
+
+  // Console commands carried out by the Server (set once at start-up).
+  std::function<std::string()> reload;     // "" = reloaded; otherwise the errors
+  std::function<void()> shutdown;
+
  private:
-  std::shared_ptr<const config::Config> config_;
+  std::atomic<const config::Config*> current_;
+  std::mutex configs_mutex_;
+  std::vector<std::shared_ptr<const config::Config>> kept_configs_;
   pool::PoolRegistry pools_;
   CancelRegistry cancels_;
   pool::StatementRegistry statements_;
@@ -127,6 +162,10 @@ class Context {
   // Declared after what its jobs record into: destroyed (and drained) first.
   ShapeService shapes_;
   std::atomic<int> clients_{0};
+  std::atomic<std::uint64_t> clients_refused_{0};
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+  mutable std::mutex stats_mutex_;
+  StatsSample previous_sample_, latest_sample_;
   std::atomic<bool> shutting_down_{false};
 
   std::mutex scram_mutex_;

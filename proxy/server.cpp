@@ -6,6 +6,9 @@
 
 #include "pool/log.h"
 #include "proxy/client_session.h"
+#include "proxy/console_data.h"
+
+#include <sys/socket.h>
 
 namespace sluice::proxy {
 namespace {
@@ -30,9 +33,14 @@ Server::Server(std::shared_ptr<const config::Config> config)
       io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
       control_(asio::make_strand(io_)),
       signals_(control_, SIGINT, SIGTERM),
+      hangups_(control_, SIGHUP),
+      stats_timer_(control_),
+      shutdown_timer_(control_),
       context_(config),
       janitor_(asio::make_strand(io_), context_.pools(), config->timeouts.server_connect) {
   context_.on_last_session_gone([this] { finish_if_drained(); });
+  context_.reload = [this] { return reload(); };
+  context_.shutdown = [this] { stop(); };
   if (!config->slow_query.log.empty()) {
     SlowLogOptions options;
     options.path = config->slow_query.log;
@@ -55,6 +63,13 @@ void Server::bind() {
     auto acceptor = std::make_unique<tcp::acceptor>(io_);
     acceptor->open(endpoint.protocol(), ec);
     if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && config_->so_reuseport) {
+      // A new Sluice can listen on the same port while this one drains.
+      const int on = 1;
+      if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+        ec = error_code(errno, boost::system::system_category());
+      }
+    }
     if (!ec) acceptor->bind(endpoint, ec);
     if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
@@ -63,6 +78,29 @@ void Server::bind() {
     }
     log()->info("listening on {}:{}", listen.host, listen.port);
     acceptors_.push_back(std::move(acceptor));
+  }
+  if (!config_->metrics_listen.empty()) {
+    const auto& address = config_->metrics_listen;
+    const auto colon = address.rfind(':');
+    std::string host = address.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    const auto port = static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1)));
+    MetricsServer::Handlers handlers;
+    handlers.snapshot = [this] { return metrics_snapshot(context_); };
+    handlers.not_ready_reason = [this]() -> std::string {
+      if (context_.shutting_down()) return "shutting down";
+      // Ready when some backend host answers: one that is not marked down. A host
+      // no connection has tried yet counts as reachable until one fails.
+      const auto hosts = context_.pools().hosts().all();
+      if (hosts.empty()) return {};
+      for (const auto& host : hosts)
+        if (!host->down()) return {};
+      std::string reason = "no backend host reachable:";
+      for (const auto& host : hosts) reason += " " + host->address() + " (" + host->status().last_failure + ")";
+      return reason;
+    };
+    metrics_ = std::make_unique<MetricsServer>(io_, host, port, std::move(handlers));
+    log()->info("metrics on http://{}/metrics", address);
   }
 }
 
@@ -99,16 +137,104 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
 
 void Server::shutdown() {
   if (context_.shutting_down()) return;
-  log()->info("shutting down: closing listeners and {} client connection(s)", context_.client_count());
+  const auto limit = config_->shutdown_timeout;
+  log()->info("shutting down: listeners closed; {} client connection(s) close as their transactions end "
+              "(shutdown_timeout {} ms)",
+              context_.client_count(), limit.count());
   context_.begin_shutdown();
   janitor_.stop();
+  stats_timer_.cancel();
+  error_code ignored;
+  hangups_.cancel(ignored);
   for (auto& acceptor : acceptors_) {
     error_code ec;
     acceptor->close(ec);
   }
+  // No new server connections; clients still waiting for one are told (57P01).
   for (auto& pool : context_.pools().all()) pool->close();
-  context_.close_all_sessions();
+  for (auto& session : context_.sessions()) session->request_graceful_close();
+  if (limit.count() > 0) {
+    shutdown_timer_.expires_after(limit);
+    shutdown_timer_.async_wait([this, limit](error_code ec) {
+      if (ec) return;
+      log()->warn("shutdown_timeout ({} ms) reached: closing {} remaining client connection(s)", limit.count(),
+                  context_.live_sessions());
+      context_.close_all_sessions();
+    });
+  } else {
+    context_.close_all_sessions();
+  }
   finish_if_drained();
+}
+
+std::string Server::reload() {
+  const std::string path = context_.config().source_file;
+  auto loaded = config::load_file(path);
+  if (!loaded.config) {
+    std::string errors;
+    for (const auto& error : loaded.errors) {
+      log()->error("reload: {}", error.to_string());
+      errors += (errors.empty() ? "" : "\n") + error.to_string();
+    }
+    log()->error("reload: {} rejected; the running configuration stays", path);
+    return errors;
+  }
+  auto fresh = std::make_shared<const config::Config>(std::move(*loaded.config));
+  const auto& old = context_.config();
+  auto warn_restart = [](const char* key) {
+    log()->warn("reload: {} changed; it takes effect after a restart", key);
+  };
+  if (fresh->listen.size() != old.listen.size() ||
+      !std::equal(fresh->listen.begin(), fresh->listen.end(), old.listen.begin(),
+                  [](const auto& a, const auto& b) { return a.host == b.host && a.port == b.port; })) {
+    warn_restart("sluice.listen");
+  }
+  if (fresh->workers != old.workers) warn_restart("sluice.workers");
+  if (fresh->metrics_listen != old.metrics_listen) warn_restart("sluice.metrics_listen");
+  if (fresh->so_reuseport != old.so_reuseport) warn_restart("sluice.so_reuseport");
+  if (fresh->slow_query.log != old.slow_query.log) warn_restart("slow_query.log");
+  context_.replace_config(fresh);
+  spdlog::set_level(spdlog::level::from_str(fresh->log_level));
+  // Existing pools take the new sizes, timeouts and servers; pools of a database
+  // or user that is gone keep serving the clients they have.
+  int updated = 0;
+  for (const auto& pool : context_.pools().all()) {
+    const auto* db = fresh->find_database(pool->database());
+    const auto* user = fresh->find_user(pool->user());
+    if (db == nullptr || user == nullptr) continue;
+    std::vector<std::shared_ptr<pool::Host>> hosts;
+    for (const auto& host : db->hosts) hosts.push_back(context_.pools().hosts().get(host.host, host.port));
+    pool->reconfigure(pool_snapshot(*fresh, *db, *user), std::move(hosts));
+    ++updated;
+  }
+  log()->info("reload: {} in force ({} pool(s) updated)", path, updated);
+  return {};
+}
+
+void Server::wait_for_sighup() {
+  hangups_.async_wait([this](error_code ec, int) {
+    if (ec) return;
+    log()->info("received SIGHUP: reloading the configuration");
+    reload();
+    wait_for_sighup();
+  });
+}
+
+awaitable<void> Server::sample_stats() {
+  // SHOW STATS averages are over this period (PgBouncer's stats_period is 60s).
+  constexpr auto kStatsPeriod = std::chrono::seconds(15);
+  for (;;) {
+    Context::StatsSample sample;
+    sample.at = std::chrono::steady_clock::now();
+    for (const auto& totals : database_totals(context_)) {
+      sample.totals[totals.database] = {totals.xact_count,   totals.query_count,   totals.received, totals.sent,
+                                        totals.xact_time_us, totals.query_time_us, totals.wait_time_us};
+    }
+    context_.record_stats_sample(std::move(sample));
+    stats_timer_.expires_after(kStatsPeriod);
+    auto [ec] = co_await stats_timer_.async_wait(use_nothrow);
+    if (ec || context_.shutting_down()) co_return;
+  }
 }
 
 void Server::stop() {
@@ -138,6 +264,9 @@ int Server::run() {
     });
   }
   janitor_.start();
+  wait_for_sighup();
+  asio::co_spawn(control_, sample_stats(), asio::detached);
+  if (metrics_) metrics_->start();
   log()->info("running with {} worker thread(s)", workers);
   std::vector<std::thread> threads;
   for (int i = 1; i < workers; ++i) threads.emplace_back([this] { io_.run(); });
@@ -154,6 +283,8 @@ void Server::finish_if_drained() {
     finished_ = true;
     for (auto& pool : context_.pools().all()) pool->close_idle();
     error_code ec;
+    shutdown_timer_.cancel();
+    if (metrics_) metrics_->stop();
     signals_.cancel(ec);  // the last thing keeping io_.run() busy
   });
 }

@@ -8,6 +8,7 @@
 
 #include "pool/asio.h"
 #include "pool/janitor.h"
+#include "proxy/metrics.h"
 #include "proxy/context.h"
 
 namespace sluice::proxy {
@@ -24,6 +25,11 @@ class Server {
  private:
   awaitable<void> accept_loop(tcp::acceptor& acceptor);
   void shutdown();
+  // SIGHUP / RELOAD: reads the file again; "" when the new configuration is in
+  // force, else its errors (the running configuration stays).
+  std::string reload();
+  void wait_for_sighup();
+  awaitable<void> sample_stats();
   // Once shutting down and the last session has ended, lets io_.run() return.
   void finish_if_drained();
 
@@ -32,6 +38,10 @@ class Server {
   asio::io_context io_;
   asio::strand<asio::io_context::executor_type> control_;
   asio::signal_set signals_;
+  asio::signal_set hangups_;
+  asio::steady_timer stats_timer_;
+  asio::steady_timer shutdown_timer_;
+  std::unique_ptr<MetricsServer> metrics_;
   bool finished_ = false;
   bool single_threaded_ = false;
   Context context_;

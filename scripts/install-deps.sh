@@ -7,7 +7,7 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libssl-dev libspdlog-dev libtomlplusplus-dev
   libgtest-dev googletest libgmock-dev libbenchmark-dev libpq-dev libpg-query-dev
-  postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox
+  postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox prometheus
 )
 
 missing=()
@@ -32,3 +32,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v pg_lsclusters >/dev/null; then
   $SUDO systemctl stop pgbouncer 2>/dev/null || $SUDO service pgbouncer stop 2>/dev/null || true
 fi
+# The prometheus package (wanted for promtool) starts a Prometheus server on :9090 where systemd runs.
+$SUDO systemctl disable --now prometheus 2>/dev/null || $SUDO service prometheus stop 2>/dev/null || true

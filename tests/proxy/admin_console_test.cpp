@@ -164,6 +164,7 @@ struct Answer {
   std::vector<Table> tables;
   std::optional<Error> error;
   bool empty_query = false;
+  std::vector<std::string> commands;  // CommandComplete tags without a table (PAUSE, RELOAD, ...)
 };
 
 Answer decode(const std::string& bytes) {
@@ -196,6 +197,8 @@ Answer decode(const std::string& bytes) {
     } else if (m.type == 'I') {
       EXPECT_TRUE(m.body.empty());
       answer.empty_query = true;
+    } else if (m.type == 'C') {
+      answer.commands.push_back(tag_of(m));
     } else {
       ADD_FAILURE() << "unexpected message type " << m.type;
     }
@@ -534,13 +537,13 @@ TEST(AdminConsoleTest, EmptyQuery) {
   }
 }
 
-TEST(AdminConsoleTest, ModifyCommandsNeedAnAdminAndAreNotSupportedYet) {
+TEST(AdminConsoleTest, ModifyCommandsNeedAnAdmin) {
   for (std::string_view sql : {"PAUSE", "pause app;", "RESUME \"My Db\"", "RECONNECT app", "KILL app", "reload",
                                "SHUTDOWN"}) {
     expect_error(ask(sql, {}, false), "42501", "permission denied: only admin_users may run ");
+    // Without a handler (as in a build without the pooler around it): 0A000.
     expect_error(ask(sql, {}, true), "0A000", "is not supported yet");
   }
-  expect_error(ask("pause app", {}, true), "0A000", "PAUSE is not supported yet");
   expect_error(ask("Kill app", {}, false), "42501", "permission denied: only admin_users may run KILL");
   // Syntax is checked first, for everyone.
   expect_error(ask("KILL", {}, false), "42601", "syntax error at end of input");
@@ -549,11 +552,181 @@ TEST(AdminConsoleTest, ModifyCommandsNeedAnAdminAndAreNotSupportedYet) {
   expect_error(ask("PAUSE 'app'", {}, true), "42601", "\"'app'\"");
 }
 
-TEST(AdminConsoleTest, ShowSubjectsNotBuiltYet) {
-  for (std::string_view subject : {"POOLS", "stats", "STATS_TOTALS", "clients", "SERVERS", "DATABASES", "CONFIG"}) {
-    expect_error(ask("SHOW " + std::string(subject), {}, false), "0A000", "is not supported yet");
-  }
-  expect_error(ask("show pools"), "0A000", "SHOW POOLS is not supported yet");
+TEST(AdminConsoleTest, ModifyCommandsAreHandedToTheHandler) {
+  std::vector<std::pair<std::string, std::string>> calls;
+  ConsoleData data;
+  data.modify = [&](std::string_view command, std::string_view database) -> std::optional<ConsoleFailure> {
+    calls.emplace_back(command, database);
+    if (database == "nope") return ConsoleFailure{"3D000", "no such database: nope", ""};
+    return std::nullopt;
+  };
+  Answer a = ask("pause app; RESUME; reconnect \"My Db\"; KILL app; RELOAD; SHUTDOWN", data, true);
+  EXPECT_FALSE(a.error.has_value());
+  EXPECT_EQ(a.commands, (std::vector<std::string>{"PAUSE", "RESUME", "RECONNECT", "KILL", "RELOAD", "SHUTDOWN"}));
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"PAUSE", "app"}, {"RESUME", ""}, {"RECONNECT", "My Db"}, {"KILL", "app"}, {"RELOAD", ""}, {"SHUTDOWN", ""}};
+  EXPECT_EQ(calls, expected);
+  calls.clear();
+  a = ask("PAUSE nope; RESUME", data, true);
+  expect_error(a, "3D000", "no such database: nope");
+  EXPECT_EQ(calls.size(), 1u) << "the first error ends the answer";
+  calls.clear();
+  expect_error(ask("PAUSE app", data, false), "42501");
+  EXPECT_TRUE(calls.empty()) << "a stats user never reaches the handler";
+}
+
+TEST(AdminConsoleTest, ShowPoolsUsesPgBouncersColumns) {
+  ConsoleData data;
+  data.pools = [] {
+    ConsolePool b{"db2", "u", "transaction", 3, 2, 1, 4, 1, 2'500'123, true, "h:1,h:2", 1};
+    ConsolePool a{"db1", "u", "session", 1, 0, 1, 0, 0, 0, false, "h:1", 0};
+    return std::vector<ConsolePool>{b, a};
+  };
+  Answer a = ask("SHOW POOLS", data, false);
+  ASSERT_EQ(a.tables.size(), 1u);
+  const Table& t = a.tables[0];
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
+                                                 "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
+                                                 "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
+                                                 "maxwait", "maxwait_us", "pool_mode", "paused", "hosts",
+                                                 "hosts_down"}));
+  ASSERT_EQ(t.rows.size(), 2u);
+  EXPECT_EQ(t.value(0, "database"), "db1");  // sorted by database, user
+  EXPECT_EQ(t.value(1, "cl_active"), "3");
+  EXPECT_EQ(t.value(1, "cl_waiting"), "2");
+  EXPECT_EQ(t.value(1, "sv_active"), "1");
+  EXPECT_EQ(t.value(1, "sv_idle"), "4");
+  EXPECT_EQ(t.value(1, "sv_login"), "1");
+  EXPECT_EQ(t.value(1, "maxwait"), "2");
+  EXPECT_EQ(t.value(1, "maxwait_us"), "500123");
+  EXPECT_EQ(t.value(1, "pool_mode"), "transaction");
+  EXPECT_EQ(t.value(1, "paused"), "yes");
+  EXPECT_EQ(t.value(1, "hosts_down"), "1");
+  EXPECT_EQ(t.tag, "SHOW");
+  // Without a source: the columns and no rows.
+  Answer empty = ask("show pools", {}, false);
+  ASSERT_EQ(empty.tables.size(), 1u);
+  EXPECT_TRUE(empty.tables[0].rows.empty());
+}
+
+TEST(AdminConsoleTest, ShowStatsTotalsAndAverages) {
+  ConsoleData data;
+  data.stats = [] {
+    ConsoleStats s;
+    s.total = ConsoleTotals{"app", 1000, 3000, 50'000, 900'000, 2'000'000, 1'500'000, 10'000};
+    s.period = ConsoleTotals{"", 150, 450, 15'000, 30'000, 300'000, 90'000, 1'500};
+    s.period_seconds = 15;
+    ConsoleStats fresh;
+    fresh.total = ConsoleTotals{"other", 1, 1, 10, 20, 30, 40, 50};
+    return std::vector<ConsoleStats>{s, fresh};
+  };
+  Answer a = ask("SHOW STATS; SHOW STATS_TOTALS", data, false);
+  ASSERT_EQ(a.tables.size(), 2u);
+  const Table& stats = a.tables[0];
+  ASSERT_EQ(stats.rows.size(), 2u);
+  EXPECT_EQ(stats.columns.front(), "database");
+  EXPECT_EQ(stats.value(0, "total_xact_count"), "1000");
+  EXPECT_EQ(stats.value(0, "total_query_count"), "3000");
+  EXPECT_EQ(stats.value(0, "total_received"), "50000");
+  EXPECT_EQ(stats.value(0, "total_sent"), "900000");
+  EXPECT_EQ(stats.value(0, "total_xact_time"), "2000000");
+  EXPECT_EQ(stats.value(0, "total_query_time"), "1500000");
+  EXPECT_EQ(stats.value(0, "total_wait_time"), "10000");
+  EXPECT_EQ(stats.value(0, "avg_xact_count"), "10");    // 150 / 15 s
+  EXPECT_EQ(stats.value(0, "avg_query_count"), "30");   // 450 / 15 s
+  EXPECT_EQ(stats.value(0, "avg_recv"), "1000");        // bytes per second
+  EXPECT_EQ(stats.value(0, "avg_sent"), "2000");
+  EXPECT_EQ(stats.value(0, "avg_xact_time"), "2000");   // µs per transaction
+  EXPECT_EQ(stats.value(0, "avg_query_time"), "200");   // µs per query
+  EXPECT_EQ(stats.value(0, "avg_wait_time"), "10");
+  EXPECT_EQ(stats.value(1, "avg_xact_count"), "0") << "no completed period yet";
+  const Table& totals = a.tables[1];
+  EXPECT_EQ(totals.columns, (std::vector<std::string>{"database", "xact_count", "query_count", "bytes_received",
+                                                      "bytes_sent", "xact_time", "query_time", "wait_time"}));
+  EXPECT_EQ(totals.value(1, "wait_time"), "50");
+}
+
+TEST(AdminConsoleTest, ShowClientsAndServers) {
+  ConsoleData data;
+  data.clients = [] {
+    ConsoleConnection c;
+    c.user = "app";
+    c.database = "db";
+    c.state = "waiting";
+    c.addr = "127.0.0.1";
+    c.port = 40000;
+    c.local_addr = "127.0.0.1";
+    c.local_port = 6432;
+    c.connect_time = kT0;
+    c.wait_us = 1'000'250;
+    c.id = 0x2a;
+    c.remote_pid = 1234;
+    c.application_name = "api";
+    return std::vector<ConsoleConnection>{c};
+  };
+  data.servers = [] {
+    ConsoleConnection s;
+    s.user = "app";
+    s.database = "db";
+    s.state = "idle";
+    s.addr = "10.0.0.1";
+    s.port = 5432;
+    s.id = 7;
+    s.link = 0x2a;
+    s.remote_pid = 99;
+    return std::vector<ConsoleConnection>{s};
+  };
+  Answer a = ask("SHOW CLIENTS; SHOW SERVERS", data, false);
+  ASSERT_EQ(a.tables.size(), 2u);
+  const Table& clients = a.tables[0];
+  EXPECT_EQ(clients.columns, (std::vector<std::string>{"type", "user", "database", "state", "addr", "port",
+                                                       "local_addr", "local_port", "connect_time", "request_time",
+                                                       "wait", "wait_us", "close_needed", "ptr", "link",
+                                                       "remote_pid", "tls", "application_name"}));
+  EXPECT_EQ(clients.value(0, "type"), "C");
+  EXPECT_EQ(clients.value(0, "state"), "waiting");
+  EXPECT_EQ(clients.value(0, "port"), "40000");
+  EXPECT_EQ(clients.value(0, "connect_time"), "2026-05-28 20:26:40 UTC");
+  EXPECT_EQ(clients.value(0, "request_time"), "<NULL>");
+  EXPECT_EQ(clients.value(0, "wait"), "1");
+  EXPECT_EQ(clients.value(0, "wait_us"), "250");
+  EXPECT_EQ(clients.value(0, "link"), "<NULL>");
+  EXPECT_EQ(clients.value(0, "remote_pid"), "1234");
+  EXPECT_EQ(clients.value(0, "application_name"), "api");
+  const Table& servers = a.tables[1];
+  EXPECT_EQ(servers.value(0, "type"), "S");
+  EXPECT_EQ(servers.value(0, "remote_pid"), "99");
+  EXPECT_EQ(servers.value(0, "link"), clients.value(0, "ptr"));
+}
+
+TEST(AdminConsoleTest, ShowDatabasesAndConfig) {
+  ConsoleData data;
+  data.databases = [] {
+    ConsoleDatabase d{"app", "127.0.0.1", 5432, "appdb", "transaction", 20, 2, 1, 40, 3, true, false};
+    ConsoleDatabase any{"*", "127.0.0.1", 5432, "", "session", 20, 0, 0, 0, 0, false, false};
+    return std::vector<ConsoleDatabase>{d, any};
+  };
+  data.config = [] {
+    return std::vector<ConsoleConfigItem>{{"pool.size", "5", "20", true}, {"sluice.listen", "127.0.0.1:6432", "x", false}};
+  };
+  Answer a = ask("SHOW DATABASES; SHOW CONFIG", data, false);
+  ASSERT_EQ(a.tables.size(), 2u);
+  const Table& dbs = a.tables[0];
+  EXPECT_EQ(dbs.columns, (std::vector<std::string>{"name", "host", "port", "database", "force_user", "pool_size",
+                                                   "min_pool_size", "reserve_pool", "pool_mode", "max_connections",
+                                                   "current_connections", "paused", "disabled"}));
+  EXPECT_EQ(dbs.value(0, "name"), "*");
+  EXPECT_EQ(dbs.value(0, "database"), "<NULL>");
+  EXPECT_EQ(dbs.value(1, "database"), "appdb");
+  EXPECT_EQ(dbs.value(1, "pool_size"), "20");
+  EXPECT_EQ(dbs.value(1, "min_pool_size"), "2");
+  EXPECT_EQ(dbs.value(1, "max_connections"), "40");
+  EXPECT_EQ(dbs.value(1, "paused"), "1");
+  const Table& config = a.tables[1];
+  EXPECT_EQ(config.columns, (std::vector<std::string>{"key", "value", "default", "changeable"}));
+  EXPECT_EQ(config.value(0, "value"), "5");
+  EXPECT_EQ(config.value(1, "changeable"), "no");
+  expect_error(ask("SHOW POOLS now", data, false), "42601", "\"now\"");
 }
 
 }  // namespace
