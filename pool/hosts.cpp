@@ -25,8 +25,8 @@ std::chrono::milliseconds next_backoff(std::chrono::milliseconds previous, std::
 }
 
 bool is_host_failure(const ConnectFailure& failure) {
-  if (failure.server_error.empty()) return true;  // our own: refused, reset, timed out, garbage
-  return failure.sqlstate.starts_with("57P");     // shutting down, crash, cannot connect now
+  if (failure.server_error.empty()) return failure.host_fault;  // refused, reset, timed out, garbage
+  return failure.sqlstate.starts_with("57P");                   // shutting down, crash, cannot connect now
 }
 
 // ---- Host ------------------------------------------------------------------------
@@ -163,7 +163,7 @@ bool ConnectionLimit::others_waiting(const Pool* except) const {
     for (auto& weak : members_)
       if (auto pool = weak.lock(); pool && pool.get() != except) members.push_back(std::move(pool));
   }
-  return std::any_of(members.begin(), members.end(), [](const auto& pool) { return pool->counts().waiting > 0; });
+  return std::any_of(members.begin(), members.end(), [](const auto& pool) { return pool->blocked_by_limit(); });
 }
 
 void ConnectionLimit::evict_idle_from_others(const Pool* except) {

@@ -353,6 +353,10 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     }
     if (!host && previous) host = previous;
     if (!host) break;
+    {
+      std::lock_guard lock(mutex_);
+      if (closing_) break;  // shutting down: no more attempts
+    }
     if (host == previous) {
       backoff = next_backoff(backoff, settings->backoff_initial, settings->backoff_max, jitter_random());
       asio::steady_timer pause(executor, backoff);
@@ -363,7 +367,11 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     target.port = host->port();
     log()->debug("[s{}] opening server connection to {} for pool {} (attempt {} of {})", server_id, host->address(),
                  name_, attempt + 1, attempts);
-    auto result = co_await connect_server(target, key, settings->connect_timeout, server_id);
+    // Bounded even with server_connect = "0s": a host that swallows packets must not
+    // hold a slot (or a shutdown) for ever.
+    const auto timeout =
+        settings->connect_timeout.count() > 0 ? settings->connect_timeout : std::chrono::milliseconds(60'000);
+    auto result = co_await connect_server(target, key, timeout, server_id);
     if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result)) {
       counters_.connections_opened.fetch_add(1, std::memory_order_relaxed);
       host->record_success();
@@ -388,6 +396,10 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     failed_here.push_back(host.get());
     previous = host;
     last = std::move(failure);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_) co_return shutdown_failure();
   }
   if (!last) co_return hosts_down_failure();
   if (!any_host_usable(Clock::now())) co_return hosts_down_failure();
@@ -521,7 +533,13 @@ void Pool::expire_idle(Clock::time_point now) {
 
 bool Pool::wants_top_up() const {
   std::lock_guard lock(mutex_);
-  return !closing_ && !topping_up_ && latest_key_ && open_ < std::min(settings_->min_size, settings_->size);
+  return !closing_ && !topping_up_ && latest_key_ && open_ < std::min(settings_->min_size, settings_->size) &&
+         Clock::now() >= next_top_up_;
+}
+
+bool Pool::blocked_by_limit() const {
+  std::lock_guard lock(mutex_);
+  return !waiters_.empty() && !paused_ && open_ < settings_->size;
 }
 
 awaitable<void> Pool::top_up() {
@@ -542,6 +560,14 @@ awaitable<void> Pool::top_up() {
     {
       std::lock_guard lock(mutex_);
       topping_up_ = false;
+      if (std::holds_alternative<ConnectFailure>(result)) {
+        // Not again at every janitor tick (PostgreSQL may be refusing this role).
+        top_up_backoff_ = next_backoff(top_up_backoff_, settings_->backoff_initial, settings_->backoff_max * 10,
+                                       jitter_random());
+        next_top_up_ = Clock::now() + top_up_backoff_;
+      } else {
+        top_up_backoff_ = {};
+      }
       if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result); conn && !closing_) {
         log()->info("[s{}] opened to {} for pool {} to keep min_size ({}), backend pid {}", server_id,
                     (*conn)->address, name_, settings_->min_size, (*conn)->backend_key.pid);
@@ -552,6 +578,13 @@ awaitable<void> Pool::top_up() {
       } else {
         --open_;
         if (auto* conn = std::get_if<std::unique_ptr<ServerConnection>>(&result)) to_close.push_back(std::move(*conn));
+        // The slot is free again: a queued client may open it, or hear why it cannot.
+        auto* failed = std::get_if<ConnectFailure>(&result);
+        if (failed && is_host_failure(*failed) && !any_host_usable_locked(Clock::now())) {
+          fail_waiters_locked(*failed);
+        } else {
+          serve_waiters_locked(to_close);
+        }
       }
     }
     for (auto& c : to_close) c->close();

@@ -89,7 +89,8 @@ struct PoolCounters {
   std::atomic<std::uint64_t> wait_us{0};
   std::atomic<std::uint64_t> connections_opened{0};
   std::atomic<std::uint64_t> connect_failures{0};
-  std::atomic<int> clients{0};  // logged in (waiting ones included)
+  std::atomic<int> clients{0};  // of this pool, from login on (waiting ones included)
+  std::atomic<int> waiting{0};  // sessions waiting for a server connection (queued or being connected)
 
   void add_error(std::string_view sqlstate);
   std::vector<std::pair<std::string, std::uint64_t>> errors_by_class() const;
@@ -184,6 +185,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void offer_slot();
   // Closes the least recently used idle connection; false when there is none.
   bool close_one_idle();
+  // Clients wait here although the pool is below its size: a shared limit holds them.
+  bool blocked_by_limit() const;
 
   struct Waiter;
 
@@ -228,6 +231,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   int open_ = 0;  // idle + leased + connecting; never above size (+ reserve_size)
   bool closing_ = false;
   bool topping_up_ = false;
+  Clock::time_point next_top_up_{};  // after a failed top-up, not before (backoff)
+  std::chrono::milliseconds top_up_backoff_{0};
   std::size_t next_host_ = 0;  // round-robin position
   std::optional<StartupParams> latest_key_;  // what min_size connections are opened with
   std::deque<std::shared_ptr<Waiter>> waiters_;

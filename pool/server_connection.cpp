@@ -26,7 +26,11 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-ConnectFailure transport_failure(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006"}; }
+ConnectFailure transport_failure(std::string reason) {
+  return ConnectFailure{std::move(reason), {}, "08006", true};
+}
+// A failure that is about this role's authentication, not the host.
+ConnectFailure role_failure(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006", false}; }
 
 // Login protocol with the server after the TCP connection is up.
 awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, const StartupParams& params,
@@ -64,13 +68,13 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
     switch (msg.type) {
       case 'R': {
         auto req = protocol::parse_auth_request(msg.body);
-        if (!req) co_return transport_failure("unsupported authentication request from server");
+        if (!req) co_return role_failure("unsupported authentication request from server");
         switch (req->code) {
           case protocol::kAuthOk:
             break;
           case protocol::kAuthCleartext:
             if (target.credential.plain.empty())
-              co_return transport_failure("server asked for a password for user \"" + target.user +
+              co_return role_failure("server asked for a password for user \"" + target.user +
                                           "\" but none is configured");
             protocol::append_password_message(out, target.credential.plain);
             break;
@@ -79,7 +83,7 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
                                    ? target.credential.md5_hash
                                    : protocol::auth::md5_password_hash(target.credential.plain, target.user);
             if (target.credential.empty())
-              co_return transport_failure("server asked for a password for user \"" + target.user +
+              co_return role_failure("server asked for a password for user \"" + target.user +
                                           "\" but none is configured");
             protocol::append_password_message(out, protocol::auth::md5_response(hash, req->md5_salt));
             break;
@@ -87,9 +91,9 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
           case protocol::kAuthSasl: {
             bool offered = std::find(req->sasl_mechanisms.begin(), req->sasl_mechanisms.end(),
                                      protocol::auth::kScramMechanism) != req->sasl_mechanisms.end();
-            if (!offered) co_return transport_failure("server offers no supported SASL mechanism");
+            if (!offered) co_return role_failure("server offers no supported SASL mechanism");
             if (target.credential.plain.empty())
-              co_return transport_failure("server asked for SCRAM authentication for user \"" + target.user +
+              co_return role_failure("server asked for SCRAM authentication for user \"" + target.user +
                                           "\" but no plain password is configured");
             scram.emplace(target.credential.plain);
             protocol::append_sasl_initial_response(out, protocol::auth::kScramMechanism, scram->client_first());
@@ -98,18 +102,18 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
           case protocol::kAuthSaslContinue: {
             if (!scram) co_return transport_failure("unexpected SASLContinue from server");
             auto reply = scram->on_server_first(req->sasl_data);
-            if (!reply) co_return transport_failure("SCRAM exchange with server failed: " + reply.error().message());
+            if (!reply) co_return role_failure("SCRAM exchange with server failed: " + reply.error().message());
             protocol::append_sasl_response(out, *reply);
             break;
           }
           case protocol::kAuthSaslFinal: {
             if (!scram) co_return transport_failure("unexpected SASLFinal from server");
             if (auto ok = scram->on_server_final(req->sasl_data); !ok)
-              co_return transport_failure("SCRAM exchange with server failed: " + ok.error().message());
+              co_return role_failure("SCRAM exchange with server failed: " + ok.error().message());
             break;
           }
           default:
-            co_return transport_failure("unsupported authentication request from server");
+            co_return role_failure("unsupported authentication request from server");
         }
         break;
       }

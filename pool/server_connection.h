@@ -90,6 +90,9 @@ struct ConnectFailure {
   std::string reason;        // for logs and for Sluice's own ErrorResponse
   std::string server_error;  // raw ErrorResponse bytes ('E' + length + body), may be empty
   std::string sqlstate;      // from server_error, or "08006" for transport failures
+  // The host is at fault (unreachable, reset, timed out, garbled), as opposed to
+  // this role's credentials or authentication setup: only then is it marked down.
+  bool host_fault = false;
 };
 
 using ConnectResult = std::variant<std::unique_ptr<ServerConnection>, ConnectFailure>;

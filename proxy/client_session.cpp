@@ -136,8 +136,14 @@ ClientSession::~ClientSession() {
   if (counted_in_pool_) pool_->counters().clients.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ClientSession::request_close() {
-  asio::post(client_.get_executor(), [self = shared_from_this()] {
+void ClientSession::request_close(bool tell_client) {
+  asio::post(client_.get_executor(), [self = shared_from_this(), tell_client] {
+    if (tell_client && self->client_.is_open() && self->logged_in_ && !self->client_write_busy_ &&
+        self->client_stream_at_boundary()) {
+      std::string out;
+      protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command"});
+      send_now(self->client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+    }
     error_code ec;
     self->client_.close(ec);
     if (self->server_) self->server_->socket().close(ec);
@@ -437,10 +443,8 @@ awaitable<bool> ClientSession::read_startup() {
     co_return false;
   }
   counted_ = true;
-  if (context_.shutting_down()) {
-    co_await send_fatal("57P01", "terminating connection due to administrator command");
-    co_return false;
-  }
+  // A client accepted before a shutdown began may still log in and run its first
+  // transaction (see close_if_idle); the listeners are closed, so no new ones come.
   // The admin console: a virtual database, unless one of that name is configured.
   console_ = (database_ == "sluice" || database_ == "pgbouncer") && context_.config().databases.count(database_) == 0;
   if (console_) {
@@ -635,6 +639,9 @@ ClientSession::ClientReadiness ClientSession::client_readiness() {
 
 awaitable<bool> ClientSession::finish_login() {
   pool_ = find_pool();
+  // A client of the pool from here on (SHOW POOLS counts one waiting at login too).
+  pool_->counters().clients.fetch_add(1, std::memory_order_relaxed);
+  counted_in_pool_ = true;
   client_key_ = context_.cancels().add(cancels_in_flight_);
   key_registered_ = true;
   std::string out;
@@ -654,8 +661,6 @@ awaitable<bool> ClientSession::finish_login() {
   for (const auto& [name, value] : *sent_parameters_) protocol::append_parameter_status(out, name, value);
   protocol::append_backend_key(out, client_key_);
   protocol::append_ready_for_query(out, 'I');
-  pool_->counters().clients.fetch_add(1, std::memory_order_relaxed);
-  counted_in_pool_ = true;
   logged_in_ = true;
   log()->info("[c{}] login db={} user={}{}", id_, database_, user_,
               server_ ? " (server connection s" + std::to_string(server_->id()) + ")" : "");
@@ -665,7 +670,9 @@ awaitable<bool> ClientSession::finish_login() {
 awaitable<bool> ClientSession::attach_server() {
   waiting_for_server_ = true;
   wait_started_ = std::chrono::steady_clock::now();
+  pool_->counters().waiting.fetch_add(1, std::memory_order_relaxed);
   auto acquired = co_await pool_->acquire(startup_params_, id_);
+  pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
   waiting_for_server_ = false;
   if (!acquired.lease) {
     if (!acquired.failure.server_error.empty()) {
@@ -867,14 +874,14 @@ void ClientSession::request_graceful_close() {
 
 void ClientSession::close_if_idle() {
   if (!client_.is_open()) return;
-  if (!logged_in_ || console_) {
-    close_client();  // still logging in, or an admin: nothing to finish
-    if (server_) {
-      error_code ec;
-      server_->socket().close(ec);
-    }
+  if (console_) {
+    close_client();  // an admin: nothing to finish
     return;
   }
+  // A client still logging in, or logged in without having had an answer yet, has
+  // just arrived to do something (pgbench -C during a restart): it may finish its
+  // first transaction (bounded by shutdown_timeout) rather than fail at once.
+  if (!logged_in_ || !answered_once_) return;
   if (server_) {
     // Attached: only between transactions, with nothing owed and nothing being
     // written to the client; otherwise the relay calls again when the reply is out.
@@ -911,9 +918,10 @@ void ClientSession::arm_idle_timer() {
   if (limit.count() == 0) return;
   if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
   idle_timer_->expires_after(limit);
-  idle_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+  idle_timer_->async_wait([weak = weak_from_this(), generation = ++idle_timer_generation_](error_code ec) {
     if (ec) return;  // cancelled: the client spoke, or the session ended
-    if (auto self = weak.lock()) self->idle_timer_expired();
+    auto self = weak.lock();
+    if (self && self->idle_timer_generation_ == generation) self->idle_timer_expired();
   });
 }
 
@@ -954,9 +962,10 @@ void ClientSession::arm_query_timer() {
   if (!query_timer_) query_timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
   query_timer_armed_ = true;
   query_timer_->expires_after(limit);
-  query_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+  query_timer_->async_wait([weak = weak_from_this(), generation = ++query_timer_generation_](error_code ec) {
     if (ec) return;
-    if (auto self = weak.lock()) self->query_timer_expired();
+    auto self = weak.lock();
+    if (self && self->query_timer_generation_ == generation) self->query_timer_expired();
   });
 }
 
@@ -992,6 +1001,7 @@ void ClientSession::request_sent() {
 }
 
 void ClientSession::round_trip_done() {
+  answered_once_ = true;
   disarm_query_timer();
   if (!relay_->busy) return;
   relay_->busy = false;
@@ -1370,7 +1380,7 @@ awaitable<void> ClientSession::close_sessions_of(std::string database) {
     co_await std::move(to_session);
     if (session->logged_in_ && session->database_ == database) {
       ++closed;
-      session->request_close();
+      session->request_close(true);
     }
   }
   auto back_home = asio::post(home, asio::use_awaitable);
@@ -1629,6 +1639,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
   // Bytes that arrived with the last login message belong to the relay: they go
   // through the same path as the first read.
   std::size_t carried = login_buffer_.size();
+  relay_->bytes_in += carried;  // read earlier (at login, or while the last server was being released)
   if (carried > 0) {
     if (relay_->client_buffer.size() < carried) relay_->client_buffer.resize(carried);
     std::memcpy(relay_->client_buffer.data(), login_buffer_.data().data(), carried);
@@ -1646,7 +1657,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       disarm_idle_timer();
       if (!server_) {
         // The server pump released the server while this read completed: the bytes
-        // are the client's next request, for the next server.
+        // are the client's next request, for the next server (and counted there).
+        relay_->bytes_in -= n;
         auto space = login_buffer_.prepare(n);
         std::memcpy(space.data(), relay_->client_buffer.data(), n);
         login_buffer_.commit(n);
@@ -2037,6 +2049,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
   auto& in = relay_->client_in;
   auto& out = relay_->client_out;
   if (!login_buffer_.empty()) {
+    relay_->bytes_in += login_buffer_.size();  // read earlier (see pump_client_to_server)
     auto space = in.prepare(login_buffer_.size());
     std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
     in.commit(login_buffer_.size());
@@ -2064,6 +2077,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       relay_->bytes_in += n;
       disarm_idle_timer();
       if (!server_) {  // released meanwhile (see pump_client_to_server)
+        relay_->bytes_in -= n;
         auto pending = in.data();
         auto stash = login_buffer_.prepare(pending.size());
         std::memcpy(stash.data(), pending.data(), pending.size());
@@ -2420,10 +2434,11 @@ awaitable<void> ClientSession::return_server(bool client_said_goodbye) {
   if (!server_) co_return;
   // A connection whose byte stream we cannot vouch for is closed, never reset:
   // the server holds part of a message (a Terminate split across reads, a client
-  // that left mid-message, a write cut short), or it is going away, or Sluice is.
+  // that left mid-message, a write cut short), or it is going away. During a
+  // shutdown it is reset and returned too: another client may still need it.
   if (relay_->state.fatal || relay_->server_stream_broken || relay_->forwarding || !client_side_at_boundary() ||
       (tracking_statements_ && (!relay_->server_in.empty() || relay_->server_passing > 0)) ||
-      relay_->discard_on_release || context_.shutting_down()) {
+      relay_->discard_on_release) {
     log()->info("[c{}] server connection s{} left in an unknown state; closing it", id_, server_->id());
     server_.discard();
     co_return;

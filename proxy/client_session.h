@@ -29,7 +29,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   awaitable<void> run();
   // Thread-safe: closes the client (and its server connection) from the session's executor.
-  void request_close();
+  // With tell_client, a logged-in client between messages gets FATAL 57P01 first.
+  void request_close(bool tell_client = false);
   // Thread-safe (shutdown): closes the client with 57P01 once it is between
   // transactions (at once when it is).
   void request_graceful_close();
@@ -265,8 +266,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::unique_ptr<asio::steady_timer> idle_timer_;
   void arm_idle_timer();
   void disarm_idle_timer() {
+    // A completion already queued as expired must not act: it checks the generation.
+    ++idle_timer_generation_;
     if (idle_timer_) idle_timer_->cancel();
   }
+  std::uint64_t idle_timer_generation_ = 0;
   void idle_timer_expired();
   // [timeouts] query: armed when a request goes to the server with nothing owed
   // before, cancelled when nothing is owed any more; on expiry the running
@@ -277,9 +281,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void disarm_query_timer() {
     if (query_timer_armed_) {
       query_timer_armed_ = false;
+      ++query_timer_generation_;
       query_timer_->cancel();
     }
   }
+  std::uint64_t query_timer_generation_ = 0;
   void query_timer_expired();
   // Statistics: a request went out (starts the busy and transaction clocks) and
   // everything is answered (stops them, disarms the query timer and adds what the
@@ -289,6 +295,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void flush_counters();
   bool counted_in_pool_ = false;
   bool closing_gracefully_ = false;
+  bool answered_once_ = false;  // a request of this client was answered
   bool client_write_busy_ = false;  // an async write to the client is under way
   void close_if_idle();
   const std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();

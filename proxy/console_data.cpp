@@ -65,8 +65,9 @@ std::vector<ConsolePool> console_pools(Context& context) {
     row.database = pool->database();
     row.user = pool->user();
     row.pool_mode = pool->mode();
-    row.cl_waiting = counts.waiting;
-    row.cl_active = std::max(0, pool->counters().clients.load(std::memory_order_relaxed) - counts.waiting);
+    const int waiting = pool->counters().waiting.load(std::memory_order_relaxed);
+    row.cl_waiting = waiting;
+    row.cl_active = std::max(0, pool->counters().clients.load(std::memory_order_relaxed) - waiting);
     row.sv_idle = counts.idle;
     row.sv_login = counts.connecting;
     row.sv_active = std::max(0, counts.active - counts.connecting);
@@ -247,8 +248,9 @@ MetricsSnapshot metrics_snapshot(Context& context) {
     m.database = pool->database();
     m.user = pool->user();
     m.mode = pool->mode();
-    m.clients_waiting = counts.waiting;
-    m.clients_active = std::max(0, c.clients.load(std::memory_order_relaxed) - counts.waiting);
+    const int waiting = c.waiting.load(std::memory_order_relaxed);
+    m.clients_waiting = waiting;
+    m.clients_active = std::max(0, c.clients.load(std::memory_order_relaxed) - waiting);
     m.servers_idle = counts.idle;
     m.servers_connecting = counts.connecting;
     m.servers_active = std::max(0, counts.active - counts.connecting);

@@ -167,7 +167,7 @@ void Context::close_all_sessions() {
     for (auto& [id, weak] : sessions_)
       if (auto s = weak.lock()) live.push_back(std::move(s));
   }
-  for (auto& s : live) s->request_close();
+  for (auto& s : live) s->request_close(true);
 }
 
 }  // namespace sluice::proxy

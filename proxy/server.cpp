@@ -105,7 +105,6 @@ void Server::bind() {
 }
 
 awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
-  static std::atomic<std::uint64_t> next_client_id{0};
   for (;;) {
     // With one worker thread every session already runs serially: no strand needed.
     asio::any_io_executor executor = io_.get_executor();
@@ -119,20 +118,25 @@ awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
       co_await pause.async_wait(use_nothrow);
       continue;
     }
-    const auto id = ++next_client_id;
-    auto session = std::make_shared<ClientSession>(std::move(socket), context_, id);
-    context_.track(id, session);
-    // The handler owns the session until run() ends; a parked session is then owned by its wait.
-    asio::co_spawn(session->executor(), session->run(), [id, session](std::exception_ptr error) {
-      if (error) {
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          log()->error("[c{}] session ended with an exception: {}", id, e.what());
-        }
-      }
-    });
+    start_session(std::move(socket));
   }
+}
+
+void Server::start_session(tcp::socket socket) {
+  static std::atomic<std::uint64_t> next_client_id{0};
+  const auto id = ++next_client_id;
+  auto session = std::make_shared<ClientSession>(std::move(socket), context_, id);
+  context_.track(id, session);
+  // The handler owns the session until run() ends; a parked session is then owned by its wait.
+  asio::co_spawn(session->executor(), session->run(), [id, session](std::exception_ptr error) {
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        log()->error("[c{}] session ended with an exception: {}", id, e.what());
+      }
+    }
+  });
 }
 
 void Server::shutdown() {
@@ -147,11 +151,21 @@ void Server::shutdown() {
   error_code ignored;
   hangups_.cancel(ignored);
   for (auto& acceptor : acceptors_) {
+    // Connections the kernel already completed would be reset by the close: take
+    // them first (during a so_reuseport restart they are clients like any other).
     error_code ec;
+    acceptor->non_blocking(true, ec);
+    for (int taken = 0; !ec && taken < 10000; ++taken) {
+      asio::any_io_executor executor = io_.get_executor();
+      if (!single_threaded_) executor = asio::make_strand(io_);
+      tcp::socket socket(executor);
+      acceptor->accept(socket, ec);
+      if (!ec) start_session(std::move(socket));
+    }
     acceptor->close(ec);
   }
-  // No new server connections; clients still waiting for one are told (57P01).
-  for (auto& pool : context_.pools().all()) pool->close();
+  // Pools keep serving the clients that finish their transactions; idle server
+  // connections are closed once the last client has gone.
   for (auto& session : context_.sessions()) session->request_graceful_close();
   if (limit.count() > 0) {
     shutdown_timer_.expires_after(limit);
@@ -281,7 +295,7 @@ void Server::finish_if_drained() {
   asio::post(control_, [this] {
     if (finished_) return;
     finished_ = true;
-    for (auto& pool : context_.pools().all()) pool->close_idle();
+    for (auto& pool : context_.pools().all()) pool->close();
     error_code ec;
     shutdown_timer_.cancel();
     if (metrics_) metrics_->stop();

@@ -24,6 +24,7 @@ class Server {
 
  private:
   awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  void start_session(tcp::socket socket);
   void shutdown();
   // SIGHUP / RELOAD: reads the file again; "" when the new configuration is in
   // force, else its errors (the running configuration stays).

@@ -34,7 +34,8 @@ TEST(BackoffTest, JitterStaysWithinHalfToFull) {
 
 TEST(BackoffTest, NeverZero) { EXPECT_EQ(next_backoff(0ms, 1ms, 1ms, 0.0), 1ms); }
 
-ConnectFailure ours(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006"}; }
+ConnectFailure ours(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006", true}; }
+ConnectFailure role(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006", false}; }
 ConnectFailure postgres(std::string sqlstate) { return ConnectFailure{"refused", "E....", std::move(sqlstate)}; }
 
 TEST(HostFailureTest, TransportAndShutdownAreTheHostsPasswordsAreNot) {
@@ -44,6 +45,8 @@ TEST(HostFailureTest, TransportAndShutdownAreTheHostsPasswordsAreNot) {
   EXPECT_FALSE(is_host_failure(postgres("28P01")));  // password authentication failed
   EXPECT_FALSE(is_host_failure(postgres("3D000")));  // database does not exist
   EXPECT_FALSE(is_host_failure(postgres("53300")));  // too many connections for role
+  // Sluice's own failures that are about the role's authentication setup.
+  EXPECT_FALSE(is_host_failure(role("server asked for a password for user \"x\" but none is configured")));
 }
 
 HostPolicy policy() { return HostPolicy{30'000ms, 100ms, 1000ms}; }

@@ -502,7 +502,11 @@ std::string PostgresServer::query_value(const std::string& sql, const std::strin
 // ---------------------------------------------------------------------------------------------
 // SluiceProcess
 
-SluiceProcess::SluiceProcess(std::string toml) {
+SluiceProcess::SluiceProcess(std::string toml) { launch(toml); }
+
+SluiceProcess::SluiceProcess(std::string toml, int listen_port) : fixed_port_(listen_port) { launch(toml); }
+
+void SluiceProcess::launch(const std::string& toml) {
   // Inside PostgreSQL's temp dir, so that the watchdog removes it too if the test binary is
   // killed before this destructor runs.
   dir_ = make_temp_dir("sluice", PostgresServer::shared().socket_dir());
@@ -523,7 +527,7 @@ SluiceProcess::SluiceProcess(std::string toml) {
 }
 
 bool SluiceProcess::start(const std::string& toml) {
-  port_ = free_port();
+  port_ = fixed_port_ != 0 ? fixed_port_ : free_port();
   do {
     metrics_port_ = free_port();
   } while (metrics_port_ == port_);
@@ -567,7 +571,7 @@ bool SluiceProcess::start(const std::string& toml) {
   while (Clock::now() < deadline) {
     if (reap(false)) {
       const std::string text_log = log();
-      if (toml.find("{listen_port}") != std::string::npos &&
+      if (fixed_port_ == 0 && toml.find("{listen_port}") != std::string::npos &&
           text_log.find("already in use") != std::string::npos) {
         return false;  // lost the free-port race; the caller retries with another port
       }
@@ -576,13 +580,47 @@ bool SluiceProcess::start(const std::string& toml) {
                                ", negative = signal) before accepting connections on port " +
                                std::to_string(port_) + "; config " + config + "; log:\n" + tail(text_log, 200));
     }
-    if (tcp_accepts(port_)) return true;
+    if (fixed_port_ != 0 ? listening() : tcp_accepts(port_)) return true;
     std::this_thread::sleep_for(20ms);
   }
   kill(pid_, SIGKILL);
   reap(true);
   throw std::runtime_error("sluice did not accept connections on port " + std::to_string(port_) +
                            " within 20 s; log:\n" + tail(log(), 200));
+}
+
+bool SluiceProcess::listening() const {
+  // Inodes of sockets listening (state 0A) on 127.0.0.1:port_ or 0.0.0.0:port_, from this process's
+  // network namespace; then whether one of them is among the process's open files.
+  std::vector<std::string> inodes;
+  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
+    std::ifstream in("/proc/" + std::to_string(pid_) + table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      const auto colon = local.rfind(':');
+      if (colon == std::string::npos || state != "0A") continue;
+      if (std::stoi(local.substr(colon + 1), nullptr, 16) == port_) inodes.push_back(inode);
+    }
+  }
+  if (inodes.empty()) return false;
+  const std::string fd_dir = "/proc/" + std::to_string(pid_) + "/fd";
+  DIR* dir = opendir(fd_dir.c_str());
+  if (dir == nullptr) return false;
+  bool found = false;
+  while (const dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    char target[256];
+    const ssize_t n = readlink((fd_dir + "/" + entry->d_name).c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    const std::string link(target, static_cast<std::size_t>(n));
+    for (const auto& inode : inodes) found |= link == "socket:[" + inode + "]";
+  }
+  closedir(dir);
+  return found;
 }
 
 bool SluiceProcess::reap(bool block) const {

@@ -83,6 +83,11 @@ class SluiceProcess {
   // Throws std::runtime_error (with Sluice's log) if Sluice exits or does not accept within 20 s.
   // Sluice gets PR_SET_PDEATHSIG(SIGKILL): create it on a thread that outlives it (gtest's main thread).
   explicit SluiceProcess(std::string toml);
+  // Like the above, but {listen_port} is `listen_port` (e.g. another running Sluice's port, to test
+  // `so_reuseport`): no retry with another port when it is taken (throws, with Sluice's log). Ready
+  // once this process itself has a socket listening on 127.0.0.1:listen_port (read from /proc,
+  // since another process may already accept on that port).
+  SluiceProcess(std::string toml, int listen_port);
   ~SluiceProcess();
   SluiceProcess(const SluiceProcess&) = delete;
   SluiceProcess& operator=(const SluiceProcess&) = delete;
@@ -105,7 +110,10 @@ class SluiceProcess {
   std::string config_path() const { return dir_ + "/sluice.toml"; }
 
  private:
+  void launch(const std::string& toml);  // the constructors' body
   bool start(const std::string& toml);  // false when the listen port was taken (caller retries)
+  bool listening() const;               // this process has a listening socket on port_ (/proc)
+  int fixed_port_ = 0;                  // from the (toml, listen_port) constructor; 0 = pick one
   bool reap(bool block) const;          // true once the process has exited (status recorded)
   int port_ = 0;
   int metrics_port_ = 0;
