@@ -24,6 +24,10 @@ struct RelayState {
   bool unsynced = false;   // extended-protocol messages sent since the last Sync
   bool fatal = false;      // server sent FATAL/PANIC: it is closing
   std::int64_t errors = 0;  // ErrorResponses seen (used while resetting)
+  // ReadyForQuery messages seen, and those with status 'I' (statistics: PgBouncer
+  // counts a query per ReadyForQuery and a transaction per idle one).
+  std::uint64_t ready = 0;
+  std::uint64_t ready_idle = 0;
 };
 
 // Whether an ErrorResponse body says FATAL or PANIC. Reads only up to the
@@ -110,6 +114,8 @@ struct BackendObserver {
         if (state.pending > 0) --state.pending;
         if (auto status = parse_ready_for_query(body)) state.transaction = *status;
         state.copy_in = false;
+        ++state.ready;
+        if (state.transaction == 'I') ++state.ready_idle;
         break;
       case 'E':
         ++state.errors;
