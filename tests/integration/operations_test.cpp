@@ -7,7 +7,8 @@
 //    `promtool check metrics` and its counters move; /healthz; /readyz while PostgreSQL is up and down;
 //  - reload (SIGHUP or RELOAD): pool size and timeouts change under running clients, an invalid file
 //    is refused (file:line and key logged) and the old configuration keeps serving, databases added
-//    and removed;
+//    and removed, a changed backend address (idle connections to the old server close at once, lent
+//    ones when released, transactions on it finish undisturbed);
 //  - graceful shutdown (SIGTERM, shutdown_timeout, a second SIGTERM);
 //  - a restart without refused clients: a second Sluice on the same port (so_reuseport) under
 //    `pgbench -C`, then SIGTERM to the first.
@@ -1414,6 +1415,122 @@ TEST_F(OperationsTest, ReloadAddsAndRemovesDatabases) {
   const Table databases = show("SHOW DATABASES");
   EXPECT_NE(databases.first({{"name", "ops_added"}}), nullptr) << databases.text();
   EXPECT_EQ(databases.first({{"name", kOtherDb}}), nullptr) << databases.text();
+}
+
+TEST_F(OperationsTest, ReloadWithAChangedBackendAddressDrainsTheOldServerConnections) {
+  // The second PostgreSQL (same roles and databases) is the new address of [databases.sluice_test].
+  PostgresServer* secondary = nullptr;
+  try {
+    secondary = &PostgresServer::secondary();
+  } catch (const std::exception& e) {
+    FAIL() << "the second PostgreSQL did not start: " << e.what();
+  }
+  const std::string old_port = std::to_string(pg().port());
+  const std::string new_port = std::to_string(secondary->port());
+  ASSERT_NE(old_port, new_port);
+  // Backends of app on sluice_test on `server` ("<error: ...>" in `failure` while it does not answer).
+  std::string failure;
+  auto pids_on = [&failure](const PostgresServer& server, const std::string& state = "") {
+    try {
+      return backend_pids(server, "app", kDb, state);
+    } catch (const std::exception& e) {
+      failure = e.what();
+      return std::vector<int>{-1};
+    }
+  };
+  auto has = [](const std::vector<int>& pids, int pid) { return std::find(pids.begin(), pids.end(), pid) != pids.end(); };
+
+  const std::string base = config("transaction", 3);
+  ASSERT_TRUE(start(base));
+  PgConn in_tx = client(kDb, "ops_in_tx");
+  PgConn idler = client(kDb, "ops_idler");
+  ASSERT_FALSE(HasFailure());
+  std::string tx_notices, idler_notices;
+  collect_notices(in_tx.get(), &tx_notices);
+  collect_notices(idler.get(), &idler_notices);
+
+  // in_tx holds a server connection inside a transaction; then idler runs a query on another one,
+  // which goes back to the pool idle.
+  ASSERT_EQ(exec_error(in_tx.get(), "BEGIN"), "") << log_tail();
+  ASSERT_EQ(value_of(in_tx.get(), "SELECT 1"), "1") << log_tail();
+  const std::string tx_pid_text = value_of(in_tx.get(), "SELECT pg_backend_pid()");
+  ASSERT_EQ(tx_pid_text.find("<error"), std::string::npos) << tx_pid_text << log_tail();
+  ASSERT_EQ(value_of(in_tx.get(), "SELECT inet_server_port()"), old_port) << log_tail();
+  const std::string idle_pid_text = value_of(idler.get(), "SELECT pg_backend_pid()");
+  ASSERT_EQ(idle_pid_text.find("<error"), std::string::npos) << idle_pid_text << log_tail();
+  const int tx_pid = std::stoi(tx_pid_text);
+  const int idle_pid = std::stoi(idle_pid_text);
+  ASSERT_NE(tx_pid, idle_pid) << "the client inside a transaction and the other one share a server connection"
+                              << log_tail();
+  ASSERT_TRUE(live_wait([&] { return has(pids_on(pg(), "idle"), idle_pid); }))
+      << "backend " << idle_pid << " is not idle on the shared PostgreSQL; idle: " << join(pids_on(pg(), "idle"))
+      << " " << failure << log_tail();
+  ASSERT_TRUE(live_wait([&] { return has(pids_on(pg(), "idle in transaction"), tx_pid); }))
+      << "backend " << tx_pid << " is not idle in transaction on the shared PostgreSQL; all: "
+      << join(pids_on(pg())) << " " << failure << log_tail();
+
+  // [databases.sluice_test] now points at the second PostgreSQL.
+  const std::string block = "[databases.sluice_test]\nhost = \"{pg_host}\"\nport = {pg_port}\n";
+  std::string moved = base;
+  const auto at = moved.find(block);
+  ASSERT_NE(at, std::string::npos) << "default_config changed: no [databases.sluice_test]";
+  moved.replace(at, block.size(),
+                "[databases.sluice_test]\nhost = \"" + secondary->host() + "\"\nport = " + new_port + "\n");
+  rewrite_config(moved);
+  const auto reload_at = Clock::now();
+  sluice_->send_signal(SIGHUP);
+  const bool reloaded = live_wait(
+      [&] {
+        std::istringstream in(sluice_->log());
+        for (std::string line; std::getline(in, line);) {
+          if (contains(line, "reload: ") && contains(line, " in force")) return true;
+        }
+        return false;
+      },
+      30s);
+  ASSERT_TRUE(reloaded) << "no \"reload: ... in force\" in the log after SIGHUP" << log_tail();
+
+  // (1) The idle connection to the old server closes at once.
+  const bool idle_gone = live_wait([&] { return !has(pids_on(pg()), idle_pid); }, 30s);
+  EXPECT_TRUE(idle_gone) << "the idle backend " << idle_pid << " is still open on the old server; backends: "
+                         << join(pids_on(pg())) << " " << failure << log_tail();
+  std::printf("[ INFO     ] idle backend on the old server gone %.3f s after SIGHUP\n", seconds_since(reload_at));
+  EXPECT_TRUE(has(pids_on(pg()), tx_pid)) << "the backend lent to the client inside a transaction was closed"
+                                          << log_tail();
+
+  // (2) The transaction goes on, on the old server, and commits; then its connection closes.
+  EXPECT_EQ(value_of(in_tx.get(), "SELECT inet_server_port()"), old_port) << log_tail();
+  EXPECT_EQ(value_of(in_tx.get(), "SELECT pg_backend_pid()"), tx_pid_text) << log_tail();
+  EXPECT_EQ(value_of(in_tx.get(), "SELECT 'still in the transaction'"), "still in the transaction") << log_tail();
+  EXPECT_EQ(exec_error(in_tx.get(), "COMMIT"), "") << log_tail();
+  const auto commit_at = Clock::now();
+  const bool released_gone = live_wait([&] { return !has(pids_on(pg()), tx_pid); }, 30s);
+  EXPECT_TRUE(released_gone) << "the backend " << tx_pid << " released after COMMIT is still open on the old server; "
+                             << "backends: " << join(pids_on(pg())) << " " << failure << log_tail();
+  std::printf("[ INFO     ] released backend on the old server gone %.3f s after COMMIT\n", seconds_since(commit_at));
+
+  // (3) The old clients' next transactions and new clients run on the new server.
+  EXPECT_EQ(value_of(in_tx.get(), "SELECT inet_server_port()"), new_port) << log_tail();
+  EXPECT_EQ(exec_error(in_tx.get(), "BEGIN"), "") << log_tail();
+  EXPECT_EQ(value_of(in_tx.get(), "SELECT inet_server_port()"), new_port) << log_tail();
+  EXPECT_EQ(exec_error(in_tx.get(), "COMMIT"), "") << log_tail();
+  EXPECT_EQ(value_of(idler.get(), "SELECT inet_server_port()"), new_port) << log_tail();
+  for (int i = 0; i < 3; ++i) {
+    const Probe fresh = probe(conninfo(kDb, "application_name=ops_fresh"), "SELECT inet_server_port()");
+    EXPECT_TRUE(fresh.ok) << fresh.error << log_tail();
+    EXPECT_EQ(fresh.value, new_port) << log_tail();
+  }
+  EXPECT_FALSE(pids_on(*secondary).empty()) << "no backend of app on the second PostgreSQL " << failure
+                                            << log_tail();
+  // Nothing of this pool is left on the old server.
+  EXPECT_TRUE(live_wait([&] { return pids_on(pg()).empty(); }, 30s))
+      << "backends still open on the old server: " << join(pids_on(pg())) << " " << failure << log_tail();
+
+  // (4) No client was told anything, and both are still connected.
+  EXPECT_EQ(PQstatus(in_tx.get()), CONNECTION_OK) << PQerrorMessage(in_tx.get()) << log_tail();
+  EXPECT_EQ(PQstatus(idler.get()), CONNECTION_OK) << PQerrorMessage(idler.get()) << log_tail();
+  EXPECT_EQ(tx_notices, "") << log_tail();
+  EXPECT_EQ(idler_notices, "") << log_tail();
 }
 
 // ---------------------------------------------------------------------------------------------
