@@ -275,11 +275,14 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     if (failure) co_return AcquireResult{Lease(), std::move(*failure)};
 
     if (found) {
-      if (!co_await healthy(*found, *settings, client_id)) {
+      // The delay is checked here, not in healthy(): the usual checkout must not
+      // pay for a coroutine frame (nor another clock read).
+      const auto checked_at = waiter ? Clock::now() : now;
+      if (checked_at - found->last_used_at >= settings->check_delay && !co_await healthy(*found, *settings, client_id)) {
         drop(std::move(found));
         continue;  // another connection, without the client noticing
       }
-      found->last_used_at = Clock::now();
+      found->last_used_at = checked_at;
       co_return AcquireResult{Lease(shared_from_this(), std::move(found)), {}};
     }
 
@@ -407,7 +410,6 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
 }
 
 awaitable<bool> Pool::healthy(ServerConnection& conn, const PoolSettingsSnapshot& settings, std::uint64_t client_id) {
-  if (Clock::now() - conn.last_used_at < settings.check_delay) co_return true;
   const auto timeout = settings.connect_timeout.count() > 0 ? settings.connect_timeout : std::chrono::milliseconds(5000);
   if (co_await check_server(conn, settings.check_query, timeout)) co_return true;
   log()->info("[c{}] server connection s{} failed its health check; using another", client_id, conn.id());

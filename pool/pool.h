@@ -209,7 +209,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   ConnectFailure hosts_down_failure() const;
   // Opens a connection with up to connect_attempts attempts across the hosts.
   awaitable<ConnectResult> open_connection(const StartupParams& key, std::uint64_t server_id);
-  // The connection is alive (checked with check_query when idle long enough).
+  // The connection answers check_query (called for one idle past check_delay).
   awaitable<bool> healthy(ServerConnection& conn, const PoolSettingsSnapshot& settings, std::uint64_t client_id);
   bool expired(const ServerConnection& conn, Clock::time_point now) const;
   StartupParams key_for(const StartupParams& params) const;

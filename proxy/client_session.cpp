@@ -215,9 +215,8 @@ awaitable<bool> ClientSession::attach_timed() {
   const auto started = std::chrono::steady_clock::now();
   const bool attached = co_await attach_server();
   const auto waited = std::chrono::steady_clock::now() - started;
-  pool_->counters().wait_us.fetch_add(
-      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(waited).count()),
-      std::memory_order_relaxed);
+  const auto waited_us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
+  if (waited_us > 0) pool_->counters().wait_us.fetch_add(static_cast<std::uint64_t>(waited_us), std::memory_order_relaxed);
   if (recording_) {
     attach_started_ = started;
     attach_wait_ = waited;
