@@ -273,6 +273,11 @@ class Watchdog {
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
+// A client of check_shared_cap.
+struct CapClient {
+  std::string database, user, password;
+};
+
 class ResilienceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -332,6 +337,10 @@ class ResilienceTest : public ::testing::Test {
 
   // After a fault: Sluice is alive, its fds come back to the baseline plus one per server
   // connection, and `user`'s backends on sluice_test are within [0, max_backends].
+  // See check_shared_cap below the fixture's tests.
+  void check_shared_cap(const std::string& what, const std::string& backends_where,
+                        const std::vector<CapClient>& specs);
+
   void expect_settled(const std::vector<std::string>& users, int max_backends,
                       std::vector<const PostgresServer*> servers = {}) {
     ASSERT_TRUE(sluice_);
@@ -868,12 +877,12 @@ TEST_P(ModeTest, ClientWaitingReserveTimeoutGetsAReserveConnection) {
 // ---------------------------------------------------------------------------------------------
 // 9. max_db_connections across two users' pools.
 
-TEST_F(ResilienceTest, MaxDbConnectionsCapsBackendsAcrossUsersPools) {
-  std::string toml = set_sluice_test_database(config("transaction", 5),
-                                              "host = \"{pg_host}\"\nport = {pg_port}\nmax_db_connections = 2");
-  toml += "\n[timeouts]\nquery_wait = \"20s\"\n";
-  ASSERT_TRUE(start(toml));
-
+// Six clients over two pools under a shared cap of 2 (max_db_connections or
+// max_user_connections): never more than 2 backends, and every client finishes.
+// `backends_where` selects the capped backends in pg_stat_activity; each client is
+// (database, user, password).
+void ResilienceTest::check_shared_cap(const std::string& what, const std::string& backends_where,
+                                      const std::vector<CapClient>& specs) {
   std::atomic<bool> done{false};
   int max_active = 0;
   int max_lasting = 0;  // more than 2 backends that are all still there 200 ms later
@@ -881,7 +890,7 @@ TEST_F(ResilienceTest, MaxDbConnectionsCapsBackendsAcrossUsersPools) {
   std::thread sampler([&] {
     const std::string sql =
         "SELECT coalesce(string_agg(pid || ':' || coalesce(state, ''), ',' ORDER BY pid), '') FROM pg_stat_activity "
-        "WHERE datname = 'sluice_test' AND usename IN ('app', 'md5user') AND backend_type = 'client backend'";
+        "WHERE " + backends_where + " AND backend_type = 'client backend'";
     auto sample = [&](std::set<int>& pids, int& active) {
       pids.clear();
       active = 0;
@@ -919,26 +928,20 @@ TEST_F(ResilienceTest, MaxDbConnectionsCapsBackendsAcrossUsersPools) {
     }
   });
 
-  struct Outcome {
-    std::string user;
-    std::string error;
-  };
-  std::vector<Outcome> outcomes(6);
+  std::vector<std::string> errors(specs.size());
   std::vector<std::thread> clients;
-  for (int i = 0; i < 6; ++i) {
-    const bool app = i % 2 == 0;
-    outcomes[i].user = app ? "app" : "md5user";
-    const std::string info = conninfo(app ? "app" : "md5user", app ? "app_pw" : "md5_pw");
-    clients.emplace_back([&outcomes, i, info] {
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const std::string info = sluice_->conninfo(specs[i].database, specs[i].user, specs[i].password);
+    clients.emplace_back([&errors, i, info] {
       PgConn c = connect_verbose(info, 30s);
       if (PQstatus(c.get()) != CONNECTION_OK) {
-        outcomes[i].error = login_error(c.get());
+        errors[i] = login_error(c.get());
         return;
       }
       for (int round = 0; round < 2; ++round) {
         const std::string v = value_of(c.get(), "SELECT count(*) FROM pg_sleep(0.3)");
         if (v != "1") {
-          outcomes[i].error = v;
+          errors[i] = v;
           return;
         }
       }
@@ -947,13 +950,39 @@ TEST_F(ResilienceTest, MaxDbConnectionsCapsBackendsAcrossUsersPools) {
   for (auto& t : clients) t.join();
   done = true;
   sampler.join();
-  std::printf("[ INFO     ] max_db_connections = 2: at most %d backends running a statement at once; %s\n", max_active,
+  std::printf("[ INFO     ] %s = 2: at most %d backends running a statement at once; %s\n", what.c_str(), max_active,
               worst.empty() ? "never more than 2 backends" : worst.c_str());
-  for (const auto& o : outcomes) EXPECT_EQ(o.error, "") << o.user << log_tail();
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(errors[i], "") << specs[i].database << "/" << specs[i].user << log_tail();
+  }
   EXPECT_LE(max_active, 2) << log_tail();
   EXPECT_LE(max_lasting, 2) << worst << log_tail();
   EXPECT_GE(max_active, 1);
+}
+
+TEST_F(ResilienceTest, MaxDbConnectionsCapsBackendsAcrossUsersPools) {
+  std::string toml = set_sluice_test_database(config("transaction", 5),
+                                              "host = \"{pg_host}\"\nport = {pg_port}\nmax_db_connections = 2");
+  toml += "\n[timeouts]\nquery_wait = \"20s\"\n";
+  ASSERT_TRUE(start(toml));
+  std::vector<CapClient> specs;
+  for (int i = 0; i < 6; ++i) {
+    specs.push_back(i % 2 == 0 ? CapClient{kDb, "app", "app_pw"} : CapClient{kDb, "md5user", "md5_pw"});
+  }
+  check_shared_cap("max_db_connections", "datname = 'sluice_test' AND usename IN ('app', 'md5user')", specs);
   expect_settled({"app", "md5user"}, 2);
+}
+
+TEST_F(ResilienceTest, MaxUserConnectionsCapsBackendsAcrossDatabasesPools) {
+  std::string toml = add_to(config("transaction", 5), "[users.app]", "max_user_connections = 2");
+  toml += "\n[timeouts]\nquery_wait = \"20s\"\n";
+  ASSERT_TRUE(start(toml));
+  std::vector<CapClient> specs;
+  for (int i = 0; i < 6; ++i) {
+    specs.push_back(CapClient{i % 2 == 0 ? "sluice_test" : "sluice_other", "app", "app_pw"});
+  }
+  check_shared_cap("max_user_connections", "usename = 'app' AND datname IN ('sluice_test', 'sluice_other')", specs);
+  expect_settled({"app"}, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
