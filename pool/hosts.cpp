@@ -129,6 +129,18 @@ bool ConnectionLimit::try_take() {
   return true;
 }
 
+bool ConnectionLimit::try_take_both(ConnectionLimit* first, ConnectionLimit* second) {
+  if (first == nullptr || second == nullptr || first == second) {
+    ConnectionLimit* only = first != nullptr ? first : second;
+    return only == nullptr || only->try_take();
+  }
+  std::scoped_lock lock(first->mutex_, second->mutex_);
+  if (first->open_ >= first->max_ || second->open_ >= second->max_) return false;
+  ++first->open_;
+  ++second->open_;
+  return true;
+}
+
 int ConnectionLimit::open() const {
   std::lock_guard lock(mutex_);
   return open_;
@@ -143,11 +155,6 @@ void ConnectionLimit::give_back() {
       if (auto pool = weak.lock()) members.push_back(std::move(pool));
   }
   for (auto& pool : members) pool->offer_slot();
-}
-
-void ConnectionLimit::give_back_quietly() {
-  std::lock_guard lock(mutex_);
-  if (open_ > 0) --open_;
 }
 
 void ConnectionLimit::add_member(const std::shared_ptr<Pool>& pool) {

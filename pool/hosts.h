@@ -108,10 +108,11 @@ class ConnectionLimit {
  public:
   ConnectionLimit(std::string what, int max) : what_(std::move(what)), max_(max) {}
   bool try_take();
+  // Takes a token from each non-null limit, or from none (both checked under both
+  // locks, so nothing is taken and handed back behind another pool's back).
+  static bool try_take_both(ConnectionLimit* first, ConnectionLimit* second);
   // Gives a token back; call without any pool's lock held (it wakes member pools).
   void give_back();
-  // Undoes a try_take that was not used (may be called under a pool's lock).
-  void give_back_quietly();
   void add_member(const std::shared_ptr<Pool>& pool);
   // Asks a member other than `except` to close one idle connection, so that a
   // pool whose clients wait is not starved by another pool's idle connections.

@@ -101,14 +101,7 @@ StartupParams Pool::key_for(const StartupParams& params) const {
 
 Pool::SlotRefusal Pool::take_slot_locked(int cap) {
   if (open_ >= cap) return SlotRefusal::pool_full;
-  if (limits_.database && !limits_.database->try_take()) return SlotRefusal::limit_reached;
-  if (limits_.user && !limits_.user->try_take()) {
-    // Undone without waking anyone: the token was never usable by another pool.
-    if (limits_.database) {
-      limits_.database->give_back_quietly();
-    }
-    return SlotRefusal::limit_reached;
-  }
+  if (!ConnectionLimit::try_take_both(limits_.database.get(), limits_.user.get())) return SlotRefusal::limit_reached;
   ++open_;
   return SlotRefusal::none;
 }

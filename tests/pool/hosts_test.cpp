@@ -141,12 +141,25 @@ TEST(ConnectionLimitTest, TokensUpToMax) {
   limit.give_back();
   EXPECT_EQ(limit.open(), 1);
   EXPECT_TRUE(limit.try_take());
-  limit.give_back_quietly();
-  limit.give_back_quietly();
+  limit.give_back();
+  limit.give_back();
   EXPECT_EQ(limit.open(), 0);
-  limit.give_back_quietly();  // never below zero
+  limit.give_back();  // never below zero
   EXPECT_EQ(limit.open(), 0);
   EXPECT_FALSE(limit.others_waiting(nullptr)) << "no members";
+}
+
+TEST(ConnectionLimitTest, BothOrNeither) {
+  ConnectionLimit database("database app", 2);
+  ConnectionLimit user("user app", 1);
+  EXPECT_TRUE(ConnectionLimit::try_take_both(&database, &user));
+  EXPECT_FALSE(ConnectionLimit::try_take_both(&database, &user)) << "user full";
+  EXPECT_EQ(database.open(), 1) << "nothing taken from the other limit";
+  EXPECT_TRUE(ConnectionLimit::try_take_both(&database, nullptr));
+  EXPECT_FALSE(ConnectionLimit::try_take_both(nullptr, &database));
+  EXPECT_TRUE(ConnectionLimit::try_take_both(nullptr, nullptr));
+  EXPECT_EQ(database.open(), 2);
+  EXPECT_EQ(user.open(), 1);
 }
 
 }  // namespace
