@@ -419,6 +419,9 @@ result<std::string> ScramClient::on_server_first(std::string_view message) {
   const auto iterations_text = attribute(fields.next(), 'i');
   const auto iterations = iterations_text ? parse_positive_int(*iterations_text) : std::nullopt;
   if (!iterations) return errc::scram_invalid_message;
+  // PBKDF2 runs on the I/O thread: a server (or anything answering at its address)
+  // asking for 2^31 iterations would hold a worker for minutes. Found by fuzz_scram.
+  if (*iterations > kMaxScramIterations) return errc::scram_invalid_message;
   while (const auto ext = fields.next())
     if (!is_extension(*ext)) return errc::scram_invalid_message;
   // The server must extend our nonce with its own.

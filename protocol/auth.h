@@ -47,6 +47,10 @@ std::string random_nonce();  // printable, base64 of 18 random bytes
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);
 
+// The most PBKDF2 iterations Sluice computes for a server that asks (PostgreSQL's
+// default is 4096; this is about a second of CPU here).
+inline constexpr int kMaxScramIterations = 1'000'000;
+
 // Sluice verifies a client that proves knowledge of `secret`.
 class ScramServer {
  public:

@@ -547,6 +547,8 @@ TEST(ScramExchange, ClientRoleRejectsMalformedServerFirst) {
       r + "," + s + ",i=04096",
       r + "," + s + ",i=4096x",
       r + "," + s + ",i=2147483648",
+      r + "," + s + ",i=2147483647",  // above kMaxScramIterations: refused before any PBKDF2
+      r + "," + s + ",i=1000001",
       r + "," + s + ",i=99999999999999999999",
       r + "," + s + ",i=4096,",
       r + "," + s + ",i=4096,x",
