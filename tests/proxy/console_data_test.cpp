@@ -42,7 +42,7 @@ password = "md5b71fca3210fe5cd484579342dd7bc01a"
   EXPECT_EQ(find("users.app.auth")->value, "scram-sha-256");
   EXPECT_FALSE(find("sluice.listen")->changeable);
   for (const auto& item : items) {
-    for (const std::string& secret : {"very-secret-password", "another-secret", "md5b71fca3210fe5cd484579342dd7bc01a"}) {
+    for (std::string_view secret : {"very-secret-password", "another-secret", "md5b71fca3210fe5cd484579342dd7bc01a"}) {
       EXPECT_EQ(item.value.find(secret), std::string::npos) << item.key;
       EXPECT_EQ(item.key.find("password"), std::string::npos) << item.key;
     }

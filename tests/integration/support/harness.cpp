@@ -644,6 +644,18 @@ bool SluiceProcess::reap(bool block) const {
 
 SluiceProcess::~SluiceProcess() {
   stop();
+  // Under scripts/test.sh --sanitize, a sanitizer report from Sluice goes to its
+  // stderr (UBSan ignores log_path next to ASan): fail the test rather than delete it.
+  {
+    const std::string text = log();
+    for (const char* marker : {"runtime error:", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"}) {
+      const auto at = text.find(marker);
+      if (at != std::string::npos) {
+        ADD_FAILURE() << "Sluice's log has a sanitizer report:\n" << text.substr(at > 2000 ? at - 2000 : 0, 6000);
+        break;
+      }
+    }
+  }
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   if (info != nullptr && ::testing::Test::HasFailure()) {
     std::cerr << "[harness] the test failed; Sluice's log (" << log_path_ << "), last lines:\n"
