@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/clients.h"
 #include "support/harness.h"
 
 namespace sluice::test {
@@ -69,13 +70,8 @@ std::string config(const std::string& mode, int size) {
   return toml;
 }
 
-// Adds `lines` at the top of the table `header` (e.g. "[pool]", "[users.app]"), which must exist.
-std::string add_to(std::string toml, const std::string& header, const std::string& lines) {
-  const auto at = toml.find(header + "\n");
-  if (at == std::string::npos) throw std::logic_error("no " + header + " in the config");
-  toml.insert(at + header.size() + 1, lines + "\n");
-  return toml;
-}
+
+
 
 // Replaces the body (host and port) of [databases.sluice_test] with `body`.
 std::string set_sluice_test_database(std::string toml, const std::string& body) {
@@ -91,69 +87,20 @@ std::string set_sluice_test_database(std::string toml, const std::string& body) 
 
 std::string pg_address(const PostgresServer& server) { return "127.0.0.1:" + std::to_string(server.port()); }
 
-// Why `conn` is not logged in: libpq's message, or that the login was still in progress when the
-// caller's bound ran out (Sluice never answered).
-std::string login_error(PGconn* conn) {
-  if (PQstatus(conn) == CONNECTION_BAD) {
-    const std::string message = PQerrorMessage(conn);
-    return message.empty() ? "login failed without a message" : message;
-  }
-  return "login still in progress when the test's bound ran out (Sluice never finished it)";
-}
 
-struct Probe {
-  bool ok = false;
-  std::string value;  // first column of the first row
-  std::string error;  // verbose libpq message(s) when !ok
-  double seconds = 0;
-};
 
-// Waits (bounded) until a query sent with PQsendQuery has its result buffered, or the connection broke.
-bool await_not_busy(PGconn* conn, std::chrono::milliseconds limit = 60s) {
-  return wait_for(
-      [&] {
-        if (PQconsumeInput(conn) == 0) return true;
-        return PQisBusy(conn) == 0;
-      },
-      limit);
-}
 
-// A new client: logs in and runs `sql` (in transaction mode the login may succeed without a
-// server, so a refusal can come at the query). The login and the query are each bounded by `limit`.
-Probe probe(const std::string& conninfo, const std::string& sql = "SELECT 1", std::chrono::milliseconds limit = 60s) {
-  const auto start = Clock::now();
-  Probe p;
-  PgConn conn = connect_verbose(conninfo, limit);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    p.error = login_error(conn.get());
-  } else if (PQsendQuery(conn.get(), sql.c_str()) != 1) {
-    p.error = PQerrorMessage(conn.get());
-  } else if (!await_not_busy(conn.get(), limit)) {
-    p.error = "no answer to `" + sql + "` within " + std::to_string(limit.count()) + " ms";
-  } else {
-    PgResult r(PQgetResult(conn.get()));
-    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) > 0) {
-      p.ok = true;
-      p.value = PQgetvalue(r.get(), 0, 0);
-    } else {
-      p.error = std::string(PQresultErrorMessage(r.get())) + " | " + PQerrorMessage(conn.get());
-    }
-    if (p.ok) {
-      while (PGresult* extra = PQgetResult(conn.get())) PQclear(extra);
-    }
-  }
-  p.seconds = seconds_since(start);
-  return p;
-}
 
-// Runs `sql` on `conn` and returns the first value, or "<error: ...>".
-std::string value_of(PGconn* conn, const std::string& sql) {
-  PgResult r(PQexec(conn, sql.c_str()));
-  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) {
-    return "<error: " + describe_result(conn, r.get()) + ">";
-  }
-  return PQgetvalue(r.get(), 0, 0);
-}
+
+
+
+
+
+
+
+
+
+
 
 bool command_ok(PGconn* conn, const std::string& sql) {
   PgResult r(PQexec(conn, sql.c_str()));
@@ -172,22 +119,11 @@ std::string drain_errors(PGconn* conn) {
   return errors + PQerrorMessage(conn);
 }
 
-// Collects what arrives while libpq is idle (a FATAL sent before a close goes to the notice processor).
-void collect_notices(PGconn* conn, std::string* into) {
-  PQsetNoticeProcessor(
-      conn, [](void* out, const char* message) { static_cast<std::string*>(out)->append(message); }, into);
-}
 
-// Waits (bounded) until Sluice has closed an idle connection: reads what it sent, sees the EOF.
-bool await_closed(PGconn* conn, std::chrono::milliseconds limit = 30s) {
-  return wait_for(
-      [&] {
-        PQconsumeInput(conn);
-        PQisBusy(conn);  // parses what arrived (the FATAL) before the close is noticed
-        return PQstatus(conn) == CONNECTION_BAD;
-      },
-      limit);
-}
+
+
+
+
 
 // The pid of the backend running exactly `query` (state active); 0 while there is none.
 int active_backend_running(const PostgresServer& server, const std::string& query) {
@@ -220,28 +156,14 @@ int try_backend_count(const PostgresServer& server, const std::string& user, con
   }
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-std::string join(const std::vector<int>& values) {
-  std::string out;
-  for (int v : values) out += (out.empty() ? "" : ",") + std::to_string(v);
-  return out;
-}
 
-// Raw TCP connection to 127.0.0.1:port; -1 on failure.
-int raw_connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
+
+
+
+
+
+
 
 // ---------------------------------------------------------------------------------------------
 // Fixture
