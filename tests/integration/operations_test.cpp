@@ -435,34 +435,6 @@ int pgbench_backends() {
 // ---------------------------------------------------------------------------------------------
 // Fixture
 
-// Fails the running test and kills its Sluice processes (which unblocks any libpq call waiting on
-// them) if the test runs past `limit`.
-class Watchdog {
- public:
-  Watchdog(std::chrono::seconds limit, std::vector<std::atomic<int>>* pids)
-      : thread_([this, limit, pids] {
-          std::unique_lock lock(mutex_);
-          if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
-          ADD_FAILURE() << "watchdog: test still running after " << limit.count() << " s; killing Sluice";
-          for (auto& pid : *pids) {
-            if (const int p = pid.load(); p > 0) ::kill(p, SIGKILL);
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 class OperationsTest : public ::testing::Test {
  protected:
@@ -472,7 +444,11 @@ class OperationsTest : public ::testing::Test {
     // this test's counts are its own.
     ASSERT_TRUE(wait_for([] { return try_backend_count("app", "") == 0; }, 30s))
         << "backends of an earlier test are still open";
-    watchdog_ = std::make_unique<Watchdog>(std::chrono::duration_cast<std::chrono::seconds>(kTestLimit), &pids_);
+    watchdog_ = std::make_unique<Watchdog>(std::chrono::duration_cast<std::chrono::seconds>(kTestLimit), [this] {
+      for (auto& pid : pids_) {  // every Sluice of the test
+        if (const int p = pid.load(); p > 0) ::kill(p, SIGKILL);
+      }
+    });
   }
 
   void TearDown() override {

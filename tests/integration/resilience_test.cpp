@@ -168,32 +168,6 @@ int try_backend_count(const PostgresServer& server, const std::string& user, con
 // ---------------------------------------------------------------------------------------------
 // Fixture
 
-// Fails the running test and kills its Sluice (which unblocks any libpq call waiting on it) if the
-// test runs past `limit`.
-class Watchdog {
- public:
-  Watchdog(std::chrono::seconds limit, std::atomic<int>* sluice_pid)
-      : thread_([this, limit, sluice_pid] {
-          std::unique_lock lock(mutex_);
-          if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
-          ADD_FAILURE() << "watchdog: test still running after " << limit.count() << " s; killing Sluice";
-          if (const int pid = sluice_pid->load(); pid > 0) ::kill(pid, SIGKILL);
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;  // last: starts after the members it uses exist
-};
 
 // A client of check_shared_cap.
 struct CapClient {
@@ -208,7 +182,9 @@ class ResilienceTest : public ::testing::Test {
     // this test's counts are its own.
     ASSERT_TRUE(wait_for([] { return sluice_backends(pg()) == 0; }, 30s))
         << "backends of an earlier test are still open";
-    watchdog_ = std::make_unique<Watchdog>(std::chrono::duration_cast<std::chrono::seconds>(kTestLimit), &pid_);
+    watchdog_ = std::make_unique<Watchdog>(std::chrono::duration_cast<std::chrono::seconds>(kTestLimit), [this] {
+      if (const int pid = pid_.load(); pid > 0) ::kill(pid, SIGKILL);  // Sluice
+    });
   }
 
   void TearDown() override {

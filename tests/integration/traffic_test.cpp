@@ -27,6 +27,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/clients.h"
 #include "support/harness.h"
 
 namespace sluice::test {
@@ -116,42 +117,6 @@ std::unique_ptr<PGnotify, void (*)(void*)> wait_notification(PGconn* conn, std::
   }
 }
 
-// Fails the running test and cuts the connections it may be stuck on, if it runs past `limit`.
-// A hang in Sluice then shows up as a failed test with Sluice's log instead of a ctest timeout.
-class Watchdog {
- public:
-  Watchdog(std::chrono::seconds limit, SluiceProcess* sluice) : thread_([this, limit, sluice] {
-      std::unique_lock lock(mutex_);
-      if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
-      ADD_FAILURE() << "watchdog: test still running after " << limit.count()
-                    << " s; terminating its backends" << (sluice ? " and killing Sluice" : "");
-      if (sluice != nullptr) {
-        std::fprintf(stderr, "---- Sluice log (watchdog) ----\n%s\n----\n", sluice->log().c_str());
-        ::kill(sluice->pid(), SIGKILL);
-      }
-      try {
-        PostgresServer::shared().exec(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE usename = 'app' AND pid <> pg_backend_pid()");
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "watchdog: terminating backends failed: %s\n", e.what());
-      }
-    }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;  // last: starts after the members it uses exist
-};
 
 class TrafficTest : public ::testing::TestWithParam<Route> {
  protected:
@@ -184,7 +149,19 @@ class TrafficTest : public ::testing::TestWithParam<Route> {
       }
       ASSERT_NE(sluice_, nullptr) << "Sluice did not start: " << sluice_error_;
     }
-    watchdog_ = std::make_unique<Watchdog>(180s, GetParam() == Route::kSluice ? sluice_ : nullptr);
+    SluiceProcess* sluice = GetParam() == Route::kSluice ? sluice_ : nullptr;
+    watchdog_ = std::make_unique<Watchdog>(180s, [sluice] {
+      if (sluice != nullptr) {
+        std::fprintf(stderr, "---- Sluice log (watchdog) ----\n%s\n----\n", sluice->log().c_str());
+        ::kill(sluice->pid(), SIGKILL);
+      }
+      try {
+        PostgresServer::shared().exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND pid <> pg_backend_pid()");
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "watchdog: terminating backends failed: %s\n", e.what());
+      }
+    });
   }
 
   void TearDown() override {

@@ -1,6 +1,7 @@
 #pragma once
 // Client-side helpers shared by the fault-injection and operations tests: bounded
 // logins and queries through libpq, raw sockets, small text helpers.
+#include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -8,6 +9,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -129,5 +134,33 @@ inline std::string join(const std::vector<int>& values) {
   for (int v : values) out += (out.empty() ? "" : ",") + std::to_string(v);
   return out;
 }
+
+// Fails the test and runs `on_expiry` (kill Sluice, terminate backends, ...) when
+// the test is still running after `limit`, so that a client blocked on a missing
+// behaviour fails one test instead of hanging the binary.
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds limit, std::function<void()> on_expiry)
+      : thread_([this, limit, on_expiry = std::move(on_expiry)] {
+          std::unique_lock lock(mutex_);
+          if (cv_.wait_for(lock, limit, [this] { return done_; })) return;
+          ADD_FAILURE() << "watchdog: test still running after " << limit.count() << " s";
+          on_expiry();
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts after the members it uses exist
+};
 
 }  // namespace sluice::test
