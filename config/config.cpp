@@ -1040,6 +1040,11 @@ std::string server_dbname(const Database& db, const std::string& requested) {
   return db.dbname.empty() ? requested : db.dbname;
 }
 
+std::string format_duration(Duration duration) {
+  const auto ms = duration.count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
+}
+
 std::string ConfigError::to_string() const {
   std::string out = file;
   if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);

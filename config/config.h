@@ -215,6 +215,8 @@ LoadResult load_string(std::string_view toml_text, const std::string& source_nam
 // allowed. No sign, fraction, spaces or compound forms; nullopt when malformed or
 // when the value overflows.
 std::optional<Duration> parse_duration(std::string_view text);
+// The inverse, as messages and SHOW CONFIG write durations: "5s" when whole seconds, else "250ms".
+std::string format_duration(Duration duration);
 // "64MB", "512kB", "1GB", "100" (bytes): digits then B, kB/KB, MB or GB, 1024-based
 // (1kB = 1024 bytes). No sign, fraction or spaces; nullopt when malformed or on overflow.
 std::optional<std::uint64_t> parse_size(std::string_view text);

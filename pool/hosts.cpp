@@ -24,6 +24,12 @@ std::chrono::milliseconds next_backoff(std::chrono::milliseconds previous, std::
   return std::max(delay, std::chrono::milliseconds(1));  // a zero delay would spin
 }
 
+double jitter_random() {
+  thread_local std::uint64_t seed = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(&seed);
+  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<double>(seed >> 11) / static_cast<double>(1ull << 53);
+}
+
 bool is_host_failure(const ConnectFailure& failure) {
   if (failure.server_error.empty()) return failure.host_fault;  // refused, reset, timed out, garbage
   return failure.sqlstate.starts_with("57P");                   // shutting down, crash, cannot connect now
@@ -85,9 +91,7 @@ bool Host::claim_check(Clock::time_point now, ServerTarget& target, StartupParam
 }
 
 void Host::check_done(bool ok, const std::string& reason) {
-  thread_local std::uint64_t seed = 0x9E3779B97F4A7C15ull ^ reinterpret_cast<std::uintptr_t>(&seed);
-  seed = seed * 6364136223846793005ull + 1442695040888963407ull;  // jitter only; no need for a better source
-  const double random = static_cast<double>(seed >> 11) / static_cast<double>(1ull << 53);
+  const double random = jitter_random();
   std::lock_guard lock(mutex_);
   check_running_ = false;
   if (ok) {

@@ -33,6 +33,10 @@ struct HostPolicy {
 std::chrono::milliseconds next_backoff(std::chrono::milliseconds previous, std::chrono::milliseconds initial,
                                        std::chrono::milliseconds max, double random);
 
+// A number in [0, 1) for backoff jitter: a per-thread linear congruential
+// generator (spreading retries needs no better source, and no lock).
+double jitter_random();
+
 // Whether a failed connection attempt says something about the host (and not
 // about this user or database): transport failures and PostgreSQL refusing
 // because it is shutting down, starting up or in recovery (class 57P).

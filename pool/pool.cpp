@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "config/config.h"
 #include "pool/log.h"
 
 namespace sluice::pool {
@@ -64,16 +65,6 @@ namespace {
 // waiting without yielding that executor in between.
 void wake(const std::shared_ptr<Pool::Waiter>& waiter) {
   asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
-}
-
-std::string describe_limit(std::chrono::milliseconds ms) {
-  return ms.count() % 1000 == 0 ? std::to_string(ms.count() / 1000) + "s" : std::to_string(ms.count()) + "ms";
-}
-
-double jitter_random() {
-  thread_local std::uint64_t seed = 0x2545F4914F6CDD1Dull ^ reinterpret_cast<std::uintptr_t>(&seed);
-  seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-  return static_cast<double>(seed >> 11) / static_cast<double>(1ull << 53);
 }
 
 ConnectFailure shutdown_failure() {
@@ -258,7 +249,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
                     settings->query_wait.count());
         co_return AcquireResult{
             Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" +
-                                        describe_limit(settings->query_wait) + ")",
+                                        config::format_duration(settings->query_wait) + ")",
                                     {}, "57014"}};
       }
       if (waiter->conn) found = std::move(waiter->conn);

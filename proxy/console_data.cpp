@@ -7,12 +7,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string duration_text(config::Duration d) {
-  const auto ms = d.count();
-  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  return std::to_string(ms) + "ms";
-}
-
 std::string hosts_text(const std::vector<config::HostPort>& hosts) {
   std::string out;
   for (const auto& h : hosts) out += (out.empty() ? "" : ",") + h.to_string();
@@ -162,13 +156,13 @@ std::vector<ConsoleConfigItem> console_config(const config::Config& c) {
   add("sluice.admin_users", names(c.admin_users), "");
   add("sluice.stats_users", names(c.stats_users), "");
   add("sluice.metrics_listen", c.metrics_listen, d.metrics_listen, false);
-  add("sluice.shutdown_timeout", duration_text(c.shutdown_timeout), duration_text(d.shutdown_timeout));
+  add("sluice.shutdown_timeout", config::format_duration(c.shutdown_timeout), config::format_duration(d.shutdown_timeout));
   add("sluice.so_reuseport", c.so_reuseport ? "true" : "false", d.so_reuseport ? "true" : "false", false);
   add("pool.mode", config::to_string(c.pool.mode), config::to_string(d.pool.mode));
   add("pool.size", std::to_string(c.pool.size), std::to_string(d.pool.size));
   add("pool.min_size", std::to_string(c.pool.min_size), std::to_string(d.pool.min_size));
   add("pool.reserve_size", std::to_string(c.pool.reserve_size), std::to_string(d.pool.reserve_size));
-  add("pool.reserve_timeout", duration_text(c.pool.reserve_timeout), duration_text(d.pool.reserve_timeout));
+  add("pool.reserve_timeout", config::format_duration(c.pool.reserve_timeout), config::format_duration(d.pool.reserve_timeout));
   add("pool.max_prepared_statements", std::to_string(c.pool.max_prepared_statements),
       std::to_string(d.pool.max_prepared_statements));
   add("pool.server_reset_query", c.pool.server_reset_query, d.pool.server_reset_query);
@@ -182,14 +176,14 @@ std::vector<ConsoleConfigItem> console_config(const config::Config& c) {
       {"timeouts.server_idle", &config::Timeouts::server_idle},
       {"timeouts.server_lifetime", &config::Timeouts::server_lifetime},
   };
-  for (const auto& [key, member] : timeouts) add(key, duration_text(c.timeouts.*member), duration_text(d.timeouts.*member));
+  for (const auto& [key, member] : timeouts) add(key, config::format_duration(c.timeouts.*member), config::format_duration(d.timeouts.*member));
   add("health.check_query", c.health.check_query, d.health.check_query);
-  add("health.check_delay", duration_text(c.health.check_delay), duration_text(d.health.check_delay));
-  add("health.ban_time", duration_text(c.health.ban_time), duration_text(d.health.ban_time));
+  add("health.check_delay", config::format_duration(c.health.check_delay), config::format_duration(d.health.check_delay));
+  add("health.ban_time", config::format_duration(c.health.ban_time), config::format_duration(d.health.ban_time));
   add("retry.connect_attempts", std::to_string(c.retry.connect_attempts), std::to_string(d.retry.connect_attempts));
-  add("retry.backoff_initial", duration_text(c.retry.backoff_initial), duration_text(d.retry.backoff_initial));
-  add("retry.backoff_max", duration_text(c.retry.backoff_max), duration_text(d.retry.backoff_max));
-  add("slow_query.threshold", duration_text(c.slow_query.threshold), duration_text(d.slow_query.threshold));
+  add("retry.backoff_initial", config::format_duration(c.retry.backoff_initial), config::format_duration(d.retry.backoff_initial));
+  add("retry.backoff_max", config::format_duration(c.retry.backoff_max), config::format_duration(d.retry.backoff_max));
+  add("slow_query.threshold", config::format_duration(c.slow_query.threshold), config::format_duration(d.slow_query.threshold));
   add("slow_query.log", c.slow_query.log, d.slow_query.log, false);
   add("slow_query.log_parameters", c.slow_query.log_parameters ? "true" : "false", "false");
   add("slow_query.record", c.slow_query.record ? "true" : "false", "true");

@@ -364,6 +364,13 @@ host = "h"
   EXPECT_NE(got[1].find("sluice.so_reuseport"), std::string::npos) << got[1];
 }
 
+TEST(ConfigTest, FormatDurationIsTheInverseOfParse) {
+  EXPECT_EQ(format_duration(Duration{5000}), "5s");
+  EXPECT_EQ(format_duration(Duration{0}), "0s");
+  EXPECT_EQ(format_duration(Duration{1500}), "1500ms");
+  for (const char* text : {"250ms", "5s", "3600s"}) EXPECT_EQ(format_duration(*parse_duration(text)), text);
+}
+
 TEST(ConfigTest, ResilienceKeysHaveDefaults) {
   const LoadResult result = load("[databases.app]\nhost = \"h\"\n");
   ASSERT_TRUE(result.config) << describe(result);
