@@ -129,6 +129,7 @@ class Checker {
     errors_.push_back(ConfigError{file_, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column),
                                   std::move(key), std::move(message)});
   }
+  std::size_t error_count() const { return errors_.size(); }
   void error_without_position(std::string key, std::string message) {
     errors_.push_back(ConfigError{file_, 0, 0, std::move(key), std::move(message)});
   }
@@ -363,7 +364,7 @@ void read_listen(Checker& c, const toml::node& node, const std::string& key, Con
 void read_sluice(Checker& c, const toml::table& table, const std::string& path, Config& cfg) {
   check_keys(c, table, path,
              {"listen", "workers", "max_client_conn", "log_level", "max_message_size", "admin_users", "stats_users",
-              "metrics_listen", "shutdown_timeout", "so_reuseport"},
+              "metrics_listen", "shutdown_timeout", "so_reuseport", "auth_failure_delay"},
              {});
   if (const auto* node = table.get("metrics_listen")) {
     if (auto text = get_string(c, *node, child_key(path, "metrics_listen"))) {
@@ -378,6 +379,9 @@ void read_sluice(Checker& c, const toml::table& table, const std::string& path, 
         c.error(node->source(), child_key(path, "metrics_listen"), "invalid address " + quoted(*text) + ": " + why);
       }
     }
+  }
+  if (const auto* node = table.get("auth_failure_delay")) {
+    if (auto d = get_duration(c, *node, child_key(path, "auth_failure_delay"))) cfg.auth_failure_delay = *d;
   }
   if (const auto* node = table.get("shutdown_timeout")) {
     if (auto d = get_duration(c, *node, child_key(path, "shutdown_timeout"))) cfg.shutdown_timeout = *d;
@@ -753,10 +757,240 @@ bool read_hosts(Checker& c, const toml::node& node, const std::string& key, std:
   return ok;
 }
 
+// ---- [tls.client], [tls.server], databases.X.tls -------------------------------------------
+
+std::optional<TlsMode> get_tls_mode(Checker& c, const toml::node& node, const std::string& key, bool client_side) {
+  const auto text = get_string(c, node, key);
+  if (!text) return std::nullopt;
+  static constexpr std::pair<std::string_view, TlsMode> kModes[] = {
+      {"disable", TlsMode::disable},     {"allow", TlsMode::allow},         {"prefer", TlsMode::prefer},
+      {"require", TlsMode::require},     {"verify-ca", TlsMode::verify_ca}, {"verify-full", TlsMode::verify_full}};
+  for (const auto& [name, mode] : kModes) {
+    if (*text != name) continue;
+    if (mode == TlsMode::allow && !client_side) break;
+    return mode;
+  }
+  c.error(node.source(), key,
+          "invalid TLS mode " + quoted(*text) +
+              (client_side ? "; expected disable, allow, prefer, require, verify-ca or verify-full"
+                           : "; expected disable, prefer, require, verify-ca or verify-full"));
+  return std::nullopt;
+}
+
+// A relative file name is relative to the configuration file's directory.
+std::string resolve_path(const std::string& path, const std::string& config_file) {
+  if (path.empty() || path.front() == '/' || path == "system") return path;
+  return directory_of(config_file) + path;
+}
+
+// Reads the keys of one TLS table on top of `settings`, then builds its context.
+void read_tls(Checker& c, const toml::table& table, const std::string& path, const std::string& config_file,
+              bool client_side, TlsSettings& settings) {
+  check_keys(c, table, path, {"mode", "cert", "key", "ca", "ciphers", "ciphersuites", "min_protocol", "max_protocol"},
+             {});
+  const std::size_t errors_before = c.error_count();
+  if (client_side && table.get("mode") == nullptr) settings.mode = TlsMode::prefer;  // a [tls.client] table turns it on
+  if (const auto* node = table.get("mode")) {
+    if (auto mode = get_tls_mode(c, *node, child_key(path, "mode"), client_side)) settings.mode = *mode;
+  }
+  auto read_text = [&](const char* name, std::string& out, bool is_file) {
+    if (const auto* node = table.get(name)) {
+      if (auto text = get_string(c, *node, child_key(path, name))) out = is_file ? resolve_path(*text, config_file) : *text;
+    }
+  };
+  read_text("cert", settings.cert, true);
+  read_text("key", settings.key, true);
+  read_text("ca", settings.ca, true);
+  read_text("ciphers", settings.ciphers, false);
+  read_text("ciphersuites", settings.ciphersuites, false);
+  read_text("min_protocol", settings.min_protocol, false);
+  read_text("max_protocol", settings.max_protocol, false);
+  if (c.error_count() != errors_before || settings.mode == TlsMode::disable) return;
+
+  const auto& where = table.source();
+  const bool verify = settings.mode == TlsMode::verify_ca || settings.mode == TlsMode::verify_full;
+  if (client_side && (settings.cert.empty() || settings.key.empty())) {
+    c.error(where, path, std::string("cert and key are required with mode = \"") + to_string(settings.mode) + "\"");
+    return;
+  }
+  if (verify && settings.ca.empty()) {
+    c.error(where, child_key(path, "ca"),
+            std::string("required with mode = \"") + to_string(settings.mode) + "\"" +
+                (client_side ? " (the CA that signs client certificates)"
+                             : " (the CA that signs the server's certificate, or \"system\")"));
+    return;
+  }
+  const std::string error = client_side ? build_acceptor_context(settings) : build_connector_context(settings);
+  if (!error.empty()) c.error(where, path, error);
+}
+
+void read_tls_root(Checker& c, const toml::table& table, Config& cfg) {
+  check_keys(c, table, "tls", {"client", "server"}, {});
+  if (const auto* node = table.get("client")) {
+    if (const auto* t = get_table(c, *node, "tls.client")) read_tls(c, *t, "tls.client", cfg.source_file, true, cfg.tls_client);
+  }
+  if (const auto* node = table.get("server")) {
+    if (const auto* t = get_table(c, *node, "tls.server")) read_tls(c, *t, "tls.server", cfg.source_file, false, cfg.tls_server);
+  } else {
+    // Built-in default: prefer TLS to PostgreSQL without verifying it (libpq's and PgBouncer's default).
+    if (auto error = build_connector_context(cfg.tls_server); !error.empty())
+      c.error_without_position("tls.server", error);
+  }
+}
+
+// ---- [[hba]] --------------------------------------------------------------------------------
+
+std::optional<HbaMethod> get_hba_method(Checker& c, const toml::node& node, const std::string& key) {
+  const auto text = get_string(c, node, key);
+  if (!text) return std::nullopt;
+  static constexpr std::pair<std::string_view, HbaMethod> kMethods[] = {
+      {"trust", HbaMethod::trust}, {"cleartext", HbaMethod::cleartext}, {"password", HbaMethod::cleartext},
+      {"md5", HbaMethod::md5},     {"scram-sha-256", HbaMethod::scram_sha_256}, {"cert", HbaMethod::cert},
+      {"reject", HbaMethod::reject}};
+  for (const auto& [name, method] : kMethods)
+    if (*text == name) return method;
+  c.error(node.source(), key,
+          "invalid method " + quoted(*text) + "; expected trust, cleartext, md5, scram-sha-256, cert or reject");
+  return std::nullopt;
+}
+
+// "all", a name, or an array of names; empty result = all.
+std::optional<std::vector<std::string>> get_name_list(Checker& c, const toml::node& node, const std::string& key) {
+  std::vector<std::string> names;
+  if (const auto* array = node.as_array()) {
+    for (std::size_t i = 0; i < array->size(); ++i) {
+      auto name = get_string(c, *array->get(i), key + "[" + std::to_string(i) + "]");
+      if (!name) return std::nullopt;
+      if (*name == "all") return std::vector<std::string>{};
+      names.push_back(std::move(*name));
+    }
+    if (names.empty()) {
+      c.error(node.source(), key, "must not be empty; use \"all\" for every name");
+      return std::nullopt;
+    }
+    return names;
+  }
+  auto name = get_string(c, node, key);
+  if (!name) return std::nullopt;
+  if (*name != "all") names.push_back(std::move(*name));
+  return names;
+}
+
+// "all", an IP address, or a CIDR range "10.0.0.0/8", "::1/128".
+bool parse_hba_address(std::string_view text, HbaRule& rule, std::string& why) {
+  if (text == "all") {
+    rule.any_address = true;
+    return true;
+  }
+  rule.any_address = false;
+  std::string address(text.substr(0, text.find('/')));
+  const bool has_prefix = address.size() != text.size();
+  rule.ipv6 = address.find(':') != std::string::npos;
+  if (::inet_pton(rule.ipv6 ? AF_INET6 : AF_INET, address.c_str(), rule.address.data()) != 1) {
+    why = "not an IP address or CIDR range";
+    return false;
+  }
+  const int bits = rule.ipv6 ? 128 : 32;
+  rule.prefix = bits;
+  if (has_prefix) {
+    const std::string_view prefix = text.substr(address.size() + 1);
+    int value = 0;
+    if (prefix.empty() || prefix.size() > 3 ||
+        !std::all_of(prefix.begin(), prefix.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      why = "the prefix length after / must be a number";
+      return false;
+    }
+    for (char ch : prefix) value = value * 10 + (ch - '0');
+    if (value > bits) {
+      why = "the prefix length must be at most " + std::to_string(bits);
+      return false;
+    }
+    rule.prefix = value;
+  }
+  // Host bits set below the prefix are a mistake pg_hba.conf also refuses.
+  for (int bit = rule.prefix; bit < bits; ++bit) {
+    if (rule.address[static_cast<std::size_t>(bit / 8)] & (0x80 >> (bit % 8))) {
+      why = "the address has bits set beyond the /" + std::to_string(rule.prefix) + " prefix";
+      return false;
+    }
+  }
+  return true;
+}
+
+void read_hba(Checker& c, const toml::node& node, Config& cfg) {
+  const auto* array = node.as_array();
+  if (array == nullptr) {
+    type_error(c, node, "hba", "an array of tables ([[hba]])");
+    return;
+  }
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const std::string path = "hba[" + std::to_string(i) + "]";
+    const auto* table = get_table(c, *array->get(i), path);
+    if (table == nullptr) continue;
+    check_keys(c, *table, path, {"type", "database", "user", "address", "method"}, {});
+    HbaRule rule;
+    rule.line = static_cast<int>(table->source().begin.line);
+    bool ok = true;
+    if (const auto* n = table->get("type")) {
+      const auto type = get_string(c, *n, child_key(path, "type"));
+      if (type == "host") {
+        rule.connection = HbaConnection::any;
+      } else if (type == "hostssl") {
+        rule.connection = HbaConnection::tls;
+      } else if (type == "hostnossl") {
+        rule.connection = HbaConnection::plain;
+      } else {
+        if (type) c.error(n->source(), child_key(path, "type"), "invalid type " + quoted(*type) + "; expected host, hostssl or hostnossl");
+        ok = false;
+      }
+    }
+    auto names = [&](const char* key, std::vector<std::string>& out) {
+      const auto* n = table->get(key);
+      if (n == nullptr) {
+        c.error(table->source(), child_key(path, key), "missing; use \"all\" for every name");
+        ok = false;
+      } else if (auto list = get_name_list(c, *n, child_key(path, key))) {
+        out = std::move(*list);
+      } else {
+        ok = false;
+      }
+    };
+    names("database", rule.databases);
+    names("user", rule.users);
+    if (const auto* n = table->get("address")) {
+      if (auto text = get_string(c, *n, child_key(path, "address"))) {
+        std::string why;
+        if (!parse_hba_address(*text, rule, why)) {
+          c.error(n->source(), child_key(path, "address"), "invalid address " + quoted(*text) + ": " + why);
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const auto* n = table->get("method")) {
+      if (auto method = get_hba_method(c, *n, child_key(path, "method"))) {
+        rule.method = *method;
+      } else {
+        ok = false;
+      }
+    } else {
+      c.error(table->source(), child_key(path, "method"), "missing");
+      ok = false;
+    }
+    if (ok && rule.method == HbaMethod::cert && cfg.tls_client.mode == TlsMode::disable) {
+      c.error(table->source(), child_key(path, "method"), "method \"cert\" needs [tls.client] with a ca");
+      ok = false;
+    }
+    if (ok) cfg.hba.push_back(std::move(rule));
+  }
+}
+
+
 void read_database(Checker& c, const toml::key& name, const toml::table& table, const std::string& path,
                    Config& cfg) {
-  check_keys(c, table, path, {"host", "port", "hosts", "dbname", "pool", "slow_query", "max_db_connections"},
-             {"tls"});
+  check_keys(c, table, path,
+             {"host", "port", "hosts", "dbname", "pool", "slow_query", "max_db_connections", "tls"}, {});
   bool ok = true;
   Database db;
   db.name = std::string(name.str());
@@ -827,6 +1061,14 @@ void read_database(Checker& c, const toml::key& name, const toml::table& table, 
   }
   if (const auto* node = table.get("slow_query")) {
     db.slow_query = read_slow_query_table(c, *node, child_key(path, "slow_query"));
+  }
+  if (const auto* node = table.get("tls")) {
+    const std::string tls_path = child_key(path, "tls");
+    if (const auto* tls = get_table(c, *node, tls_path)) {
+      TlsSettings settings = cfg.tls_server;  // [tls.server] with this table on top
+      read_tls(c, *tls, tls_path, cfg.source_file, false, settings);
+      db.tls = std::move(settings);
+    }
   }
   if (ok) cfg.databases.emplace(db.name, std::move(db));
 }
@@ -955,11 +1197,12 @@ void read_user(Checker& c, const toml::key& name, const toml::table& table, cons
   if (ok) cfg.users.emplace(user.name, std::move(user));
 }
 
+
 // ---- the whole document ------------------------------------------------------------------
 
 void read_document(Checker& c, const toml::table& root, Config& cfg) {
-  check_keys(c, root, "", {"sluice", "pool", "timeouts", "health", "retry", "slow_query", "databases", "users"},
-             {"tls"});
+  check_keys(c, root, "",
+             {"sluice", "pool", "timeouts", "health", "retry", "slow_query", "tls", "hba", "databases", "users"}, {});
 
   if (const auto* node = root.get("sluice")) {
     if (const auto* table = get_table(c, *node, "sluice")) read_sluice(c, *table, "sluice", cfg);
@@ -981,6 +1224,13 @@ void read_document(Checker& c, const toml::table& root, Config& cfg) {
       read_slow_query(c, *table, "slow_query", cfg.source_file, cfg.slow_query);
     }
   }
+
+  if (const auto* node = root.get("tls")) {
+    if (const auto* table = get_table(c, *node, "tls")) read_tls_root(c, *table, cfg);
+  } else if (auto error = build_connector_context(cfg.tls_server); !error.empty()) {
+    c.error_without_position("tls.server", error);
+  }
+  if (const auto* node = root.get("hba")) read_hba(c, *node, cfg);
 
   if (const auto* node = root.get("databases")) {
     if (const auto* databases = get_table(c, *node, "databases")) {
@@ -1169,6 +1419,58 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   }
   if (value > std::numeric_limits<std::uint64_t>::max() / multiplier) return std::nullopt;
   return value * multiplier;
+}
+
+const HbaRule* match_hba(const std::vector<HbaRule>& rules, std::string_view database, std::string_view user,
+                         std::string_view client_address, bool tls) {
+  // The client's address as bytes; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as IPv4.
+  std::array<std::uint8_t, 16> bytes{};
+  bool ipv6 = false;
+  bool parsed = false;
+  const std::string text(client_address);
+  if (::inet_pton(AF_INET, text.c_str(), bytes.data()) == 1) {
+    parsed = true;
+  } else if (::inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1) {
+    parsed = true;
+    ipv6 = true;
+    static constexpr std::uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(std::begin(kMapped), std::end(kMapped), bytes.begin())) {
+      std::copy(bytes.begin() + 12, bytes.end(), bytes.begin());
+      ipv6 = false;
+    }
+  }
+  auto listed = [](const std::vector<std::string>& names, std::string_view name) {
+    return names.empty() || std::find(names.begin(), names.end(), name) != names.end();
+  };
+  for (const HbaRule& rule : rules) {
+    if (rule.connection == HbaConnection::tls && !tls) continue;
+    if (rule.connection == HbaConnection::plain && tls) continue;
+    if (!listed(rule.databases, database) || !listed(rule.users, user)) continue;
+    if (!rule.any_address) {
+      if (!parsed || rule.ipv6 != ipv6) continue;
+      bool inside = true;
+      for (int bit = 0; bit < rule.prefix && inside; ++bit) {
+        const auto index = static_cast<std::size_t>(bit / 8);
+        const int mask = 0x80 >> (bit % 8);
+        inside = (rule.address[index] & mask) == (bytes[index] & mask);
+      }
+      if (!inside) continue;
+    }
+    return &rule;
+  }
+  return nullptr;
+}
+
+const char* to_string(HbaMethod method) {
+  switch (method) {
+    case HbaMethod::trust: return "trust";
+    case HbaMethod::cleartext: return "cleartext";
+    case HbaMethod::md5: return "md5";
+    case HbaMethod::scram_sha_256: return "scram-sha-256";
+    case HbaMethod::cert: return "cert";
+    case HbaMethod::reject: return "reject";
+  }
+  return "unknown";
 }
 
 const char* to_string(PoolMode mode) {

@@ -2,6 +2,7 @@
 // Sluice's configuration: one TOML file parsed once into plain structs and
 // validated as a whole. Every problem found is reported with file:line:column and
 // the key's full dotted name, so `sluice --check` can list all of them at once.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -10,12 +11,37 @@
 #include <string_view>
 #include <vector>
 
+#include "config/tls.h"
+
 namespace sluice::config {
 
 using Duration = std::chrono::milliseconds;  // "0s" disables a timeout
 
 enum class PoolMode { session, transaction, statement };
 enum class AuthMethod { trust, cleartext, md5, scram_sha_256 };
+
+// [[hba]] rules: who may connect from where, and how they prove it (pg_hba.conf's
+// model, first match wins).
+enum class HbaMethod { trust, cleartext, md5, scram_sha_256, cert, reject };
+enum class HbaConnection { any, tls, plain };  // type = host | hostssl | hostnossl
+
+struct HbaRule {
+  int line = 0;                        // where the rule is, for logs
+  HbaConnection connection = HbaConnection::any;
+  std::vector<std::string> databases;  // empty = all
+  std::vector<std::string> users;      // empty = all
+  bool any_address = true;
+  bool ipv6 = false;
+  std::array<std::uint8_t, 16> address{};  // network, in network order (4 bytes used for IPv4)
+  int prefix = 0;                          // bits of `address` that must match
+  HbaMethod method = HbaMethod::reject;
+};
+
+// The first rule that matches, or nullptr. `client_address` is the client's IP as
+// text (IPv4-mapped IPv6 addresses match IPv4 rules).
+const HbaRule* match_hba(const std::vector<HbaRule>& rules, std::string_view database, std::string_view user,
+                         std::string_view client_address, bool tls);
+const char* to_string(HbaMethod method);
 
 struct ListenAddress {
   std::string host;  // literal IP address
@@ -137,6 +163,9 @@ struct Database {
   int max_db_connections = 0;
   PoolOverrides pool;
   SlowQueryOverrides slow_query;
+  // databases.X.tls: the server-side TLS settings for this database's servers
+  // ([tls.server] with this table's keys on top); unset = [tls.server].
+  std::optional<TlsSettings> tls;
 };
 
 struct User {
@@ -165,6 +194,9 @@ struct Config {
   std::vector<std::string> stats_users;
   // "host:port" for /metrics, /healthz, /readyz; empty = off.
   std::string metrics_listen;
+  // Logins from an address with repeated authentication failures wait up to this
+  // long before they are answered (see proxy/auth_throttle.h); "0s" = never.
+  Duration auth_failure_delay{5'000};
   // SIGTERM / SHUTDOWN: clients may finish their transactions this long.
   Duration shutdown_timeout{30'000};
   // Listen with SO_REUSEPORT, so a new process can take over the port while the
@@ -175,6 +207,11 @@ struct Config {
   HealthSettings health;
   RetrySettings retry;
   SlowQuerySettings slow_query;
+  TlsSettings tls_client;  // [tls.client]: clients -> Sluice
+  TlsSettings tls_server{.mode = TlsMode::prefer};  // [tls.server]: Sluice -> PostgreSQL
+  // [[hba]]: when empty every client may try to log in (under its user's auth);
+  // otherwise the first matching rule decides, and no match is a refusal.
+  std::vector<HbaRule> hba;
   std::map<std::string, Database> databases;  // keyed by client-facing name, may contain "*"
   std::map<std::string, User> users;          // keyed by user name, may contain "*"
 
@@ -187,6 +224,8 @@ struct Config {
   PoolSettings pool_for(const Database& db, const User& user) const;
   // Effective slow-query settings for a (database, user) pair: global < database < user.
   SlowQuerySettings slow_query_for(const Database& db, const User& user) const;
+  // Server-side TLS for a database's servers.
+  const TlsSettings& server_tls_for(const Database& db) const { return db.tls ? *db.tls : tls_server; }
 };
 
 // The database name to send to PostgreSQL for a client that asked for `requested`

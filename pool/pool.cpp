@@ -350,6 +350,7 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
       co_await pause.async_wait(use_nothrow);
     }
     ServerTarget target = target_;
+    target.tls = settings->tls;
     target.host = host->host();
     target.port = host->port();
     log()->debug("[s{}] opening server connection to {} for pool {} (attempt {} of {})", server_id, host->address(),

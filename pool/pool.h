@@ -75,6 +75,10 @@ struct PoolSettingsSnapshot {
   // only gets a connection opened with exactly its startup parameters.
   bool share_tracked_parameters = false;
   std::string mode = "session";  // for SHOW POOLS and /metrics
+  // TLS to the servers; points into a loaded configuration, which lives as long
+  // as the process (so a RELOAD with renewed certificates takes effect for new
+  // connections while open ones keep theirs). Null = plain TCP.
+  const config::TlsSettings* tls = nullptr;
 };
 
 // What a pool's clients did, for SHOW STATS and /metrics. Sessions add to it in

@@ -33,7 +33,7 @@ ConnectFailure transport_failure(std::string reason) {
 ConnectFailure role_failure(std::string reason) { return ConnectFailure{std::move(reason), {}, "08006", false}; }
 
 // Login protocol with the server after the TCP connection is up.
-awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, const StartupParams& params,
+awaitable<ConnectResult> login(Stream stream, const ServerTarget& target, const StartupParams& params,
                                std::uint64_t id) {
   std::vector<std::pair<std::string, std::string>> startup;
   startup.reserve(params.size() + 2);
@@ -42,10 +42,10 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
   for (const auto& p : params) startup.push_back(p);
   std::string out;
   protocol::append_startup_message(out, startup);
-  if (auto [ec, n] = co_await asio::async_write(socket, asio::buffer(out), use_nothrow); ec)
+  if (auto [ec, n] = co_await asio::async_write(stream, asio::buffer(out), use_nothrow); ec)
     co_return transport_failure("write to server failed: " + ec.message());
 
-  auto conn = std::make_unique<ServerConnection>(std::move(socket), id);
+  auto conn = std::make_unique<ServerConnection>(std::move(stream), id);
   conn->address = target.address();
   conn->startup_params = params;
   protocol::ReadBuffer buffer;
@@ -58,7 +58,7 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
     if (!peeked) co_return transport_failure("invalid message from server during login: " + peeked.error().message());
     if (*peeked == 0) {
       auto space = buffer.prepare();
-      auto [ec, n] = co_await conn->socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      auto [ec, n] = co_await conn->stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
       if (ec) co_return transport_failure("server closed the connection during login: " + ec.message());
       buffer.commit(n);
       continue;
@@ -150,10 +150,54 @@ awaitable<ConnectResult> login(tcp::socket socket, const ServerTarget& target, c
     }
     buffer.consume(total);
     if (!out.empty()) {
-      if (auto [ec, n] = co_await asio::async_write(conn->socket(), asio::buffer(out), use_nothrow); ec)
+      if (auto [ec, n] = co_await asio::async_write(conn->stream(), asio::buffer(out), use_nothrow); ec)
         co_return transport_failure("write to server failed: " + ec.message());
     }
   }
+}
+
+// SSLRequest, then the TLS handshake when the server agrees. Nothing: go on with
+// the login (over TLS, or plain TCP when the mode allows it); otherwise why not.
+awaitable<std::optional<ConnectFailure>> negotiate_tls(Stream& stream, const ServerTarget& target, std::uint64_t id) {
+  const config::TlsSettings& tls = *target.tls;
+  std::string out;
+  protocol::append_ssl_request(out);
+  if (auto [ec, n] = co_await asio::async_write(stream, asio::buffer(out), use_nothrow); ec)
+    co_return transport_failure("write to server failed: " + ec.message());
+  char answer = 0;
+  // Exactly one byte: anything after 'S' belongs to the TLS handshake.
+  if (auto [ec, n] = co_await asio::async_read(stream, asio::buffer(&answer, 1), use_nothrow); ec)
+    co_return transport_failure("server " + target.address() + " closed the connection after SSLRequest: " + ec.message());
+  if (answer == 'N') {
+    if (tls.mode == config::TlsMode::prefer) co_return std::nullopt;
+    co_return role_failure("server " + target.address() + " does not support TLS (tls.server.mode = \"" +
+                           config::to_string(tls.mode) + "\")");
+  }
+  if (answer != 'S')
+    co_return transport_failure("server " + target.address() + " answered SSLRequest with an unexpected byte");
+
+  stream.start_tls(tls.context.get());
+  SSL* ssl = stream.ssl();
+  error_code parse_error;
+  asio::ip::make_address(target.host, parse_error);
+  const bool ip_literal = !parse_error;
+  if (!ip_literal) SSL_set_tlsext_host_name(ssl, target.host.c_str());  // SNI, as libpq sends it
+  if (tls.mode == config::TlsMode::verify_full) {
+    // The server's certificate must name the host we connected to (DNS name or IP address).
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    const int ok = ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(param, target.host.c_str())
+                              : X509_VERIFY_PARAM_set1_host(param, target.host.c_str(), target.host.size());
+    if (ok != 1) co_return role_failure("cannot check the certificate of " + target.address() + " against its name");
+  }
+  if (auto [ec] = co_await stream.tls().async_handshake(asio::ssl::stream_base::client, use_nothrow); ec) {
+    std::string reason = ec.message();
+    if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
+      reason += std::string(": ") + X509_verify_cert_error_string(verify);
+    log()->warn("[s{}] TLS handshake with {} failed: {}", id, target.address(), reason);
+    co_return role_failure("TLS handshake with server " + target.address() + " failed: " + reason);
+  }
+  log()->debug("[s{}] TLS to {}: {} {}", id, target.address(), SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+  co_return std::nullopt;
 }
 
 awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams params, std::uint64_t id) {
@@ -182,7 +226,11 @@ awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams pa
     ::close(fd);
     co_return transport_failure("could not set up the server socket: " + ec.message());
   }
-  co_return co_await login(std::move(fresh), target, params, id);
+  Stream stream(std::move(fresh));
+  if (target.tls != nullptr && target.tls->enabled()) {
+    if (auto failure = co_await negotiate_tls(stream, target, id)) co_return std::move(*failure);
+  }
+  co_return co_await login(std::move(stream), target, params, id);
 }
 
 // Wrapped so that operator|| does not flatten ConnectResult's own alternatives
@@ -235,6 +283,7 @@ void ServerConnection::set_parameter(std::string_view name, std::string_view val
 }
 
 bool ServerConnection::idle_and_clean() {
+  auto& socket_ = stream_.socket();
   if (!socket_.is_open()) return false;
   std::uint8_t probe;
   const ssize_t n = ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -243,13 +292,17 @@ bool ServerConnection::idle_and_clean() {
 }
 
 void ServerConnection::close() {
-  if (!socket_.is_open()) return;
-  std::string terminate;
-  protocol::append_terminate(terminate);
+  if (!stream_.is_open()) return;
   error_code ec;
-  socket_.non_blocking(true, ec);
-  if (!ec) socket_.send(asio::buffer(terminate), 0, ec);
-  socket_.close(ec);
+  // A best-effort Terminate in plain TCP; over TLS it would have to go through the
+  // engine, and PostgreSQL treats a closed connection the same way.
+  if (!stream_.is_tls()) {
+    std::string terminate;
+    protocol::append_terminate(terminate);
+    stream_.socket().non_blocking(true, ec);
+    if (!ec) stream_.socket().send(asio::buffer(terminate), 0, ec);
+  }
+  stream_.close();
 }
 
 awaitable<ConnectResult> connect_server(const ServerTarget& target, const StartupParams& params,
@@ -273,7 +326,7 @@ struct CheckOutcome {
 awaitable<CheckOutcome> run_check(ServerConnection& conn, const std::string& query) {
   std::string out;
   protocol::append_query(out, query);
-  if (auto [ec, n] = co_await asio::async_write(conn.socket(), asio::buffer(out), use_nothrow); ec) co_return CheckOutcome{};
+  if (auto [ec, n] = co_await asio::async_write(conn.stream(), asio::buffer(out), use_nothrow); ec) co_return CheckOutcome{};
   protocol::ReadBuffer buffer;
   bool failed = false;
   for (;;) {
@@ -282,7 +335,7 @@ awaitable<CheckOutcome> run_check(ServerConnection& conn, const std::string& que
     if (!peeked) co_return CheckOutcome{};
     if (*peeked == 0) {
       auto space = buffer.prepare();
-      auto [ec, n] = co_await conn.socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      auto [ec, n] = co_await conn.stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
       if (ec) co_return CheckOutcome{};
       buffer.commit(n);
       continue;

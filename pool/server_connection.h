@@ -9,8 +9,10 @@
 #include <variant>
 #include <vector>
 
+#include "config/tls.h"
 #include "pool/asio.h"
 #include "pool/prepared_statements.h"
+#include "pool/stream.h"
 #include "protocol/wire.h"
 
 namespace sluice::pool {
@@ -44,14 +46,20 @@ struct ServerTarget {
   std::string dbname;
   std::string user;
   ServerCredential credential;
+  // TLS settings (mode, context) for this server; null = plain TCP. Points into a
+  // configuration that outlives every connection.
+  const config::TlsSettings* tls = nullptr;
   std::string address() const { return host + ":" + std::to_string(port); }
 };
 
 class ServerConnection {
  public:
-  ServerConnection(tcp::socket socket, std::uint64_t id) : socket_(std::move(socket)), id_(id) {}
+  ServerConnection(Stream stream, std::uint64_t id) : stream_(std::move(stream)), id_(id) {}
 
-  tcp::socket& socket() { return socket_; }
+  // What the relay reads and writes (TLS or not).
+  Stream& stream() { return stream_; }
+  // The TCP connection under it.
+  tcp::socket& socket() { return stream_.socket(); }
   std::uint64_t id() const { return id_; }
 
   protocol::BackendKey backend_key;
@@ -79,7 +87,7 @@ class ServerConnection {
   void close();
 
  private:
-  tcp::socket socket_;
+  Stream stream_;
   std::uint64_t id_;
 };
 

@@ -317,16 +317,28 @@ ScramServer::ScramServer(ScramSecret secret, std::string server_nonce)
 // client-first-message = gs2-header client-first-message-bare
 //   gs2-header = gs2-cbind-flag "," [ authzid ] ","
 //   client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
-result<std::string> ScramServer::on_client_first(std::string_view message) {
+result<std::string> ScramServer::on_client_first(std::string_view message, bool plus) {
   if (step_ != 0) return errc::unexpected_message;
   step_ = kStepFailed;
   if (has_nul(message)) return errc::scram_invalid_message;
 
   Fields fields(message);
   const auto cbind_flag = fields.next();
-  if (cbind_flag->starts_with("p=")) return errc::auth_unsupported;  // channel binding needs TLS
-  if (*cbind_flag != "n" && *cbind_flag != "y") return errc::scram_invalid_message;
-  // 'y' (client supports channel binding, thinks we do not) is right: we offer no SCRAM-SHA-256-PLUS.
+  const bool offered = !binding_data_.empty();
+  bool bound = false;
+  if (cbind_flag->starts_with("p=")) {
+    // Only with SCRAM-SHA-256-PLUS, and only the type we offer.
+    if (!plus || !offered) return errc::scram_channel_binding;
+    if (*cbind_flag != "p=tls-server-end-point") return errc::auth_unsupported;
+    bound = true;
+  } else if (*cbind_flag == "n" || *cbind_flag == "y") {
+    if (plus) return errc::scram_channel_binding;
+    // 'y': the client can bind but believes we cannot. Right when we offered no
+    // PLUS; when we did, someone removed it on the way (RFC 5802's downgrade check).
+    if (*cbind_flag == "y" && offered) return errc::scram_channel_binding;
+  } else {
+    return errc::scram_invalid_message;
+  }
   const auto authzid = fields.next();
   if (!authzid || fields.done()) return errc::scram_invalid_message;
   if (authzid->starts_with("a=")) return errc::auth_unsupported;  // as PostgreSQL: no authorization identity
@@ -343,7 +355,7 @@ result<std::string> ScramServer::on_client_first(std::string_view message) {
   while (const auto ext = fields.next())
     if (!is_extension(*ext)) return errc::scram_invalid_message;
 
-  gs2_header_b64_ = base64_encode(gs2_header);
+  gs2_header_b64_ = base64_encode(bound ? std::string(gs2_header) + binding_data_ : std::string(gs2_header));
   client_first_bare_ = std::string(bare);
   combined_nonce_ = std::string(*client_nonce) + server_nonce_;
   server_first_ = "r=" + combined_nonce_ + ",s=" + base64_encode(secret_.salt) + ",i=" +
@@ -373,9 +385,10 @@ result<std::string> ScramServer::on_client_final(std::string_view message) {
   const auto proof = decode_key(*proof_text);
   if (!proof) return errc::scram_invalid_message;
 
-  // Without TLS the only channel binding data is the gs2 header of client-first ("biws" for "n,,").
-  // Base64 is canonical under our strict decoder, so comparing the text compares the bytes.
-  if (*channel_binding != gs2_header_b64_) return errc::auth_failed;
+  // c= is the gs2 header of client-first ("biws" for "n,,"), followed by the channel
+  // binding data when the client bound. Base64 is canonical under our strict decoder,
+  // so comparing the text compares the bytes.
+  if (*channel_binding != gs2_header_b64_) return binding_data_.empty() ? errc::auth_failed : errc::scram_channel_binding;
   if (*nonce != combined_nonce_) return errc::scram_nonce_mismatch;
 
   const std::string_view without_proof = message.substr(0, message.size() - proof_text->size() - 3);

@@ -26,6 +26,8 @@ bool is_md5_hash(std::string_view password);  // "md5" followed by 32 hex digits
 
 // ---- SCRAM-SHA-256 ----------------------------------------------------------
 inline constexpr std::string_view kScramMechanism = "SCRAM-SHA-256";
+// With channel binding (RFC 5802 section 6), offered over TLS.
+inline constexpr std::string_view kScramPlusMechanism = "SCRAM-SHA-256-PLUS";
 
 struct ScramSecret {
   int iterations = 4096;
@@ -55,15 +57,21 @@ inline constexpr int kMaxScramIterations = 1'000'000;
 class ScramServer {
  public:
   explicit ScramServer(ScramSecret secret, std::string server_nonce = random_nonce());
-  // client-first-message -> server-first-message.
-  [[nodiscard]] result<std::string> on_client_first(std::string_view message);
+  // Over TLS: the tls-server-end-point data (hash of our certificate) that a client
+  // choosing SCRAM-SHA-256-PLUS must bind to. Call before on_client_first.
+  void offer_channel_binding(std::string tls_server_end_point) { binding_data_ = std::move(tls_server_end_point); }
+  // client-first-message -> server-first-message. `plus` = the client selected
+  // SCRAM-SHA-256-PLUS. errc::scram_channel_binding when its gs2 flag contradicts
+  // what was offered (including 'y' while binding was offered: a downgrade).
+  [[nodiscard]] result<std::string> on_client_first(std::string_view message, bool plus = false);
   // client-final-message -> server-final-message ("v=..."). errc::auth_failed on a wrong proof.
   [[nodiscard]] result<std::string> on_client_final(std::string_view message);
 
  private:
   ScramSecret secret_;
   std::string server_nonce_;
-  std::string gs2_header_b64_;  // base64 of client-first's gs2 header: what client-final's c= must be
+  std::string binding_data_;     // tls-server-end-point, when offered
+  std::string gs2_header_b64_;  // what client-final's c= must be: base64(gs2 header [+ binding data])
   std::string client_first_bare_;
   std::string server_first_;
   std::string combined_nonce_;

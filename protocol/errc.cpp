@@ -19,6 +19,7 @@ class category final : public boost::system::error_category {
       case errc::auth_unsupported: return "unsupported authentication method";
       case errc::scram_invalid_message: return "malformed SCRAM message";
       case errc::scram_nonce_mismatch: return "SCRAM nonce mismatch";
+      case errc::scram_channel_binding: return "SCRAM channel binding mismatch";
       case errc::scram_server_signature: return "SCRAM server signature is invalid";
     }
     return "unknown protocol error";

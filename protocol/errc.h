@@ -20,6 +20,7 @@ enum class errc {
   scram_invalid_message,    // SCRAM message that does not follow RFC 5802
   scram_nonce_mismatch,     // server nonce does not extend ours / client nonce altered
   scram_server_signature,   // server proof does not verify
+  scram_channel_binding,    // channel binding flag or data that does not match what was offered
 };
 
 const boost::system::error_category& protocol_category() noexcept;

@@ -45,17 +45,11 @@ void maybe_grow(protocol::ByteBuffer& buffer, std::size_t bytes_read) {
   if (bytes_read == buffer.size() && buffer.size() < kMaxRelayBuffer) buffer.resize(buffer.size() * 2);
 }
 
-// Sends what fits without blocking; nullopt on a hard error. A relayed message
-// almost always fits in the socket buffer, and completing it in place spares a
-// trip through the scheduler, a coroutine frame and a suspension per message;
-// the caller awaits the rest only when the socket is full.
-std::optional<std::size_t> send_now(tcp::socket& socket, const std::uint8_t* data, std::size_t size) {
-  error_code ec;
-  const std::size_t sent = socket.send(asio::buffer(data, size), 0, ec);
-  if (!ec) return sent;
-  if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
-  return std::nullopt;
-}
+// The first byte of a TLS handshake record (direct TLS, PostgreSQL 17).
+constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
+
+// What a parked TLS client's read asks for (a plain client's park reads nothing).
+constexpr std::size_t kParkedTlsRead = 512;
 
 // A write that the relay's cancellation must not cut short: a half-written
 // message would leave the peer's byte stream unusable.
@@ -124,9 +118,11 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
       id_(id),
       max_message_size_(context.config().max_message_size) {
   error_code ec;
-  auto endpoint = client_.remote_endpoint(ec);
+  auto endpoint = client_.socket().remote_endpoint(ec);
   peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-  client_.set_option(tcp::no_delay(true), ec);
+  peer_address_ = ec ? "" : endpoint.address().to_string();
+  client_tls_ = &context.config().tls_client;
+  client_.socket().set_option(tcp::no_delay(true), ec);
 }
 
 ClientSession::~ClientSession() {
@@ -142,18 +138,18 @@ void ClientSession::request_close(bool tell_client) {
         self->client_stream_at_boundary()) {
       std::string out;
       protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command"});
-      send_now(self->client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+      self->client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
     }
     error_code ec;
-    self->client_.close(ec);
+    self->client_.close();
     if (self->server_) self->server_->socket().close(ec);
   });
 }
 
 void ClientSession::close_client() {
   error_code ec;
-  client_.shutdown(tcp::socket::shutdown_both, ec);
-  client_.close(ec);
+  client_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  client_.close();
 }
 
 awaitable<bool> ClientSession::write_client(std::string_view bytes) {
@@ -162,7 +158,7 @@ awaitable<bool> ClientSession::write_client(std::string_view bytes) {
 }
 
 awaitable<bool> ClientSession::write_server(std::string_view bytes) {
-  auto [ec, n] = co_await asio::async_write(server_->socket(), asio::buffer(bytes.data(), bytes.size()), use_nothrow);
+  auto [ec, n] = co_await asio::async_write(server_->stream(), asio::buffer(bytes.data(), bytes.size()), use_nothrow);
   co_return !ec;
 }
 
@@ -196,6 +192,7 @@ awaitable<void> ClientSession::serve() {
   }
 
   if (!co_await read_startup()) co_return;
+  if (!co_await check_access()) co_return;
   if (!co_await authenticate()) co_return;
   login_timer_.reset();
   if (console_) {
@@ -229,7 +226,7 @@ void ClientSession::park() {
   // itself waits for the client's next bytes (no coroutine frames, no buffers, no
   // server), as PgBouncer does, so idle clients cost little.
   arm_idle_timer();  // client_idle, when configured
-  client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+  auto wake = [](std::shared_ptr<ClientSession> self, error_code ec) {
     // The completion handler owns the session while resume() runs.
     asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
       if (!error) return;
@@ -239,7 +236,23 @@ void ClientSession::park() {
         log()->error("[c{}] session ended with an exception: {}", id, e.what());
       }
     });
-  });
+  };
+  if (!client_.is_tls()) {
+    client_.socket().async_wait(tcp::socket::wait_read,
+                                [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); });
+    return;
+  }
+  // Over TLS the socket's readiness says nothing about records the TLS engine has
+  // already read: read for real, into the buffer a new server gets first.
+  auto space = login_buffer_.prepare(kParkedTlsRead);
+  client_.tls().async_read_some(asio::buffer(space.data(), space.size()),
+                                [self = shared_from_this(), wake](error_code ec, std::size_t n) {
+                                  if (!ec) self->login_buffer_.commit(n);
+                                  // A Terminate needs no server.
+                                  const auto bytes = self->login_buffer_.data();
+                                  if (!ec && !bytes.empty() && bytes[0] == 'X') ec = asio::error::eof;
+                                  wake(std::move(self), ec);
+                                });
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -266,7 +279,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     {
       // send_now relies on send() never blocking the thread.
       error_code ec;
-      client_.non_blocking(true, ec);
+      client_.socket().non_blocking(true, ec);
       server_->socket().non_blocking(true, ec);
     }
     if (relay_->client_buffer.empty() && !tracking_statements_) {
@@ -335,7 +348,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
                   "Sluice's connection to PostgreSQL " + server_->address +
                       " closed unexpectedly; a transaction in progress was rolled back by PostgreSQL and "
                       "nothing was retried."});
-        send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+        client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
       }
       server_.discard();
       close_client();
@@ -345,7 +358,107 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
 
 // ---- Login ------------------------------------------------------------------------
 
+awaitable<bool> ClientSession::start_client_tls(bool direct) {
+  client_.start_tls(client_tls_->context.get());
+  auto [ec] = co_await client_.tls().async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  SSL* ssl = client_.ssl();
+  if (ec) {
+    std::string reason = ec.message();
+    if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
+      reason += std::string(": ") + X509_verify_cert_error_string(verify);
+    log()->info("[c{}] TLS handshake with {} failed: {}", id_, peer_, reason);
+    close_client();
+    co_return false;
+  }
+  if (direct) {
+    // As PostgreSQL 17: direct TLS must have negotiated ALPN "postgresql", so that
+    // a TLS connection meant for another protocol is not taken for ours.
+    const unsigned char* alpn = nullptr;
+    unsigned int alpn_length = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_length);
+    if (std::string_view(reinterpret_cast<const char*>(alpn), alpn == nullptr ? 0 : alpn_length) != "postgresql") {
+      co_await send_fatal("08P01", "received direct SSL connection request without ALPN protocol negotiation extension");
+      co_return false;
+    }
+  }
+  log()->debug("[c{}] TLS with {}: {} {}{}", id_, peer_, SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+               direct ? " (direct)" : "");
+  co_return true;
+}
+
+std::string ClientSession::client_certificate_name() {
+  SSL* ssl = client_.ssl();
+  if (ssl == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return {};
+  char name[256];
+  const int length = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, name, sizeof name);
+  if (length <= 0 || static_cast<std::size_t>(length) >= sizeof name) return {};
+  return std::string(name, static_cast<std::size_t>(length));
+}
+
+awaitable<bool> ClientSession::check_access() {
+  using config::HbaMethod;
+  const bool tls = client_.is_tls();
+  const auto mode = client_tls_->mode;
+  const bool tls_required =
+      mode == config::TlsMode::require || mode == config::TlsMode::verify_ca || mode == config::TlsMode::verify_full;
+  if (tls_required && !tls) {
+    co_await send_fatal("28000", "TLS is required to connect to Sluice (tls.client.mode = \"" +
+                                     std::string(config::to_string(mode)) + "\"); connect with sslmode=require");
+    co_return false;
+  }
+  if (mode == config::TlsMode::verify_full && client_certificate_name() != user_) {
+    co_await refuse_login("28000", "certificate validation (tls.client.mode = \"verify-full\") failed for user \"" +
+                                       user_ + "\"");
+    co_return false;
+  }
+  const auto& config = context_.config();
+  switch (user_config_->auth) {
+    case config::AuthMethod::trust: login_method_ = HbaMethod::trust; break;
+    case config::AuthMethod::cleartext: login_method_ = HbaMethod::cleartext; break;
+    case config::AuthMethod::md5: login_method_ = HbaMethod::md5; break;
+    case config::AuthMethod::scram_sha_256: login_method_ = HbaMethod::scram_sha_256; break;
+  }
+  if (config.hba.empty()) co_return true;
+  const std::string where = "host \"" + peer_address_ + "\", user \"" + user_ + "\", database \"" + database_ +
+                            "\", " + (tls ? "TLS encryption" : "no encryption");
+  const config::HbaRule* rule = config::match_hba(config.hba, database_, user_, peer_address_, tls);
+  if (rule == nullptr) {
+    co_await refuse_login("28000", "no [[hba]] rule for " + where);
+    co_return false;
+  }
+  if (rule->method == HbaMethod::reject) {
+    co_await refuse_login("28000", "[[hba]] rule at line " + std::to_string(rule->line) + " rejects connection for " + where);
+    co_return false;
+  }
+  login_method_ = rule->method;
+  if (login_method_ == HbaMethod::cert) {
+    if (!tls || SSL_get0_peer_certificate(client_.ssl()) == nullptr) {
+      co_await refuse_login("28000", "connection requires a valid client certificate");
+      co_return false;
+    }
+    if (client_certificate_name() != user_) {
+      co_await refuse_login("28000", "certificate authentication failed for user \"" + user_ + "\"");
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
 awaitable<bool> ClientSession::read_startup() {
+  if (client_tls_->enabled()) {
+    // PostgreSQL 17's direct TLS starts with a TLS handshake record instead of a
+    // startup packet: peek at the first byte (it stays in the socket either way).
+    std::uint8_t first = 0;
+    auto [ec, n] = co_await client_.socket().async_receive(asio::buffer(&first, 1), tcp::socket::message_peek,
+                                                           use_nothrow);
+    if (ec || n == 0) {
+      log()->debug("[c{}] {} closed before sending a startup packet", id_, peer_);
+      co_return false;
+    }
+    if (first == kTlsHandshakeRecord && !co_await start_client_tls(true)) co_return false;
+  }
   for (;;) {
     protocol::StartupPacket packet;
     auto peeked = protocol::peek_startup(login_buffer_.data(), packet);
@@ -382,6 +495,15 @@ awaitable<bool> ClientSession::read_startup() {
         if (!login_buffer_.empty()) {  // nothing may follow before our answer
           co_await send_fatal("08P01", "received unencrypted data after SSL request");
           co_return false;
+        }
+        if (client_.is_tls()) {
+          co_await send_fatal("08P01", "SSL request received over an encrypted connection");
+          co_return false;
+        }
+        if (packet.kind == protocol::StartupKind::ssl_request && client_tls_->enabled()) {
+          if (!co_await write_client("S")) co_return false;
+          if (!co_await start_client_tls(false)) co_return false;
+          continue;
         }
         if (!co_await write_client("N")) co_return false;
         continue;
@@ -489,11 +611,37 @@ awaitable<std::optional<protocol::Message>> ClientSession::read_client_message(s
   }
 }
 
+awaitable<void> ClientSession::refuse_login(std::string_view sqlstate, std::string message) {
+  const auto now = std::chrono::steady_clock::now();
+  auto& throttle = context_.auth_throttle();
+  throttle.record_failure(peer_address_, now);
+  const auto delay = throttle.delay_for(peer_address_, now, context_.config().auth_failure_delay);
+  if (delay.count() > 0) {
+    // Repeated failures from one address: answer later, so guessing is slow. The
+    // login timer still bounds the connection.
+    log()->info("[c{}] {} failed to log in repeatedly; answering in {} ms", id_, peer_address_, delay.count());
+    asio::steady_timer pause(client_.get_executor(), delay);
+    co_await pause.async_wait(use_nothrow);
+  }
+  co_await send_fatal(sqlstate, message);
+}
+
 awaitable<bool> ClientSession::authenticate() {
-  using config::AuthMethod;
+  using config::HbaMethod;
   const auto& user = *user_config_;
   const std::string auth_failed = "password authentication failed for user \"" + user_ + "\"";
   std::string out;
+  {
+    // An address that keeps failing waits before every attempt, so that parallel
+    // guesses are slowed down too.
+    const auto delay = context_.auth_throttle().delay_for(peer_address_, std::chrono::steady_clock::now(),
+                                                          context_.config().auth_failure_delay);
+    if (delay.count() > 0 && login_method_ != HbaMethod::trust) {
+      asio::steady_timer pause(client_.get_executor(), delay);
+      co_await pause.async_wait(use_nothrow);
+      if (!client_.is_open()) co_return false;  // the login timer expired meanwhile
+    }
+  }
 
   auto read_password_message = [&](std::size_t& consumed) -> awaitable<std::optional<protocol::Message>> {
     auto msg = co_await read_client_message(consumed);
@@ -505,28 +653,54 @@ awaitable<bool> ClientSession::authenticate() {
     co_return msg;
   };
 
-  switch (user.auth) {
-    case AuthMethod::trust:
+  const std::string& stored = user.password;
+  const bool stored_scram = protocol::auth::is_scram_secret(stored);
+  const bool stored_md5 = protocol::auth::is_md5_hash(stored);
+  HbaMethod method = login_method_;
+  // As PostgreSQL: md5 asked for a user whose password is a SCRAM secret means SCRAM.
+  if (method == HbaMethod::md5 && stored_scram) method = HbaMethod::scram_sha_256;
+  if ((method == HbaMethod::md5 || method == HbaMethod::scram_sha_256 || method == HbaMethod::cleartext) &&
+      stored.empty()) {
+    log()->info("[c{}] user \"{}\" has no password for method {}", id_, user_, config::to_string(method));
+    co_await refuse_login("28P01", auth_failed);
+    co_return false;
+  }
+
+  switch (method) {
+    case HbaMethod::trust:
+    case HbaMethod::cert:  // proven by the certificate (check_access)
       break;
-    case AuthMethod::cleartext: {
+    case HbaMethod::reject:
+      co_await refuse_login("28000", "connection rejected");
+      co_return false;
+    case HbaMethod::cleartext: {
       protocol::append_auth_cleartext(out);
       if (!co_await write_client(out)) co_return false;
       std::size_t consumed = 0;
       auto msg = co_await read_password_message(consumed);
       if (!msg) co_return false;
       auto password = protocol::parse_password(msg->body);
-      const bool ok = password && equals_constant_time(*password, user.password);
+      bool ok = false;
+      if (password && stored_scram) {
+        // The secret's salt and iterations turn the password into a comparable key.
+        if (auto secret = protocol::auth::parse_scram_secret(stored)) {
+          const auto derived = protocol::auth::make_scram_secret(*password, secret->salt, secret->iterations);
+          ok = CRYPTO_memcmp(derived.stored_key.data(), secret->stored_key.data(), secret->stored_key.size()) == 0;
+        }
+      } else if (password && stored_md5) {
+        ok = equals_constant_time(protocol::auth::md5_password_hash(*password, user_), stored);
+      } else if (password) {
+        ok = equals_constant_time(*password, stored);
+      }
       login_buffer_.consume(consumed);
       if (!ok) {
-        co_await send_fatal("28P01", auth_failed);
+        co_await refuse_login("28P01", auth_failed);
         co_return false;
       }
       break;
     }
-    case AuthMethod::md5: {
-      const std::string stored = protocol::auth::is_md5_hash(user.password)
-                                     ? user.password
-                                     : protocol::auth::md5_password_hash(user.password, user_);
+    case HbaMethod::md5: {
+      const std::string hash = stored_md5 ? stored : protocol::auth::md5_password_hash(stored, user_);
       std::array<std::uint8_t, 4> salt{};
       auto random = protocol::auth::random_bytes(4);
       std::memcpy(salt.data(), random.data(), std::min(random.size(), salt.size()));
@@ -536,28 +710,40 @@ awaitable<bool> ClientSession::authenticate() {
       auto msg = co_await read_password_message(consumed);
       if (!msg) co_return false;
       auto response = protocol::parse_password(msg->body);
-      const bool ok = response && protocol::auth::md5_verify(stored, salt, *response);
+      const bool ok = response && protocol::auth::md5_verify(hash, salt, *response);
       login_buffer_.consume(consumed);
       if (!ok) {
-        co_await send_fatal("28P01", auth_failed);
+        co_await refuse_login("28P01", auth_failed);
         co_return false;
       }
       break;
     }
-    case AuthMethod::scram_sha_256: {
+    case HbaMethod::scram_sha_256: {
+      if (stored_md5) {
+        // An md5 hash cannot answer a SCRAM exchange (PostgreSQL fails the same way).
+        log()->info("[c{}] user \"{}\" has an md5 hash, which cannot verify SCRAM", id_, user_);
+        co_await refuse_login("28P01", auth_failed);
+        co_return false;
+      }
       protocol::auth::ScramSecret secret;
-      if (protocol::auth::is_scram_secret(user.password)) {
-        auto parsed = protocol::auth::parse_scram_secret(user.password);
+      if (stored_scram) {
+        auto parsed = protocol::auth::parse_scram_secret(stored);
         if (!parsed) {
-          co_await send_fatal("28P01", auth_failed);
+          co_await refuse_login("28P01", auth_failed);
           co_return false;
         }
         secret = *parsed;
       } else {
         secret = context_.scram_secret_for(user);
       }
+      // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to this TLS connection
+      // (tls-server-end-point): a man in the middle with another certificate fails.
+      const std::string& binding = client_.is_tls() ? client_tls_->end_point_hash : std::string();
       protocol::auth::ScramServer scram(secret);
-      const std::string_view mechanisms[] = {protocol::auth::kScramMechanism};
+      if (!binding.empty()) scram.offer_channel_binding(binding);
+      std::vector<std::string_view> mechanisms;
+      if (!binding.empty()) mechanisms.push_back(protocol::auth::kScramPlusMechanism);
+      mechanisms.push_back(protocol::auth::kScramMechanism);
       protocol::append_auth_sasl(out, mechanisms);
       if (!co_await write_client(out)) co_return false;
 
@@ -565,14 +751,20 @@ awaitable<bool> ClientSession::authenticate() {
       auto first = co_await read_password_message(consumed);
       if (!first) co_return false;
       auto initial = protocol::parse_sasl_initial_response(first->body);
-      if (!initial || initial->mechanism != protocol::auth::kScramMechanism) {
+      const bool known = initial && std::find(mechanisms.begin(), mechanisms.end(), initial->mechanism) != mechanisms.end();
+      if (!known) {
         co_await send_fatal("28000", "client selected an invalid SASL authentication mechanism");
         co_return false;
       }
-      auto server_first = scram.on_client_first(initial->data);
+      auto server_first = scram.on_client_first(initial->data, initial->mechanism == protocol::auth::kScramPlusMechanism);
       login_buffer_.consume(consumed);
       if (!server_first) {
-        co_await send_fatal("08P01", "malformed SCRAM message");
+        if (server_first.error() == protocol::errc::scram_channel_binding) {
+          co_await send_fatal("28000", "SCRAM channel binding negotiation error",
+                              "The client's channel binding choice does not match what Sluice offered.");
+        } else {
+          co_await send_fatal("08P01", "malformed SCRAM message");
+        }
         co_return false;
       }
       out.clear();
@@ -585,7 +777,9 @@ awaitable<bool> ClientSession::authenticate() {
       login_buffer_.consume(consumed);
       if (!server_final) {
         if (server_final.error() == protocol::errc::auth_failed) {
-          co_await send_fatal("28P01", auth_failed);
+          co_await refuse_login("28P01", auth_failed);
+        } else if (server_final.error() == protocol::errc::scram_channel_binding) {
+          co_await refuse_login("28000", "SCRAM channel binding check failed");
         } else {
           co_await send_fatal("08P01", "malformed SCRAM message");
         }
@@ -625,9 +819,10 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {
   if (!login_buffer_.empty()) return ClientReadiness::has_bytes;
+  if (client_.is_tls()) return ClientReadiness::nothing;  // park() reads for real over TLS
   // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
   std::uint8_t first = 0;
-  const ssize_t n = ::recv(client_.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+  const ssize_t n = ::recv(client_.socket().native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return ClientReadiness::leaving;
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return ClientReadiness::nothing;
@@ -757,7 +952,7 @@ awaitable<bool> ClientSession::sync_parameters(const pool::ParameterList& wanted
   ExchangeObserver observer{*server_, false, {}, {}};
   relay_->server_buffer.resize(kInitialRelayBuffer);
   while (ok && !(observer.ready && relay_->server_scanner.at_boundary())) {
-    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    auto [ec, n] = co_await server_->stream().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     ok = !ec && relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer).has_value();
   }
   if (!ok) {
@@ -891,7 +1086,7 @@ void ClientSession::close_if_idle() {
   std::string out;
   protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command",
                                         "Sluice is shutting down."});
-  send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
   log()->info("[c{}] closing {}: shutting down", id_, peer_);
   close_client();  // a parked client's wait ends; an attached one's relay ends and its server is reset
 }
@@ -949,7 +1144,7 @@ void ClientSession::idle_timer_expired() {
     protocol::append_error_response(out, {"FATAL", "57P05", "terminating connection due to idle-session timeout", detail});
   }
   // Between replies the client's stream is on a message boundary.
-  send_now(client_, reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
   // The relay ends as if the client had left; the server is rolled back and reused
   // (a parked client's readiness wait ends and it is closed).
   close_client();
@@ -1315,7 +1510,7 @@ std::optional<ClientSession::ConnectionRows> ClientSession::connection_rows() co
   c.addr = peer_.substr(0, colon);
   c.port = colon == std::string::npos ? 0 : std::atoi(peer_.c_str() + colon + 1);
   error_code ec;
-  if (auto local = client_.local_endpoint(ec); !ec) {
+  if (auto local = client_.socket().local_endpoint(ec); !ec) {
     c.local_addr = local.address().to_string();
     c.local_port = local.port();
   }
@@ -1675,12 +1870,12 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     const std::size_t forward = forward_length(*outcome, n);
     if (forward > 0) {
       relay_->forwarding = true;  // stays set if this write is cut short
-      auto sent = send_now(server_->socket(), relay_->client_buffer.data(), forward);
+      auto sent = server_->stream().send_now(relay_->client_buffer.data(), forward);
       if (!sent) co_return RelayEnd::server_closed;
       if (*sent < forward) {
         auto token = uncancellable();
         auto [wec, written] = co_await asio::async_write(
-            server_->socket(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), token);
+            server_->stream(), asio::buffer(relay_->client_buffer.data() + *sent, forward - *sent), token);
         if (wec) co_return RelayEnd::server_closed;
         relay_->forwarding = false;
         // The server may have answered everything while this write was finishing.
@@ -1701,7 +1896,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
   RecordingBackend<protocol::BackendObserver<ParameterSink>> observer{{relay_->state, &parameters},
                                                                   recording_ ? this : nullptr};
   for (;;) {
-    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    auto [ec, n] = co_await server_->stream().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
     relay_->bytes_out += n;
@@ -1709,7 +1904,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     // Back to the pool before the client sees the reply that ends its transaction:
     // once it has it, it (or anyone) may ask for a server again at once.
     const bool released = outcome && release_due() && release_now();
-    auto sent = send_now(client_, relay_->server_buffer.data(), n);
+    auto sent = client_.send_now(relay_->server_buffer.data(), n);
     if (sent && *sent < n) {
       auto token = uncancellable();
       client_write_busy_ = true;
@@ -1772,12 +1967,12 @@ awaitable<bool> ClientSession::send_to_server(const std::uint8_t* data, std::siz
     if (!server_) co_return false;  // released meanwhile
   }
   relay_->forwarding = true;  // stays set if this write is cut short
-  auto sent = send_now(server_->socket(), data, size);
+  auto sent = server_->stream().send_now(data, size);
   if (!sent) co_return false;
   if (*sent < size) {
     relay_->server_write_busy = true;
     auto token = uncancellable();
-    auto [ec, written] = co_await asio::async_write(server_->socket(), asio::buffer(data + *sent, size - *sent), token);
+    auto [ec, written] = co_await asio::async_write(server_->stream(), asio::buffer(data + *sent, size - *sent), token);
     relay_->server_write_busy = false;
     if (ec) co_return false;
   }
@@ -1894,7 +2089,7 @@ awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
 awaitable<bool> ClientSession::send_to_client(const std::uint8_t* data, std::size_t size) {
   if (size == 0) co_return true;
   if (relay_) relay_->bytes_out += size;
-  auto sent = send_now(client_, data, size);
+  auto sent = client_.send_now(data, size);
   if (!sent) co_return false;
   if (*sent < size) {
     auto token = uncancellable();
@@ -2219,7 +2414,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
     if (!relay_->wake_requested) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       auto [ec, n] =
-          co_await server_->socket().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+          co_await server_->stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec && !(ec == asio::error::operation_aborted && relay_->wake_requested)) co_return RelayEnd::server_closed;
       if (!ec) in.commit(n);
@@ -2367,7 +2562,7 @@ awaitable<bool> ClientSession::drain_server() {
   protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
   if (relay_->server_buffer.empty()) relay_->server_buffer.resize(kInitialRelayBuffer);  // tracked mode has none
   while (relay_->state.pending > 0) {
-    auto [ec, n] = co_await server_->socket().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    auto [ec, n] = co_await server_->stream().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return false;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
     if (!outcome || relay_->state.fatal) co_return false;

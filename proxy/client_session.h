@@ -101,7 +101,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<std::vector<ConnectionRows>> gather_connection_rows();
   // KILL: closes every client session of `database` (on their executors).
   awaitable<void> close_sessions_of(std::string database);
+  // TLS handshake with the client (after SSLRequest, or at once for direct TLS).
+  awaitable<bool> start_client_tls(bool direct);
+  // tls.client.mode require/verify-*, client certificates and [[hba]] rules: how
+  // this client must prove who it is, or false (client told) when it may not log in.
+  awaitable<bool> check_access();
+  // Common name of the client's verified certificate; empty when there is none.
+  std::string client_certificate_name();
   awaitable<bool> authenticate();
+  // A failed login: slowed down for addresses that keep failing, then FATAL.
+  awaitable<void> refuse_login(std::string_view sqlstate, std::string message);
   std::shared_ptr<pool::Pool> find_pool();
   // Sends ParameterStatus, BackendKeyData and ReadyForQuery; attaches a server
   // first only when the pool has never reported parameters for these startup values.
@@ -188,10 +197,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void note_server_message(char type, protocol::Bytes body);
   void finish_statement(InFlightStatement& statement);
 
-  tcp::socket client_;
+  pool::Stream client_;
   Context& context_;
   const std::uint64_t id_;
   std::string peer_;
+  std::string peer_address_;  // IP only, for [[hba]] and the auth-failure throttle
+  // [tls.client] of the configuration this session began under (kept alive by the
+  // Context): a RELOAD with new certificates applies to new connections only.
+  const config::TlsSettings* client_tls_ = nullptr;
+  // How this client proves who it is: the user's auth, or what an [[hba]] rule says.
+  config::HbaMethod login_method_ = config::HbaMethod::scram_sha_256;
   bool counted_ = false;
   std::unique_ptr<asio::steady_timer> login_timer_;  // only while logging in
   std::uint32_t max_message_size_;

@@ -90,6 +90,7 @@ pool::PoolSettingsSnapshot pool_snapshot(const config::Config& config, const con
   snapshot.backoff_max = config.retry.backoff_max;
   snapshot.share_tracked_parameters = settings.mode != config::PoolMode::session;
   snapshot.mode = config::to_string(settings.mode);
+  snapshot.tls = &config.server_tls_for(db);
   return snapshot;
 }
 

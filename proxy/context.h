@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "protocol/auth.h"
+#include "proxy/auth_throttle.h"
 #include "proxy/fingerprint.h"
 #include "proxy/query_stats.h"
 #include "proxy/slow_log.h"
@@ -97,6 +98,7 @@ class Context {
   void replace_config(std::shared_ptr<const config::Config> config);
   pool::PoolRegistry& pools() { return pools_; }
   CancelRegistry& cancels() { return cancels_; }
+  AuthThrottle& auth_throttle() { return auth_throttle_; }
   pool::StatementRegistry& statements() { return statements_; }
   // The slow-query log, or null when [slow_query] log is not set.
   SlowLog* slow_log() { return slow_log_.get(); }
@@ -155,6 +157,7 @@ class Context {
   std::vector<std::shared_ptr<const config::Config>> kept_configs_;
   pool::PoolRegistry pools_;
   CancelRegistry cancels_;
+  AuthThrottle auth_throttle_;
   pool::StatementRegistry statements_;
   std::unique_ptr<SlowLog> slow_log_;
   QueryStats query_stats_;

@@ -8,7 +8,7 @@ PACKAGES=(
   libboost1.81-dev libssl-dev libspdlog-dev libtomlplusplus-dev
   libgtest-dev googletest libgmock-dev libbenchmark-dev libpq-dev libpg-query-dev
   postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox prometheus
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev openssl
 )
 
 missing=()
