@@ -113,6 +113,7 @@ inline std::string errc_name(const boost::system::error_code& ec) {
     case errc::scram_invalid_message: return "scram_invalid_message";
     case errc::scram_nonce_mismatch: return "scram_nonce_mismatch";
     case errc::scram_server_signature: return "scram_server_signature";
+    case errc::scram_channel_binding: return "scram_channel_binding";
   }
   return ec.to_string();
 }
