@@ -320,24 +320,6 @@ host = "h"
                         3, 1, "databases.\"*\".\"max conn\"", "unknown key"));
 }
 
-TEST(ConfigErrorTest, DocumentedLaterKeysAreNotSupportedYet) {
-  const LoadResult result = load(R"(
-[tls.client]
-mode = "prefer"
-[databases.app]
-host = "h"
-tls = { mode = "require" }
-)");
-  std::vector<std::string> got;
-  for (const auto& e : result.errors) got.push_back(e.to_string());
-  const std::string later = "not supported yet by this version of Sluice";
-  const std::vector<std::string> expected = {
-      "test.toml:1:2: tls: " + later,
-      "test.toml:5:1: databases.app.tls: " + later,
-  };
-  EXPECT_EQ(got, expected) << describe(result);
-}
-
 TEST(ConfigTest, OperationsKeys) {
   const LoadResult result = load(R"(
 [sluice]
@@ -522,15 +504,6 @@ stats_users = ["ok", 3]
 host = "h"
 )"),
                         2, 22, "sluice.stats_users[1]", "expected a string"));
-}
-
-TEST(ConfigErrorTest, LaterKeyOnItsOwnLine) {
-  EXPECT_TRUE(OnlyError(load(R"(
-[databases.app]
-host = "h"
-tls = { mode = "require" }
-)"),
-                        3, 1, "databases.app.tls", "not supported yet"));
 }
 
 TEST(ConfigErrorTest, WrongType) {
