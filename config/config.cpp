@@ -1198,11 +1198,54 @@ void read_user(Checker& c, const toml::key& name, const toml::table& table, cons
 }
 
 
+// ---- [auth_query] ------------------------------------------------------------------------
+
+void read_auth_query(Checker& c, const toml::table& table, Config& cfg) {
+  check_keys(c, table, "auth_query", {"user", "query", "database", "cache"}, {});
+  AuthQuery& aq = cfg.auth_query;
+  if (const auto* node = table.get("user")) {
+    if (auto user = get_string(c, *node, "auth_query.user")) {
+      const auto entry = cfg.users.find(*user);
+      if (user->empty() || *user == "*") {
+        c.error(node->source(), "auth_query.user", "must name a user with an entry of its own in [users]");
+      } else if (entry == cfg.users.end()) {
+        c.error(node->source(), "auth_query.user",
+                "user " + quoted(*user) + " has no [users." + quote_key(*user) +
+                    "] entry (it needs the password Sluice logs in to PostgreSQL with)");
+      } else if (entry->second.server_password.empty() && entry->second.password.starts_with(kScramPrefix)) {
+        c.error(node->source(), "auth_query.user",
+                "user " + quoted(*user) + " needs a plain password or server_password to log in to PostgreSQL");
+      } else {
+        aq.user = *user;
+      }
+    }
+  } else {
+    c.error(table.source(), "auth_query.user", "missing: the user Sluice runs the query as");
+  }
+  if (const auto* node = table.get("query")) {
+    if (auto query = get_string(c, *node, "auth_query.query")) {
+      if (query->find("$1") == std::string::npos) {
+        c.error(node->source(), "auth_query.query", "must use $1 for the user name");
+      } else {
+        aq.query = *query;
+      }
+    }
+  }
+  if (const auto* node = table.get("database")) {
+    if (auto database = get_string(c, *node, "auth_query.database")) aq.database = *database;
+  }
+  if (const auto* node = table.get("cache")) {
+    if (auto d = get_duration(c, *node, "auth_query.cache")) aq.cache = *d;
+  }
+}
+
 // ---- the whole document ------------------------------------------------------------------
 
 void read_document(Checker& c, const toml::table& root, Config& cfg) {
   check_keys(c, root, "",
-             {"sluice", "pool", "timeouts", "health", "retry", "slow_query", "tls", "hba", "databases", "users"}, {});
+             {"sluice", "pool", "timeouts", "health", "retry", "slow_query", "tls", "hba", "auth_query", "databases",
+              "users"},
+             {});
 
   if (const auto* node = root.get("sluice")) {
     if (const auto* table = get_table(c, *node, "sluice")) read_sluice(c, *table, "sluice", cfg);
@@ -1253,6 +1296,9 @@ void read_document(Checker& c, const toml::table& root, Config& cfg) {
         if (const auto* table = get_table(c, value, path)) read_user(c, name, *table, path, cfg);
       }
     }
+  }
+  if (const auto* node = root.get("auth_query")) {
+    if (const auto* table = get_table(c, *node, "auth_query")) read_auth_query(c, *table, cfg);
   }
 }
 

@@ -181,6 +181,19 @@ struct User {
   SlowQueryOverrides slow_query;
 };
 
+// [auth_query]: users without an entry of their own are looked up in PostgreSQL.
+inline constexpr std::string_view kDefaultAuthQuery =
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+    "FROM pg_authid WHERE rolname = $1 AND rolcanlogin";
+
+struct AuthQuery {
+  std::string user;                             // empty = no lookups; must have its own [users] entry
+  std::string query = std::string(kDefaultAuthQuery);  // $1 = the user name; returns (name, secret)
+  std::string database;                         // empty = the database the client asked for
+  Duration cache{60'000};                       // how long an answer is reused; "0s" = ask every time
+  bool enabled() const { return !user.empty(); }
+};
+
 struct Config {
   std::string source_file;
   std::vector<ListenAddress> listen{{"127.0.0.1", 6432}};
@@ -212,6 +225,7 @@ struct Config {
   // [[hba]]: when empty every client may try to log in (under its user's auth);
   // otherwise the first matching rule decides, and no match is a refusal.
   std::vector<HbaRule> hba;
+  AuthQuery auth_query;
   std::map<std::string, Database> databases;  // keyed by client-facing name, may contain "*"
   std::map<std::string, User> users;          // keyed by user name, may contain "*"
 

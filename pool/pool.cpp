@@ -351,6 +351,10 @@ awaitable<ConnectResult> Pool::open_connection(const StartupParams& key, std::ui
     }
     ServerTarget target = target_;
     target.tls = settings->tls;
+    if (target.credential.plain.empty() && target.credential.md5_hash.empty()) {
+      std::lock_guard lock(mutex_);
+      target.credential.scram_keys = scram_keys_;
+    }
     target.host = host->host();
     target.port = host->port();
     log()->debug("[s{}] opening server connection to {} for pool {} (attempt {} of {})", server_id, host->address(),
@@ -590,6 +594,12 @@ std::shared_ptr<const PoolSettingsSnapshot> Pool::current_settings() const {
 std::vector<std::shared_ptr<Host>> Pool::hosts() const {
   std::lock_guard lock(mutex_);
   return *hosts_;
+}
+
+void Pool::remember_scram_keys(const protocol::auth::ScramKeys& keys) {
+  std::lock_guard lock(mutex_);
+  if (scram_keys_ && scram_keys_->client_key == keys.client_key && scram_keys_->server_key == keys.server_key) return;
+  scram_keys_ = std::make_shared<const protocol::auth::ScramKeys>(keys);
 }
 
 void Pool::reconfigure(PoolSettingsSnapshot settings, std::vector<std::shared_ptr<Host>> hosts) {

@@ -133,6 +133,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // Open connections (idle, lent and being opened).
   int open_connections() const;
   const ServerTarget& target() const { return target_; }
+  // SCRAM pass-through: a client proved these keys for the pool's user, whose
+  // password Sluice holds only as a SCRAM secret; new connections log in with them.
+  void remember_scram_keys(const protocol::auth::ScramKeys& keys);
   std::vector<std::shared_ptr<Host>> hosts() const;
   // The settings in force (replaced as a whole by reconfigure).
   std::shared_ptr<const PoolSettingsSnapshot> current_settings() const;
@@ -231,6 +234,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // Replaced whole under mutex_ (RELOAD); readers outside the lock keep a copy.
   std::shared_ptr<const std::vector<std::shared_ptr<Host>>> hosts_;
   std::shared_ptr<const PoolSettingsSnapshot> settings_;
+  std::shared_ptr<const protocol::auth::ScramKeys> scram_keys_;  // see remember_scram_keys
   std::vector<std::unique_ptr<ServerConnection>> idle_;  // most recently used last
   int open_ = 0;  // idle + leased + connecting; never above size (+ reserve_size)
   bool closing_ = false;

@@ -92,10 +92,15 @@ awaitable<ConnectResult> login(Stream stream, const ServerTarget& target, const 
             bool offered = std::find(req->sasl_mechanisms.begin(), req->sasl_mechanisms.end(),
                                      protocol::auth::kScramMechanism) != req->sasl_mechanisms.end();
             if (!offered) co_return role_failure("server offers no supported SASL mechanism");
-            if (target.credential.plain.empty())
+            if (!target.credential.plain.empty()) {
+              scram.emplace(target.credential.plain);
+            } else if (target.credential.scram_keys) {
+              scram.emplace(*target.credential.scram_keys);  // what a client proved (pass-through)
+            } else {
               co_return role_failure("server asked for SCRAM authentication for user \"" + target.user +
-                                          "\" but no plain password is configured");
-            scram.emplace(target.credential.plain);
+                                     "\" but no plain password is configured, and no client has logged in with "
+                                     "SCRAM yet to lend its keys");
+            }
             protocol::append_sasl_initial_response(out, protocol::auth::kScramMechanism, scram->client_first());
             break;
           }

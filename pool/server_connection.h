@@ -13,6 +13,7 @@
 #include "pool/asio.h"
 #include "pool/prepared_statements.h"
 #include "pool/stream.h"
+#include "protocol/auth.h"
 #include "protocol/wire.h"
 
 namespace sluice::pool {
@@ -37,7 +38,9 @@ StartupParams sharing_key(const StartupParams& params);
 struct ServerCredential {
   std::string plain;     // cleartext password, when known
   std::string md5_hash;  // "md5..." hash, enough for md5 authentication
-  bool empty() const { return plain.empty() && md5_hash.empty(); }
+  // SCRAM keys a client proved (the user's password is known only as a SCRAM secret).
+  std::shared_ptr<const protocol::auth::ScramKeys> scram_keys;
+  bool empty() const { return plain.empty() && md5_hash.empty() && !scram_keys; }
 };
 
 struct ServerTarget {

@@ -397,6 +397,7 @@ result<std::string> ScramServer::on_client_final(std::string_view message) {
   // H(ClientKey) == StoredKey.
   Key client_key = xor_keys(*proof, hmac_sha256(secret_.stored_key, auth_message));
   const bool ok = equal_ct(sha256(client_key), secret_.stored_key);
+  if (ok) proven_keys_ = ScramKeys{client_key, secret_.server_key};
   OPENSSL_cleanse(client_key.data(), client_key.size());
   if (!ok) return errc::auth_failed;
 
@@ -408,6 +409,9 @@ result<std::string> ScramServer::on_client_final(std::string_view message) {
 
 ScramClient::ScramClient(std::string password, std::string client_nonce)
     : password_(std::move(password)), client_nonce_(std::move(client_nonce)) {}
+
+ScramClient::ScramClient(ScramKeys keys, std::string client_nonce)
+    : keys_(keys), client_nonce_(std::move(client_nonce)) {}
 
 std::string ScramClient::client_first() {
   client_first_bare_ = "n=,r=" + client_nonce_;
@@ -434,20 +438,23 @@ result<std::string> ScramClient::on_server_first(std::string_view message) {
   if (!iterations) return errc::scram_invalid_message;
   // PBKDF2 runs on the I/O thread: a server (or anything answering at its address)
   // asking for 2^31 iterations would hold a worker for minutes. Found by fuzz_scram.
-  if (*iterations > kMaxScramIterations) return errc::scram_invalid_message;
+  // (With pass-through keys nothing is derived.)
+  if (!keys_ && *iterations > kMaxScramIterations) return errc::scram_invalid_message;
   while (const auto ext = fields.next())
     if (!is_extension(*ext)) return errc::scram_invalid_message;
   // The server must extend our nonce with its own.
   if (nonce->size() <= client_nonce_.size() || !nonce->starts_with(client_nonce_))
     return errc::scram_nonce_mismatch;
 
-  salted_password_ = salted_password(password_, *salt, *iterations);
-  OPENSSL_cleanse(password_.data(), password_.size());
-  password_.clear();
+  if (!keys_) {
+    salted_password_ = salted_password(password_, *salt, *iterations);
+    OPENSSL_cleanse(password_.data(), password_.size());
+    password_.clear();
+  }
 
   const std::string without_proof = "c=biws,r=" + std::string(*nonce);  // biws = base64("n,,")
   auth_message_ = client_first_bare_ + "," + std::string(message) + "," + without_proof;
-  Key client_key = hmac_sha256(salted_password_, "Client Key");
+  Key client_key = keys_ ? keys_->client_key : hmac_sha256(salted_password_, "Client Key");
   const Key proof = xor_keys(client_key, hmac_sha256(sha256(client_key), auth_message_));
   OPENSSL_cleanse(client_key.data(), client_key.size());
   step_ = 2;
@@ -469,7 +476,7 @@ result<void> ScramClient::on_server_final(std::string_view message) {
   while (const auto ext = fields.next())
     if (!is_extension(*ext)) return errc::scram_invalid_message;
 
-  Key server_key = hmac_sha256(salted_password_, "Server Key");
+  Key server_key = keys_ ? keys_->server_key : hmac_sha256(salted_password_, "Server Key");
   const bool ok = equal_ct(*signature, hmac_sha256(server_key, auth_message_));
   OPENSSL_cleanse(server_key.data(), server_key.size());
   OPENSSL_cleanse(salted_password_.data(), salted_password_.size());

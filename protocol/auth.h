@@ -49,6 +49,15 @@ std::string random_nonce();  // printable, base64 of 18 random bytes
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);
 
+// What a SCRAM client proves and checks with, without the password (RFC 5802):
+// ClientKey (whose hash is the secret's StoredKey) and ServerKey. Sluice learns the
+// ClientKey from a client's successful proof and logs in to PostgreSQL with it when
+// it holds only a SCRAM secret for the user (as PgBouncer does).
+struct ScramKeys {
+  std::array<std::uint8_t, 32> client_key{};
+  std::array<std::uint8_t, 32> server_key{};
+};
+
 // The most PBKDF2 iterations Sluice computes for a server that asks (PostgreSQL's
 // default is 4096; this is about a second of CPU here).
 inline constexpr int kMaxScramIterations = 1'000'000;
@@ -66,8 +75,12 @@ class ScramServer {
   [[nodiscard]] result<std::string> on_client_first(std::string_view message, bool plus = false);
   // client-final-message -> server-final-message ("v=..."). errc::auth_failed on a wrong proof.
   [[nodiscard]] result<std::string> on_client_final(std::string_view message);
+  // After a successful on_client_final: the client's ClientKey (recovered from its
+  // proof) and the secret's ServerKey.
+  std::optional<ScramKeys> proven_keys() const { return proven_keys_; }
 
  private:
+  std::optional<ScramKeys> proven_keys_;
   ScramSecret secret_;
   std::string server_nonce_;
   std::string binding_data_;     // tls-server-end-point, when offered
@@ -82,6 +95,9 @@ class ScramServer {
 class ScramClient {
  public:
   explicit ScramClient(std::string password, std::string client_nonce = random_nonce());
+  // Without the password: with the keys a client proved (pass-through). The server's
+  // salt and iterations must be those the keys were made with, or it refuses the proof.
+  explicit ScramClient(ScramKeys keys, std::string client_nonce = random_nonce());
   // client-first-message ("n,,n=,r=<nonce>"): the user name is empty, as libpq sends it.
   std::string client_first();
   // server-first-message -> client-final-message.
@@ -91,6 +107,7 @@ class ScramClient {
 
  private:
   std::string password_;
+  std::optional<ScramKeys> keys_;
   std::string client_nonce_;
   std::string client_first_bare_;
   std::string auth_message_;

@@ -150,6 +150,28 @@ result<ParameterStatusView> parse_parameter_status(Bytes body) noexcept {
   return ParameterStatusView{*name, *value};
 }
 
+result<std::vector<std::optional<std::string_view>>> parse_data_row(Bytes body) {
+  if (body.size() < 2) return errc::malformed_message;
+  const std::size_t count = (std::size_t(body[0]) << 8) | body[1];
+  std::vector<std::optional<std::string_view>> columns;
+  columns.reserve(count);
+  std::size_t pos = 2;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (body.size() - pos < 4) return errc::malformed_message;
+    const std::uint32_t length = read_u32(body.data() + pos);
+    pos += 4;
+    if (length == 0xffffffffu) {
+      columns.emplace_back(std::nullopt);
+      continue;
+    }
+    if (body.size() - pos < length) return errc::malformed_message;
+    columns.emplace_back(std::string_view(reinterpret_cast<const char*>(body.data() + pos), length));
+    pos += length;
+  }
+  if (pos != body.size()) return errc::malformed_message;
+  return columns;
+}
+
 result<BackendKey> parse_backend_key(Bytes body) noexcept {
   if (body.size() != 8) return errc::malformed_message;
   return BackendKey{read_u32(body.data()), read_u32(body.data() + 4)};
@@ -264,6 +286,15 @@ void append_ready_for_query(std::string& out, char status) {
 void append_query(std::string& out, std::string_view sql) { MessageBuilder(out, 'Q').cstr(sql).finish(); }
 void append_terminate(std::string& out) { MessageBuilder(out, 'X').finish(); }
 void append_sync(std::string& out) { MessageBuilder(out, 'S').finish(); }
+void append_extended_query(std::string& out, std::string_view sql, std::span<const std::string_view> parameters) {
+  MessageBuilder(out, 'P').cstr("").cstr(sql).u16(0).finish();
+  MessageBuilder bind(out, 'B');
+  bind.cstr("").cstr("").u16(0).u16(static_cast<std::uint16_t>(parameters.size()));
+  for (const auto value : parameters) bind.u32(static_cast<std::uint32_t>(value.size())).bytes(value);
+  bind.u16(0).finish();
+  MessageBuilder(out, 'E').cstr("").u32(0).finish();
+  append_sync(out);
+}
 void append_copy_fail(std::string& out, std::string_view reason) { MessageBuilder(out, 'f').cstr(reason).finish(); }
 void append_startup_message(std::string& out, std::span<const std::pair<std::string, std::string>> parameters) {
   MessageBuilder m(out, 0);

@@ -117,6 +117,9 @@ struct SaslInitialResponse {
 };
 [[nodiscard]] result<SaslInitialResponse> parse_sasl_initial_response(Bytes body) noexcept;
 
+// DataRow: the column values (text or binary as sent); nullopt for SQL NULL.
+[[nodiscard]] result<std::vector<std::optional<std::string_view>>> parse_data_row(Bytes body);
+
 // ---- Builders (append to `out`; used off the relay path) ------------------------
 
 class MessageBuilder {
@@ -157,6 +160,9 @@ void append_ready_for_query(std::string& out, char status);
 void append_query(std::string& out, std::string_view sql);
 void append_terminate(std::string& out);
 void append_sync(std::string& out);
+// One statement with text parameters through the extended protocol: Parse (unnamed,
+// parameter types left to the server), Bind (text in, text out), Execute, Sync.
+void append_extended_query(std::string& out, std::string_view sql, std::span<const std::string_view> parameters);
 void append_copy_fail(std::string& out, std::string_view reason);
 // Frontend messages Sluice sends to PostgreSQL as a client.
 void append_startup_message(std::string& out, std::span<const std::pair<std::string, std::string>> parameters);

@@ -581,11 +581,72 @@ awaitable<bool> ClientSession::read_startup() {
     co_await send_fatal("3D000", "database \"" + database_ + "\" does not exist");
     co_return false;
   }
-  user_config_ = context_.config().find_user(user_);
+  const auto& config = context_.config();
+  if (config.auth_query.enabled() && config.users.count(user_) == 0) {
+    co_return co_await look_up_user();
+  }
+  user_config_ = config.find_user(user_);
   if (user_config_ == nullptr) {
     co_await send_fatal("28000", "role \"" + user_ + "\" does not exist");
     co_return false;
   }
+  co_return true;
+}
+
+awaitable<bool> ClientSession::look_up_user() {
+  const auto& config = context_.config();
+  const auto& aq = config.auth_query;
+  const std::string database = aq.database.empty() ? database_ : aq.database;
+  auto& cache = context_.auth_query_cache();
+  auto lookup = cache.get(database, user_, std::chrono::steady_clock::now(), aq.cache);
+  if (!lookup) {
+    const config::User* auth_user = config.find_user(aq.user);
+    const config::Database* db = aq.database.empty() ? database_config_ : config.find_database(aq.database);
+    if (auth_user == nullptr || db == nullptr) {
+      co_await send_fatal("08006", "could not look up user \"" + user_ + "\": auth_query.database \"" + database +
+                                       "\" is not configured");
+      co_return false;
+    }
+    auto pool = context_.pools().get_or_create(database, aq.user, server_target(*db, *auth_user, database, aq.user),
+                                               servers_of(*db), pool_snapshot(config, *db, *auth_user),
+                                               db->max_db_connections, auth_user->max_user_connections);
+    const auto timeout = config.timeouts.client_login.count() > 0 ? config.timeouts.client_login
+                                                                  : std::chrono::milliseconds(60'000);
+    auto answer = co_await run_auth_query(pool, aq.query, user_, timeout, id_);
+    if (auto* error = std::get_if<std::string>(&answer)) {
+      log()->warn("[c{}] auth_query for user \"{}\" failed: {}", id_, user_, *error);
+      co_await send_fatal("08006", "could not look up user \"" + user_ + "\": " + *error);
+      co_return false;
+    }
+    lookup = std::get<AuthLookup>(answer);
+    cache.put(database, user_, *lookup, std::chrono::steady_clock::now());
+  }
+  auto user = std::make_shared<config::User>();
+  user->name = user_;
+  if (lookup->found && lookup->secret && !lookup->secret->empty()) {
+    user->password = *lookup->secret;
+    user->auth = protocol::auth::is_md5_hash(user->password) ? config::AuthMethod::md5 : config::AuthMethod::scram_sha_256;
+  } else {
+    // No such role, no password, or an expired one: the login goes through a SCRAM
+    // exchange that cannot succeed, so the client learns no more than from a wrong
+    // password (as PostgreSQL does).
+    if (const auto* fallback = config.find_user("*"); fallback != nullptr && !lookup->found) {
+      user_config_ = fallback;
+      co_return true;
+    }
+    log()->info("[c{}] auth_query: {}", id_,
+                !lookup->found ? "no such role \"" + user_ + "\""
+                               : "role \"" + user_ + "\" has no valid password (none set, or rolvaliduntil has passed)");
+    protocol::auth::ScramSecret doomed;
+    doomed.salt = protocol::auth::random_bytes(16);
+    const auto key_bytes = protocol::auth::random_bytes(64);
+    std::memcpy(doomed.stored_key.data(), key_bytes.data(), 32);
+    std::memcpy(doomed.server_key.data(), key_bytes.data() + 32, 32);
+    user->password = protocol::auth::format_scram_secret(doomed);
+    user->auth = config::AuthMethod::scram_sha_256;
+  }
+  looked_up_user_ = std::move(user);
+  user_config_ = looked_up_user_.get();
   co_return true;
 }
 
@@ -785,6 +846,7 @@ awaitable<bool> ClientSession::authenticate() {
         }
         co_return false;
       }
+      if (stored_scram && user.server_password.empty()) proven_keys_ = scram.proven_keys();
       out.clear();
       protocol::append_auth_sasl_final(out, *server_final);
       if (!co_await write_client(out)) co_return false;
@@ -808,6 +870,7 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   auto pool = context_.pools().get_or_create(database_, user_, server_target(db, user, database_, user_),
                                              servers_of(db), pool_snapshot(config, db, user),
                                              db.max_db_connections, user.max_user_connections);
+  if (proven_keys_) pool->remember_scram_keys(*proven_keys_);
   // The pool's mode, which a RELOAD does not change for a pool that exists.
   pool_mode_ = pool->mode() == "transaction" ? config::PoolMode::transaction
                : pool->mode() == "statement" ? config::PoolMode::statement

@@ -101,6 +101,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<std::vector<ConnectionRows>> gather_connection_rows();
   // KILL: closes every client session of `database` (on their executors).
   awaitable<void> close_sessions_of(std::string database);
+  // [auth_query]: the user (into looked_up_user_) for a name without a [users]
+  // entry; false when the lookup failed (client told).
+  awaitable<bool> look_up_user();
   // TLS handshake with the client (after SSLRequest, or at once for direct TLS).
   awaitable<bool> start_client_tls(bool direct);
   // tls.client.mode require/verify-*, client certificates and [[hba]] rules: how
@@ -205,6 +208,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // [tls.client] of the configuration this session began under (kept alive by the
   // Context): a RELOAD with new certificates applies to new connections only.
   const config::TlsSettings* client_tls_ = nullptr;
+  // SCRAM pass-through: the keys this client proved, when Sluice knows the user's
+  // password only as a SCRAM secret (handed to the pool, which logs in with them).
+  std::optional<protocol::auth::ScramKeys> proven_keys_;
+  // A user found by [auth_query] (user_config_ points here).
+  std::shared_ptr<const config::User> looked_up_user_;
   // How this client proves who it is: the user's auth, or what an [[hba]] rule says.
   config::HbaMethod login_method_ = config::HbaMethod::scram_sha_256;
   bool counted_ = false;

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "protocol/auth.h"
+#include "proxy/auth_query.h"
 #include "proxy/auth_throttle.h"
 #include "proxy/fingerprint.h"
 #include "proxy/query_stats.h"
@@ -99,6 +100,7 @@ class Context {
   pool::PoolRegistry& pools() { return pools_; }
   CancelRegistry& cancels() { return cancels_; }
   AuthThrottle& auth_throttle() { return auth_throttle_; }
+  AuthQueryCache& auth_query_cache() { return auth_query_cache_; }
   pool::StatementRegistry& statements() { return statements_; }
   // The slow-query log, or null when [slow_query] log is not set.
   SlowLog* slow_log() { return slow_log_.get(); }
@@ -158,6 +160,7 @@ class Context {
   pool::PoolRegistry pools_;
   CancelRegistry cancels_;
   AuthThrottle auth_throttle_;
+  AuthQueryCache auth_query_cache_;
   pool::StatementRegistry statements_;
   std::unique_ptr<SlowLog> slow_log_;
   QueryStats query_stats_;

@@ -1,4 +1,5 @@
-// TLS on both sides of Sluice, [[hba]] access rules and the auth-failure throttle, with real
+// TLS on both sides of Sluice, [[hba]] access rules, [auth_query] and SCRAM secrets (pass-through),
+// and the auth-failure throttle, with real
 // clients (libpq, psql, pgbench, a raw OpenSSL client for PostgreSQL 17's direct TLS) and the
 // shared PostgreSQL 15 switched to ssl = on with a role that may only log in over TLS.
 //
@@ -121,7 +122,8 @@ void enable_postgres_tls() {
   }
   const std::string hba = read_file(data + "/pg_hba.conf");
   write_file(data + "/pg_hba.conf",
-             "hostssl all tlsonly 127.0.0.1/32 scram-sha-256\nhost all tlsonly 127.0.0.1/32 reject\n" + hba);
+             "hostssl all tlsonly 127.0.0.1/32 scram-sha-256\nhost all tlsonly 127.0.0.1/32 reject\n"
+             "host all aq_md5 127.0.0.1/32 md5\n" + hba);
   pg().exec("DO $$ BEGIN CREATE ROLE tlsonly LOGIN PASSWORD 'tls_pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
   pg().exec("GRANT ALL ON DATABASE sluice_test TO tlsonly");
   pg().exec("ALTER SYSTEM SET ssl = on");
@@ -553,6 +555,89 @@ TEST(TlsClient, PgbenchInTransactionModeOverTlsBothWays) {
   const ProcessResult connect_each = pgbench({"-c", "4", "-j", "2", "-t", "50", "-C", "-S"});
   EXPECT_EQ(connect_each.exit_code, 0) << connect_each.output;
   EXPECT_TRUE(contains(connect_each.output, "number of failed transactions: 0")) << connect_each.output;
+}
+
+// ---- [auth_query] and SCRAM secrets in the config (pass-through) ------------------------------
+
+// Roles that exist only in PostgreSQL: aq_scram (SCRAM), aq_md5 (stored as md5), aq_expired (valid
+// until 2000).
+void create_lookup_roles() {
+  static bool done = false;
+  if (done) return;
+  enable_postgres_tls();  // also adds the md5 pg_hba line for aq_md5
+  pg().exec("DO $$ BEGIN CREATE ROLE aq_scram LOGIN PASSWORD 'aq_pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  pg().exec("SET password_encryption = 'md5'; "
+            "DO $$ BEGIN CREATE ROLE aq_md5 LOGIN PASSWORD 'aq_md5_pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  pg().exec("DO $$ BEGIN CREATE ROLE aq_expired LOGIN PASSWORD 'aq_pw' VALID UNTIL '2000-01-01'; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  pg().exec("GRANT ALL ON DATABASE sluice_test TO aq_scram, aq_md5, aq_expired");
+  done = true;
+}
+
+std::string auth_query_config(const std::string& mode = "session") {
+  return config_with("[auth_query]\nuser = \"postgres\"\ncache = \"1s\"\n", mode);
+}
+
+TEST(AuthQuery, UsersOnlyInPostgresLogInWithTheirSecrets) {
+  create_lookup_roles();
+  SluiceProcess sluice(auth_query_config("transaction"));
+  // Sluice holds only the SCRAM secret: it verifies the client, then logs in to PostgreSQL with the
+  // ClientKey the client proved.
+  for (int i = 0; i < 3; ++i) {
+    const Login scram = login(sluice.conninfo("sluice_test", "aq_scram", "aq_pw"), "SELECT current_user");
+    ASSERT_TRUE(scram.ok) << scram.error << "\n" << sluice.log();
+    EXPECT_EQ(scram.value, "aq_scram");
+  }
+  const Login md5 = login(sluice.conninfo("sluice_test", "aq_md5", "aq_md5_pw"), "SELECT current_user");
+  EXPECT_TRUE(md5.ok) << md5.error << "\n" << sluice.log();
+  EXPECT_EQ(md5.value, "aq_md5");
+
+  const Login wrong = login(sluice.conninfo("sluice_test", "aq_scram", "nope"));
+  EXPECT_EQ(sqlstate_in_message(wrong.error), "28P01") << wrong.error;
+  // An expired role and an unknown one look like a wrong password to the client (as in PostgreSQL).
+  const Login expired = login(sluice.conninfo("sluice_test", "aq_expired", "aq_pw"));
+  EXPECT_EQ(sqlstate_in_message(expired.error), "28P01") << expired.error;
+  EXPECT_TRUE(contains(sluice.log(), "rolvaliduntil has passed")) << sluice.log();
+  const Login unknown = login(sluice.conninfo("sluice_test", "nobody_here", "x"));
+  EXPECT_EQ(sqlstate_in_message(unknown.error), "28P01") << unknown.error;
+  EXPECT_TRUE(contains(sluice.log(), "no such role \"nobody_here\"")) << sluice.log();
+  // Users with their own entry are not looked up.
+  EXPECT_TRUE(login(sluice.conninfo("sluice_test", "app", "app_pw")).ok);
+}
+
+TEST(AuthQuery, ChangedPasswordIsSeenAfterTheCacheExpires) {
+  create_lookup_roles();
+  pg().exec("DO $$ BEGIN CREATE ROLE aq_rotate LOGIN PASSWORD 'first_pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  pg().exec("ALTER ROLE aq_rotate PASSWORD 'first_pw'");
+  pg().exec("GRANT ALL ON DATABASE sluice_test TO aq_rotate");
+  SluiceProcess sluice(auth_query_config());
+  ASSERT_TRUE(login(sluice.conninfo("sluice_test", "aq_rotate", "first_pw")).ok) << sluice.log();
+  pg().exec("ALTER ROLE aq_rotate PASSWORD 'second_pw'");
+  // cache = 1s: the new secret is used once the cached answer is older than that.
+  EXPECT_TRUE(wait_for([&] { return login(sluice.conninfo("sluice_test", "aq_rotate", "second_pw")).ok; }))
+      << sluice.log();
+  EXPECT_FALSE(login(sluice.conninfo("sluice_test", "aq_rotate", "first_pw")).ok);
+}
+
+TEST(ScramSecret, ConfiguredSecretWithoutPlainPasswordLogsInThrough) {
+  enable_postgres_tls();
+  // app's secret as PostgreSQL stores it: Sluice never sees the password, yet logs in to PostgreSQL
+  // (same salt and iterations) with the keys the client proves.
+  const std::string secret = pg().query_value("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
+  ASSERT_TRUE(secret.starts_with("SCRAM-SHA-256$")) << secret;
+  std::string toml = config_with(client_tls("prefer"), "transaction");
+  const std::string plain = "[users.app]\nauth = \"scram-sha-256\"\npassword = \"app_pw\"";
+  const auto at = toml.find(plain);
+  ASSERT_NE(at, std::string::npos);
+  toml.replace(at, plain.size(), "[users.app]\nauth = \"scram-sha-256\"\npassword = \"" + secret + "\"");
+  SluiceProcess sluice(toml);
+  for (const std::string mode : {"sslmode=disable", "sslmode=require"}) {
+    const Login l = login(sluice.conninfo("sluice_test", "app", "app_pw", mode), "SELECT current_user");
+    EXPECT_TRUE(l.ok) << mode << ": " << l.error << "\n" << sluice.log();
+  }
+  EXPECT_EQ(sqlstate_in_message(login(sluice.conninfo("sluice_test", "app", "wrong")).error), "28P01");
+  // The secret never shows in the log.
+  EXPECT_FALSE(contains(sluice.log(), secret.substr(secret.find('$') + 1, 20))) << sluice.log();
 }
 
 }  // namespace
