@@ -19,4 +19,15 @@ std::optional<std::size_t> Stream::send_now(const std::uint8_t* data, std::size_
   return std::nullopt;
 }
 
+void Stream::send_last_words(std::string_view bytes) {
+  error_code ec;
+  socket().non_blocking(true, ec);
+  if (ec) return;
+  if (!tls_) {
+    socket_.send(asio::buffer(bytes.data(), bytes.size()), 0, ec);
+    return;
+  }
+  tls_->write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+}
+
 }  // namespace sluice::pool

@@ -7,6 +7,7 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "pool/asio.h"
 
@@ -49,6 +50,11 @@ class Stream {
   // the caller writes asynchronously.
   std::optional<std::size_t> send_now(const std::uint8_t* data, std::size_t size);
 
+
+  // A message sent just before closing (a FATAL error), best effort and never
+  // blocking. Over TLS it is written as one record through the engine, which is
+  // safe only because nothing else will be written after it.
+  void send_last_words(std::string_view bytes);
 
   void close() {
     error_code ec;

@@ -138,7 +138,7 @@ void ClientSession::request_close(bool tell_client) {
         self->client_stream_at_boundary()) {
       std::string out;
       protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command"});
-      self->client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+      self->client_.send_last_words(out);
     }
     error_code ec;
     self->client_.close();
@@ -348,7 +348,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
                   "Sluice's connection to PostgreSQL " + server_->address +
                       " closed unexpectedly; a transaction in progress was rolled back by PostgreSQL and "
                       "nothing was retried."});
-        client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+        client_.send_last_words(out);
       }
       server_.discard();
       close_client();
@@ -1149,7 +1149,7 @@ void ClientSession::close_if_idle() {
   std::string out;
   protocol::append_error_response(out, {"FATAL", "57P01", "terminating connection due to administrator command",
                                         "Sluice is shutting down."});
-  client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  client_.send_last_words(out);
   log()->info("[c{}] closing {}: shutting down", id_, peer_);
   close_client();  // a parked client's wait ends; an attached one's relay ends and its server is reset
 }
@@ -1207,7 +1207,7 @@ void ClientSession::idle_timer_expired() {
     protocol::append_error_response(out, {"FATAL", "57P05", "terminating connection due to idle-session timeout", detail});
   }
   // Between replies the client's stream is on a message boundary.
-  client_.send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  client_.send_last_words(out);
   // The relay ends as if the client had left; the server is rolled back and reused
   // (a parked client's readiness wait ends and it is closed).
   close_client();

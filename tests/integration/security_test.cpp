@@ -431,6 +431,31 @@ TEST(TlsClient, DirectTlsWithAlpnLogsIn) {
   EXPECT_EQ(no_alpn.error_code, "08P01") << no_alpn.messages;
 }
 
+// FATAL messages Sluice sends just before it closes (idle timeout, shutdown) go out over TLS too.
+TEST(TlsClient, LastWordsReachTlsClients) {
+  for (const std::string mode : {"session", "transaction"}) {
+    SluiceProcess sluice(config_with(client_tls("require") + "[timeouts]\nclient_idle = \"1s\"\n", mode));
+    PgConn idle = connect_verbose(sluice.conninfo("sluice_test", "app", "app_pw", "sslmode=require"));
+    ASSERT_EQ(PQstatus(idle.get()), CONNECTION_OK) << login_error(idle.get()) << sluice.log();
+    std::string notices;
+    collect_notices(idle.get(), &notices);
+    ASSERT_EQ(value_of(idle.get(), "SELECT 1"), "1");
+    ASSERT_TRUE(await_closed(idle.get())) << sluice.log();
+    const std::string told = notices + PQerrorMessage(idle.get());
+    EXPECT_EQ(sqlstate_in_message(told), "57P05") << mode << ": " << told;
+
+    PgConn waiting = connect_verbose(sluice.conninfo("sluice_test", "app", "app_pw", "sslmode=require"));
+    ASSERT_EQ(PQstatus(waiting.get()), CONNECTION_OK) << login_error(waiting.get());
+    std::string shutdown_notices;
+    collect_notices(waiting.get(), &shutdown_notices);
+    ASSERT_EQ(value_of(waiting.get(), "SELECT 2"), "2");
+    sluice.send_signal(SIGTERM);
+    ASSERT_TRUE(await_closed(waiting.get())) << sluice.log();
+    const std::string shutdown = shutdown_notices + PQerrorMessage(waiting.get());
+    EXPECT_EQ(sqlstate_in_message(shutdown), "57P01") << mode << ": " << shutdown;
+  }
+}
+
 // ---- Sluice -> PostgreSQL ------------------------------------------------------------------
 
 std::string server_tls(const std::string& mode, const std::string& ca = "ca") {
