@@ -29,6 +29,9 @@
 #   --results-dir DIR      where the .md and .png go (default bench/results)
 #   --no-chart             do not draw the PNG
 #   --no-install           never apt-get install gnuplot; without it the chart is skipped
+#   --tls                  every client connects with sslmode=require (PostgreSQL gets ssl = on, Sluice
+#                          [tls.client] require, PgBouncer client_tls_sslmode = require, one self-signed
+#                          certificate); the poolers' defaults (prefer) also use TLS to PostgreSQL
 #   --keep                 keep the temp dir (configs, logs, pgbench output) and print its path
 set -uo pipefail
 
@@ -45,11 +48,11 @@ DB_PASSWORD=bench_pw
 # --- options --------------------------------------------------------------------------------
 ROUNDS="" DURATION="" SCENARIOS="" SCALE="" POOL_MODE=session POOL_SIZE="" WORKERS=0
 QUICK="" QUIET_LOGS="" SLUICE_BIN="" PGBOUNCER_BIN="" RESULTS_DIR="$ROOT/bench/results"
-NO_CHART="" NO_INSTALL="" KEEP=""
+NO_CHART="" NO_INSTALL="" KEEP="" TLS=""
 EXTRA_SPECS=()
 SLUICE_TOML="" SLUICE_VARIANTS=()
 
-usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 need_arg() { [[ $# -ge 2 && -n $2 ]] || { echo "compare: $1 needs a value" >&2; exit 2; }; }
 while (($#)); do
   case "$1" in
@@ -71,6 +74,7 @@ while (($#)); do
     --no-chart) NO_CHART=1 ;;
     --no-install) NO_INSTALL=1 ;;
     --keep) KEEP=1 ;;
+    --tls) TLS=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -122,6 +126,7 @@ if [[ $SCENARIOS == "$ALL_SCENARIOS" ]]; then SET_NAME=full
 elif [[ -n $QUICK && $SCENARIOS == "$QUICK_SCENARIOS" ]]; then SET_NAME=quick
 else SET_NAME="${SCENARIOS//,/+}"; fi
 if [[ $ROUNDS -ne 3 || $DURATION -ne 10 ]] && [[ $SET_NAME == full ]]; then SET_NAME="full-${ROUNDS}x${DURATION}s"; fi
+[[ -n $TLS ]] && SET_NAME="$SET_NAME-tls"
 
 say() { echo "compare: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -237,6 +242,7 @@ for v in PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGOPTIONS PGSERVICE PGSERVIC
   unset "$v"
 done
 export PGPASSWORD=$DB_PASSWORD LC_ALL=C LANG=C
+[[ -n $TLS ]] && export PGSSLMODE=require
 CLK_TCK=$(getconf CLK_TCK)
 hard=$(ulimit -Hn)
 if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || true; else ulimit -n "$hard" 2>/dev/null || true; fi
@@ -286,6 +292,17 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/pg" "$TMP/pgbouncer" "$TMP/sluice" "$TMP/runs" "$TMP/logs"
 ((${#AS_PG[@]})) && chown postgres: "$TMP/pg" "$TMP/pgbouncer"
 : >"$TMP/pids"
+TLS_CERT="" TLS_KEY=""
+if [[ -n $TLS ]]; then
+  # One self-signed certificate for all three servers (PostgreSQL, Sluice, PgBouncer).
+  mkdir -p "$TMP/tls"
+  TLS_CERT=$TMP/tls/server.crt TLS_KEY=$TMP/tls/server.key
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TLS_KEY" -out "$TLS_CERT" \
+    -subj /CN=localhost -days 2 -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >"$TMP/tls/openssl.log" 2>&1 ||
+    { cat "$TMP/tls/openssl.log" >&2; die "openssl could not make a certificate"; }
+  chmod 600 "$TLS_KEY"
+  ((${#AS_PG[@]})) && chown -R postgres: "$TMP/tls"
+fi
 # If this script is killed without running its trap (SIGKILL), a detached watchdog kills what
 # it started and removes the temp dir.
 setsid bash -c '
@@ -326,6 +343,10 @@ full_page_writes = off
 max_wal_size = 4GB
 checkpoint_timeout = 30min
 password_encryption = 'scram-sha-256'"
+[[ -n $TLS ]] && PG_SETTINGS="$PG_SETTINGS
+ssl = on
+ssl_cert_file = '$TLS_CERT'
+ssl_key_file = '$TLS_KEY'"
 cat >>"$PGDATA/postgresql.conf" <<CONF
 # sluice bench/compare.sh
 listen_addresses = '127.0.0.1'
@@ -387,6 +408,9 @@ auth = "scram-sha-256"
 password = "$SCRAM_SECRET"
 server_password = "$DB_PASSWORD"
 TOML
+  if [[ -n $TLS ]]; then
+    printf '\n[tls.client]\nmode = "require"\ncert = "%s"\nkey = "%s"\n' "$TLS_CERT" "$TLS_KEY" >>"$cfg"
+  fi
   # Extra sections (given with literal \n for newlines).
   # A variant's TOML replaces --sluice-toml's.
   if [[ -n $extra ]]; then printf '\n%b\n' "$extra" >>"$cfg"
@@ -432,6 +456,10 @@ log_disconnections = $verbose_logs
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
+  if [[ -n $TLS ]]; then
+    printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\nserver_tls_sslmode = prefer\n' \
+      "$TLS_CERT" "$TLS_KEY" >>"$dir/pgbouncer.ini"
+  fi
   ((${#AS_PG[@]})) && chown postgres: "$dir"/*
   (cd "$dir" && exec "${AS_PG[@]}" "$PGBOUNCER_BIN" -q "$dir/pgbouncer.ini") >"$dir/stderr.log" 2>&1 </dev/null &
   pid=$!
@@ -819,7 +847,12 @@ GIT_DIRTY=$(git -C "$SLUICE_SRC" status --porcelain --untracked-files=no -- . ':
   echo "- PostgreSQL $PG_VERSION ($PGBIN), $PGBENCH_VERSION, $("$PGBOUNCER_BIN" --version 2>&1 | head -1),"
   echo "  Sluice $SLUICE_VERSION at commit $GIT_COMMIT, binary $SLUICE_BUILD."
   echo "- Run took ${ELAPSED} s. pgbench: \`-n -T $DURATION\` plus the scenario's options, scale $SCALE, user \`$DB_USER\`"
-  echo "  over TCP on 127.0.0.1, password via PGPASSWORD (libpq default sslmode=prefer; every target answers N)."
+  if [[ -n $TLS ]]; then
+    echo "  over TCP on 127.0.0.1, password via PGPASSWORD, **TLS: sslmode=require** to every target (one self-signed"
+    echo "  certificate); both poolers use their default (prefer) to PostgreSQL, so they too talk TLS to it."
+  else
+    echo "  over TCP on 127.0.0.1, password via PGPASSWORD (libpq default sslmode=prefer; every target answers N)."
+  fi
   echo "- Pool mode \`$POOL_MODE\`, pool size $POOL_SIZE server connections (session mode: the largest pgbench"
   echo "  client count, so every client can hold one), max client connections $MAX_CLIENT_CONN, reset query DISCARD ALL."
   echo "- Client auth: SCRAM-SHA-256 against the role's stored SCRAM secret in every target (Sluice: password ="
