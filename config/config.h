@@ -221,7 +221,7 @@ struct Config {
   RetrySettings retry;
   SlowQuerySettings slow_query;
   TlsSettings tls_client;  // [tls.client]: clients -> Sluice
-  TlsSettings tls_server{.mode = TlsMode::prefer};  // [tls.server]: Sluice -> PostgreSQL
+  TlsSettings tls_server = prefer_tls();  // [tls.server]: Sluice -> PostgreSQL
   // [[hba]]: when empty every client may try to log in (under its user's auth);
   // otherwise the first matching rule decides, and no match is a refusal.
   std::vector<HbaRule> hba;

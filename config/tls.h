@@ -36,6 +36,13 @@ struct TlsSettings {
   bool enabled() const { return mode != TlsMode::disable && context != nullptr; }
 };
 
+// [tls.server]'s default: TLS when PostgreSQL offers it, unverified (libpq's and PgBouncer's default).
+inline TlsSettings prefer_tls() {
+  TlsSettings settings;
+  settings.mode = TlsMode::prefer;
+  return settings;
+}
+
 // Builds the context that accepts TLS from clients (client side). Returns an empty
 // string on success, otherwise the reason (naming the file and OpenSSL's error).
 std::string build_acceptor_context(TlsSettings& settings);
