@@ -23,8 +23,14 @@ for tool in clang clang++; do
   command -v "$tool" >/dev/null || { echo "fuzz.sh: $tool not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
 done
 
-cmake -S "$ROOT/tests/fuzz" -B "$BUILD_DIR" -G Ninja -DCMAKE_CXX_COMPILER=clang++ >/dev/null
-cmake --build "$BUILD_DIR" --parallel "$(nproc 2>/dev/null || echo 2)" >/dev/null
+mkdir -p "$BUILD_DIR"
+# Quiet when all is well; the compiler's or linker's words when not.
+if ! { cmake -S "$ROOT/tests/fuzz" -B "$BUILD_DIR" -G Ninja -DCMAKE_CXX_COMPILER=clang++ &&
+       cmake --build "$BUILD_DIR" --parallel "$(nproc 2>/dev/null || echo 2)"; } >"$BUILD_DIR/build.log" 2>&1; then
+  echo "fuzz.sh: building the fuzz targets failed; the last lines of $BUILD_DIR/build.log:" >&2
+  tail -n 40 "$BUILD_DIR/build.log" >&2
+  exit 1
+fi
 
 mkdir -p "$BUILD_DIR/artifacts"
 status=0

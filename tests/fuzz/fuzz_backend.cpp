@@ -47,6 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 'S': (void)parse_parameter_status(message.body); break;
       case 'K': (void)parse_backend_key(message.body); break;
       case 'Z': (void)parse_ready_for_query(message.body); break;
+      case 'D': (void)parse_data_row(message.body); break;  // [auth_query] answers
       default: break;
     }
     rest = rest.subspan(*peeked);
