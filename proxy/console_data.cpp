@@ -158,6 +158,22 @@ std::vector<ConsoleConfigItem> console_config(const config::Config& c) {
   add("sluice.metrics_listen", c.metrics_listen, d.metrics_listen, false);
   add("sluice.shutdown_timeout", config::format_duration(c.shutdown_timeout), config::format_duration(d.shutdown_timeout));
   add("sluice.so_reuseport", c.so_reuseport ? "true" : "false", d.so_reuseport ? "true" : "false", false);
+  add("sluice.auth_failure_delay", config::format_duration(c.auth_failure_delay),
+      config::format_duration(d.auth_failure_delay));
+  // File names only: what is in them (keys) never.
+  for (const auto& [side, tls, defaults] :
+       {std::tuple{"tls.client", &c.tls_client, &d.tls_client}, std::tuple{"tls.server", &c.tls_server, &d.tls_server}}) {
+    const std::string prefix = side;
+    add(prefix + ".mode", config::to_string(tls->mode), config::to_string(defaults->mode));
+    add(prefix + ".cert", tls->cert, "");
+    add(prefix + ".key", tls->key, "");
+    add(prefix + ".ca", tls->ca, "");
+    add(prefix + ".min_protocol", tls->min_protocol, defaults->min_protocol);
+  }
+  add("hba", std::to_string(c.hba.size()) + " rule(s)", "0 rule(s)");
+  add("auth_query.user", c.auth_query.user, "");
+  add("auth_query.database", c.auth_query.database, "");
+  add("auth_query.cache", config::format_duration(c.auth_query.cache), config::format_duration(d.auth_query.cache));
   add("pool.mode", config::to_string(c.pool.mode), config::to_string(d.pool.mode));
   add("pool.size", std::to_string(c.pool.size), std::to_string(d.pool.size));
   add("pool.min_size", std::to_string(c.pool.min_size), std::to_string(d.pool.min_size));

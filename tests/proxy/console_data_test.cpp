@@ -23,6 +23,17 @@ server_password = "another-secret"
 [users.md5]
 auth = "md5"
 password = "md5b71fca3210fe5cd484579342dd7bc01a"
+[users.secret]
+password = "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$NrPjB0koz1gmuv9gFuoi4oHuTSeYyIRQNOEMCoHzrDM=:ppVuvDgPGo/M0EYRUfKNajfhj1IbNcB1RLyfjHMquR0="
+[auth_query]
+user = "app"
+cache = "10s"
+[tls.server]
+mode = "disable"
+[[hba]]
+database = "all"
+user = "all"
+method = "scram-sha-256"
 )");
   ASSERT_TRUE(loaded.config);
   const auto items = console_config(*loaded.config);
@@ -41,8 +52,18 @@ password = "md5b71fca3210fe5cd484579342dd7bc01a"
   EXPECT_EQ(find("databases.app.max_db_connections")->value, "9");
   EXPECT_EQ(find("users.app.auth")->value, "scram-sha-256");
   EXPECT_FALSE(find("sluice.listen")->changeable);
+  EXPECT_EQ(find("sluice.auth_failure_delay")->value, "5s");
+  EXPECT_EQ(find("tls.client.mode")->value, "disable");
+  EXPECT_EQ(find("tls.server.mode")->value, "disable");
+  EXPECT_EQ(find("tls.server.mode")->default_value, "prefer");
+  EXPECT_EQ(find("tls.server.min_protocol")->value, "TLSv1.2");
+  EXPECT_EQ(find("hba")->value, "1 rule(s)");
+  EXPECT_EQ(find("auth_query.user")->value, "app");
+  EXPECT_EQ(find("auth_query.cache")->value, "10s");
+  EXPECT_EQ(find("auth_query.cache")->default_value, "60s");
   for (const auto& item : items) {
-    for (std::string_view secret : {"very-secret-password", "another-secret", "md5b71fca3210fe5cd484579342dd7bc01a"}) {
+    for (std::string_view secret : {"very-secret-password", "another-secret", "md5b71fca3210fe5cd484579342dd7bc01a",
+                                    "NrPjB0koz1gmuv9gFuoi4oHuTSeYyIRQNOEMCoHzrDM"}) {
       EXPECT_EQ(item.value.find(secret), std::string::npos) << item.key;
       EXPECT_EQ(item.key.find("password"), std::string::npos) << item.key;
     }
