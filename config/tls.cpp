@@ -59,6 +59,9 @@ std::string apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
     return "ciphersuites \"" + settings.ciphersuites + "\": " + openssl_errors("no usable cipher suite");
   // Renegotiation is a denial-of-service lever and PostgreSQL does not use it.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  // OpenSSL's own record buffers are freed while a connection is idle (most pooled
+  // clients are, most of the time).
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   return {};
 }
 
