@@ -805,7 +805,13 @@ void read_tls(Checker& c, const toml::table& table, const std::string& path, con
   read_text("ciphersuites", settings.ciphersuites, false);
   read_text("min_protocol", settings.min_protocol, false);
   read_text("max_protocol", settings.max_protocol, false);
-  if (c.error_count() != errors_before || settings.mode == TlsMode::disable) return;
+  if (c.error_count() != errors_before) return;
+  if (settings.mode == TlsMode::disable) {
+    // Nothing inherited from [tls.server] stays in force.
+    settings.context.reset();
+    settings.end_point_hash.clear();
+    return;
+  }
 
   const auto& where = table.source();
   const bool verify = settings.mode == TlsMode::verify_ca || settings.mode == TlsMode::verify_full;
@@ -820,8 +826,11 @@ void read_tls(Checker& c, const toml::table& table, const std::string& path, con
                              : " (the CA that signs the server's certificate, or \"system\")"));
     return;
   }
-  const std::string error = client_side ? build_acceptor_context(settings) : build_connector_context(settings);
-  if (!error.empty()) c.error(where, path, error);
+  const TlsError error = client_side ? build_acceptor_context(settings) : build_connector_context(settings);
+  if (error.ok()) return;
+  // At the key at fault when this table sets it (it may be inherited from [tls.server]).
+  const toml::node* node = error.key.empty() ? nullptr : table.get(error.key);
+  c.error(node != nullptr ? node->source() : where, error.key.empty() ? path : child_key(path, error.key), error.message);
 }
 
 void read_tls_root(Checker& c, const toml::table& table, Config& cfg) {
@@ -833,8 +842,8 @@ void read_tls_root(Checker& c, const toml::table& table, Config& cfg) {
     if (const auto* t = get_table(c, *node, "tls.server")) read_tls(c, *t, "tls.server", cfg.source_file, false, cfg.tls_server);
   } else {
     // Built-in default: prefer TLS to PostgreSQL without verifying it (libpq's and PgBouncer's default).
-    if (auto error = build_connector_context(cfg.tls_server); !error.empty())
-      c.error_without_position("tls.server", error);
+    if (auto error = build_connector_context(cfg.tls_server); !error.ok())
+      c.error_without_position("tls.server", error.message);
   }
 }
 
@@ -978,7 +987,7 @@ void read_hba(Checker& c, const toml::node& node, Config& cfg) {
       c.error(table->source(), child_key(path, "method"), "missing");
       ok = false;
     }
-    if (ok && rule.method == HbaMethod::cert && cfg.tls_client.mode == TlsMode::disable) {
+    if (ok && rule.method == HbaMethod::cert && (cfg.tls_client.mode == TlsMode::disable || cfg.tls_client.ca.empty())) {
       c.error(table->source(), child_key(path, "method"), "method \"cert\" needs [tls.client] with a ca");
       ok = false;
     }
@@ -1270,8 +1279,8 @@ void read_document(Checker& c, const toml::table& root, Config& cfg) {
 
   if (const auto* node = root.get("tls")) {
     if (const auto* table = get_table(c, *node, "tls")) read_tls_root(c, *table, cfg);
-  } else if (auto error = build_connector_context(cfg.tls_server); !error.empty()) {
-    c.error_without_position("tls.server", error);
+  } else if (auto error = build_connector_context(cfg.tls_server); !error.ok()) {
+    c.error_without_position("tls.server", error.message);
   }
   if (const auto* node = root.get("hba")) read_hba(c, *node, cfg);
 

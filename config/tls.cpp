@@ -43,20 +43,20 @@ std::shared_ptr<ssl_ctx_st> new_context(const SSL_METHOD* method) {
 }
 
 // What both sides share: protocol range and ciphers.
-std::string apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
+TlsError apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
   const int min = protocol_version(settings.min_protocol);
-  if (min < 0) return "min_protocol must be \"TLSv1.2\" or \"TLSv1.3\"";
-  if (SSL_CTX_set_min_proto_version(ctx, min) != 1) return openssl_errors("cannot set min_protocol");
+  if (min < 0) return {"min_protocol", "must be \"TLSv1.2\" or \"TLSv1.3\""};
+  if (SSL_CTX_set_min_proto_version(ctx, min) != 1) return {"min_protocol", openssl_errors("cannot be set")};
   if (!settings.max_protocol.empty()) {
     const int max = protocol_version(settings.max_protocol);
-    if (max < 0) return "max_protocol must be \"TLSv1.2\" or \"TLSv1.3\"";
-    if (max < min) return "max_protocol is older than min_protocol";
-    if (SSL_CTX_set_max_proto_version(ctx, max) != 1) return openssl_errors("cannot set max_protocol");
+    if (max < 0) return {"max_protocol", "must be \"TLSv1.2\" or \"TLSv1.3\""};
+    if (max < min) return {"max_protocol", "is older than min_protocol"};
+    if (SSL_CTX_set_max_proto_version(ctx, max) != 1) return {"max_protocol", openssl_errors("cannot be set")};
   }
   if (!settings.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, settings.ciphers.c_str()) != 1)
-    return "ciphers \"" + settings.ciphers + "\": " + openssl_errors("no usable cipher");
+    return {"ciphers", "\"" + settings.ciphers + "\": " + openssl_errors("no usable cipher")};
   if (!settings.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx, settings.ciphersuites.c_str()) != 1)
-    return "ciphersuites \"" + settings.ciphersuites + "\": " + openssl_errors("no usable cipher suite");
+    return {"ciphersuites", "\"" + settings.ciphersuites + "\": " + openssl_errors("no usable cipher suite")};
   // Renegotiation is a denial-of-service lever and PostgreSQL does not use it.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   // OpenSSL's own record buffers are freed while a connection is idle (most pooled
@@ -65,14 +65,14 @@ std::string apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
   return {};
 }
 
-std::string load_certificate(SSL_CTX* ctx, const TlsSettings& settings) {
+TlsError load_certificate(SSL_CTX* ctx, const TlsSettings& settings) {
   if (SSL_CTX_use_certificate_chain_file(ctx, settings.cert.c_str()) != 1)
-    return "cannot load certificate \"" + settings.cert + "\": " + openssl_errors();
+    return {"cert", "cannot load certificate \"" + settings.cert + "\": " + openssl_errors()};
   if (SSL_CTX_use_PrivateKey_file(ctx, settings.key.c_str(), SSL_FILETYPE_PEM) != 1)
-    return "cannot load private key \"" + settings.key + "\": " + openssl_errors();
+    return {"key", "cannot load private key \"" + settings.key + "\": " + openssl_errors()};
   if (SSL_CTX_check_private_key(ctx) != 1)
-    return "private key \"" + settings.key + "\" does not match certificate \"" + settings.cert +
-           "\": " + openssl_errors();
+    return {"key", "private key \"" + settings.key + "\" does not match certificate \"" + settings.cert +
+                       "\": " + openssl_errors()};
   return {};
 }
 
@@ -118,18 +118,18 @@ std::string openssl_errors(std::string_view fallback) {
   return out.empty() ? std::string(fallback) : out;
 }
 
-std::string build_acceptor_context(TlsSettings& settings) {
+TlsError build_acceptor_context(TlsSettings& settings) {
   settings.context.reset();
   if (settings.mode == TlsMode::disable) return {};
   ERR_clear_error();
   auto context = new_context(TLS_server_method());
-  if (!context) return openssl_errors("cannot create a TLS context");
+  if (!context) return {"", openssl_errors("cannot create a TLS context")};
   SSL_CTX* ctx = context.get();
-  if (auto error = apply_common(ctx, settings); !error.empty()) return error;
-  if (auto error = load_certificate(ctx, settings); !error.empty()) return error;
+  if (auto error = apply_common(ctx, settings); !error.ok()) return error;
+  if (auto error = load_certificate(ctx, settings); !error.ok()) return error;
   if (!settings.ca.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, settings.ca.c_str(), nullptr) != 1)
-      return "cannot load CA file \"" + settings.ca + "\": " + openssl_errors();
+      return {"ca", "cannot load CA file \"" + settings.ca + "\": " + openssl_errors()};
     if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(settings.ca.c_str())) {
       SSL_CTX_set_client_CA_list(ctx, names);
     }
@@ -151,23 +151,23 @@ std::string build_acceptor_context(TlsSettings& settings) {
   return {};
 }
 
-std::string build_connector_context(TlsSettings& settings) {
+TlsError build_connector_context(TlsSettings& settings) {
   settings.context.reset();
   if (settings.mode == TlsMode::disable) return {};
   ERR_clear_error();
   auto context = new_context(TLS_client_method());
-  if (!context) return openssl_errors("cannot create a TLS context");
+  if (!context) return {"", openssl_errors("cannot create a TLS context")};
   SSL_CTX* ctx = context.get();
-  if (auto error = apply_common(ctx, settings); !error.empty()) return error;
+  if (auto error = apply_common(ctx, settings); !error.ok()) return error;
   if (!settings.cert.empty() || !settings.key.empty()) {
-    if (settings.cert.empty() || settings.key.empty()) return "give both cert and key for a client certificate";
-    if (auto error = load_certificate(ctx, settings); !error.empty()) return error;
+    if (settings.cert.empty() || settings.key.empty()) return {settings.cert.empty() ? "cert" : "key", "give both cert and key for a client certificate"};
+    if (auto error = load_certificate(ctx, settings); !error.ok()) return error;
   }
   if (settings.ca == "system") {
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1) return "cannot load the system's CA store: " + openssl_errors();
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) return {"ca", "cannot load the system's CA store: " + openssl_errors()};
   } else if (!settings.ca.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, settings.ca.c_str(), nullptr) != 1)
-      return "cannot load CA file \"" + settings.ca + "\": " + openssl_errors();
+      return {"ca", "cannot load CA file \"" + settings.ca + "\": " + openssl_errors()};
   }
   const bool verify = settings.mode == TlsMode::verify_ca || settings.mode == TlsMode::verify_full;
   SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);

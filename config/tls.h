@@ -43,11 +43,18 @@ inline TlsSettings prefer_tls() {
   return settings;
 }
 
-// Builds the context that accepts TLS from clients (client side). Returns an empty
-// string on success, otherwise the reason (naming the file and OpenSSL's error).
-std::string build_acceptor_context(TlsSettings& settings);
+// Why a TLS context could not be built: the key at fault ("cert", "min_protocol", ...;
+// empty when none is) and the reason, naming the file and OpenSSL's error.
+struct TlsError {
+  std::string key;
+  std::string message;
+  bool ok() const { return message.empty(); }
+};
+
+// Builds the context that accepts TLS from clients (client side).
+TlsError build_acceptor_context(TlsSettings& settings);
 // Builds the context that opens TLS to PostgreSQL (server side).
-std::string build_connector_context(TlsSettings& settings);
+TlsError build_connector_context(TlsSettings& settings);
 
 // OpenSSL's error queue as text ("reason; reason"), cleared; `fallback` when empty.
 std::string openssl_errors(std::string_view fallback = "unknown OpenSSL error");

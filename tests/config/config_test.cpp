@@ -1,6 +1,7 @@
 // Tests for config/: TOML -> validated Config, error positions and keys, the "*"
 // fallbacks, pool precedence, and the duration/size parsers.
 #include "config/config.h"
+#include "tests/config/loading.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -19,35 +20,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A TOML document written as a raw string starting with a newline; line 1 is the
-// line after `R"(`, so the line numbers in the tests match what one sees.
-std::string doc(std::string_view text) {
-  if (!text.empty() && text.front() == '\n') text.remove_prefix(1);
-  return std::string(text);
-}
-
-LoadResult load(std::string_view text) { return load_string(doc(text), "test.toml"); }
-
-std::string describe(const LoadResult& result) {
-  std::string out;
-  for (const auto& e : result.errors) out += "\n  " + e.to_string();
-  return out.empty() ? " (no errors)" : out;
-}
-
-// Exactly one error, at (line, column) on `key`, whose message contains `message`.
-::testing::AssertionResult OnlyError(const LoadResult& result, int line, int column, const std::string& key,
-                                     const std::string& message) {
-  if (result.errors.size() != 1) {
-    return ::testing::AssertionFailure() << "expected exactly one error, got" << describe(result);
-  }
-  const ConfigError& e = result.errors.front();
-  if (e.line != line || e.column != column || e.key != key || e.message.find(message) == std::string::npos) {
-    return ::testing::AssertionFailure() << "expected test.toml:" << line << ":" << column << ": " << key << ": ...\""
-                                         << message << "\"..., got" << describe(result);
-  }
-  if (result.config) return ::testing::AssertionFailure() << "config set despite errors";
-  return ::testing::AssertionSuccess();
-}
+using namespace sluice::config::test_support;
 
 constexpr std::string_view kScramSecret =
     "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$NrPjB0koz1gmuv9gFuoi4oHuTSeYyIRQNOEMCoHzrDM=:"
