@@ -242,7 +242,8 @@ for v in PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGOPTIONS PGSERVICE PGSERVIC
   unset "$v"
 done
 export PGPASSWORD=$DB_PASSWORD LC_ALL=C LANG=C
-[[ -n $TLS ]] && export PGSSLMODE=require
+IDLE_SSLMODE=disable
+if [[ -n $TLS ]]; then export PGSSLMODE=require; IDLE_SSLMODE=require; fi
 CLK_TCK=$(getconf CLK_TCK)
 hard=$(ulimit -Hn)
 if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || true; else ulimit -n "$hard" 2>/dev/null || true; fi
@@ -611,7 +612,7 @@ run_idle() {  # scenario target round
   rss0=$(proc_kib "$pid" VmRSS)
   t0=$(cpu_ticks "$pid")
   fds0=$(fd_count "$pid")
-  "$IDLE_BIN" "host=127.0.0.1 port=$port user=$DB_USER dbname=$DB sslmode=disable gssencmode=disable application_name=idle_clients" \
+  "$IDLE_BIN" "host=127.0.0.1 port=$port user=$DB_USER dbname=$DB sslmode=$IDLE_SSLMODE gssencmode=disable application_name=idle_clients" \
     "$n" "$limit" "$stall" >"$out" 2>&1 </dev/null &
   IDLE_PID=$!
   echo "$IDLE_PID" >>"$TMP/pids"
