@@ -145,6 +145,11 @@ TlsError build_acceptor_context(TlsSettings& settings) {
   SSL_CTX_set_verify(ctx, verify_mode, nullptr);
   static const unsigned char kSessionContext[] = "sluice";
   SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  // As PostgreSQL: no session resumption (libpq never resumes), so no tickets to
+  // encrypt and send after every handshake, and no session cache to fill.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
   settings.end_point_hash = end_point_hash(ctx);
   settings.context = std::move(context);
