@@ -181,7 +181,8 @@ awaitable<std::optional<ConnectFailure>> negotiate_tls(Stream& stream, const Ser
   if (answer != 'S')
     co_return transport_failure("server " + target.address() + " answered SSLRequest with an unexpected byte");
 
-  stream.start_tls(tls.context.get());
+  if (!stream.start_tls(tls.context.get(), TlsRole::client))
+    co_return transport_failure("could not set up TLS to server " + target.address() + ": " + config::openssl_errors());
   SSL* ssl = stream.ssl();
   error_code parse_error;
   asio::ip::make_address(target.host, parse_error);
@@ -194,10 +195,8 @@ awaitable<std::optional<ConnectFailure>> negotiate_tls(Stream& stream, const Ser
                               : X509_VERIFY_PARAM_set1_host(param, target.host.c_str(), target.host.size());
     if (ok != 1) co_return role_failure("cannot check the certificate of " + target.address() + " against its name");
   }
-  if (auto [ec] = co_await stream.tls().async_handshake(asio::ssl::stream_base::client, use_nothrow); ec) {
-    std::string reason = ec.message();
-    if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
-      reason += std::string(": ") + X509_verify_cert_error_string(verify);
+  if (auto [ec, n] = co_await stream.async_handshake(use_nothrow); ec) {
+    const std::string reason = tls_failure_reason(stream, ec);
     log()->warn("[s{}] TLS handshake with {} failed: {}", id, target.address(), reason);
     co_return role_failure("TLS handshake with server " + target.address() + " failed: " + reason);
   }
@@ -290,6 +289,7 @@ void ServerConnection::set_parameter(std::string_view name, std::string_view val
 bool ServerConnection::idle_and_clean() {
   auto& socket_ = stream_.socket();
   if (!socket_.is_open()) return false;
+  if (stream_.has_buffered_input()) return false;  // TLS: bytes already read and decrypted
   std::uint8_t probe;
   const ssize_t n = ::recv(socket_.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;

@@ -2,9 +2,15 @@
 // A connection's byte stream: plain TCP, or TLS over it once a handshake was
 // agreed. Both ends of the relay read and write through this type, so the relay
 // does not know which it has; plain TCP pays one predictable branch per call.
+//
+// TLS is OpenSSL reading and writing the socket itself (SSL_set_fd, non-blocking),
+// driven by readiness waits: no buffers of our own per connection (asio::ssl::stream
+// keeps two 17 KiB ones), and a relayed chunk is written in place (SSL_write) as a
+// plain one is with send(), awaiting only what does not fit.
 #include <openssl/ssl.h>
 
-#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/error.hpp>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -13,57 +19,128 @@
 
 namespace sluice::pool {
 
+enum class TlsRole { client, server };
+
 class Stream {
  public:
-  using Tls = asio::ssl::stream<tcp::socket>;
   using executor_type = tcp::socket::executor_type;
 
   explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
+  Stream(Stream&&) noexcept = default;
+  Stream& operator=(Stream&&) noexcept = default;
+  ~Stream();
 
   // The TCP connection under it (options, addresses, readiness, close).
-  tcp::socket& socket() { return tls_ ? tls_->next_layer() : socket_; }
-  const tcp::socket& socket() const { return tls_ ? tls_->next_layer() : socket_; }
-  executor_type get_executor() { return socket().get_executor(); }
-  bool is_open() const { return socket().is_open(); }
+  tcp::socket& socket() { return socket_; }
+  const tcp::socket& socket() const { return socket_; }
+  executor_type get_executor() { return socket_.get_executor(); }
+  bool is_open() const { return socket_.is_open(); }
 
-  bool is_tls() const { return tls_ != nullptr; }
-  Tls& tls() { return *tls_; }
-  SSL* ssl() { return tls_ ? tls_->native_handle() : nullptr; }
+  bool is_tls() const { return ssl_ != nullptr; }
+  SSL* ssl() { return ssl_.get(); }
 
-  // Wraps the TCP connection in TLS under `context` (the handshake is the caller's).
-  void start_tls(ssl_ctx_st* context);
+  // Puts TLS under `context` on the connection (the handshake is async_handshake's).
+  // False when OpenSSL cannot (out of memory).
+  bool start_tls(ssl_ctx_st* context, TlsRole role);
 
   // AsyncReadStream / AsyncWriteStream, so asio::async_read/async_write work on it.
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
-    return tls_ ? tls_->async_read_some(buffers, std::forward<Token>(token))
-                : socket_.async_read_some(buffers, std::forward<Token>(token));
+    if (!ssl_) return socket_.async_read_some(buffers, std::forward<Token>(token));
+    const asio::mutable_buffer first = *asio::buffer_sequence_begin(buffers);
+    return asio::async_compose<Token, void(error_code, std::size_t)>(TlsOp{this, Step::read, first.data(), first.size()},
+                                                                     token, socket_);
   }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& buffers, Token&& token) {
-    return tls_ ? tls_->async_write_some(buffers, std::forward<Token>(token))
-                : socket_.async_write_some(buffers, std::forward<Token>(token));
+    if (!ssl_) return socket_.async_write_some(buffers, std::forward<Token>(token));
+    const asio::const_buffer first = *asio::buffer_sequence_begin(buffers);
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        TlsOp{this, Step::write, const_cast<void*>(first.data()), first.size()}, token, socket_);
+  }
+  // The TLS handshake (after start_tls); completes with (error_code, 0).
+  template <class Token>
+  auto async_handshake(Token&& token) {
+    return asio::async_compose<Token, void(error_code, std::size_t)>(TlsOp{this, Step::handshake, nullptr, 0}, token,
+                                                                     socket_);
   }
 
-  // Sends what fits without blocking; nullopt on a hard error. Over TLS nothing is
-  // sent here (a record must go out whole, through the TLS engine): returns 0 and
-  // the caller writes asynchronously.
+  // Sends what fits without blocking; nullopt on a hard error. Over TLS the bytes
+  // are taken by SSL_write (whole records); 0 when the socket is full, and the
+  // caller then writes the same bytes asynchronously (OpenSSL wants them again).
   std::optional<std::size_t> send_now(const std::uint8_t* data, std::size_t size);
 
-
-  // A message sent just before closing (a FATAL error), best effort and never
-  // blocking. Over TLS it is written as one record through the engine, which is
-  // safe only because nothing else will be written after it.
+  // A message sent just before closing (a FATAL error), best effort, never blocking.
   void send_last_words(std::string_view bytes);
+
+  // Over TLS: decrypted bytes OpenSSL holds that the socket's readiness says
+  // nothing about (read them before waiting for the socket).
+  bool has_buffered_input() const { return ssl_ && SSL_has_pending(ssl_.get()) == 1; }
+  // Reads what is there now without waiting: > 0 bytes, 0 = nothing yet, nullopt =
+  // closed or failed.
+  std::optional<std::size_t> read_now(std::uint8_t* data, std::size_t size);
 
   void close() {
     error_code ec;
-    socket().close(ec);
+    socket_.close(ec);
   }
 
  private:
-  tcp::socket socket_;         // plain TCP, or moved-from once TLS starts
-  std::unique_ptr<Tls> tls_;
+  enum class Step { read, write, handshake };
+  // One TLS read, write or handshake: try OpenSSL, wait for the readiness it asks
+  // for, try again. A result in the very first try is delivered through a post, so
+  // that the completion never runs inside the initiating call.
+  struct TlsOp {
+    Stream* stream;
+    Step step;
+    void* data;
+    std::size_t size;
+    bool posted = false;
+    error_code result_error{};
+    std::size_t result_size = 0;
+    bool started = false;
+
+    template <class Self>
+    void operator()(Self& self, error_code ec = {}) {
+      if (posted) {
+        self.complete(result_error, result_size);
+        return;
+      }
+      const bool first = !started;
+      started = true;
+      if (ec) {
+        self.complete(ec, 0);
+        return;
+      }
+      std::size_t done = 0;
+      const auto outcome = stream->attempt(step, data, size, done, ec);
+      if (outcome == Attempt::done) {
+        if (!first) {
+          self.complete(ec, done);
+          return;
+        }
+        posted = true;
+        result_error = ec;
+        result_size = done;
+        asio::post(stream->socket_.get_executor(), std::move(self));
+        return;
+      }
+      stream->socket_.async_wait(outcome == Attempt::want_read ? tcp::socket::wait_read : tcp::socket::wait_write,
+                                 std::move(self));
+    }
+  };
+  enum class Attempt { done, want_read, want_write };
+  Attempt attempt(Step step, void* data, std::size_t size, std::size_t& done, error_code& ec);
+
+  struct SslFree {
+    void operator()(SSL* ssl) const { SSL_free(ssl); }
+  };
+  tcp::socket socket_;
+  std::unique_ptr<SSL, SslFree> ssl_;
 };
+
+// The error of a failed TLS operation: OpenSSL's reason (and the certificate
+// verification result when that failed), for logs and client messages.
+std::string tls_failure_reason(Stream& stream, const error_code& ec);
 
 }  // namespace sluice::pool

@@ -48,7 +48,7 @@ void maybe_grow(protocol::ByteBuffer& buffer, std::size_t bytes_read) {
 // The first byte of a TLS handshake record (direct TLS, PostgreSQL 17).
 constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
-// What a parked TLS client's read asks for (a plain client's park reads nothing).
+// What a waking TLS client's first read takes (a plain client's is peeked at only).
 constexpr std::size_t kParkedTlsRead = 512;
 
 // A write that the relay's cancellation must not cut short: a half-written
@@ -237,22 +237,13 @@ void ClientSession::park() {
       }
     });
   };
-  if (!client_.is_tls()) {
-    client_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); });
+  if (client_.has_buffered_input()) {
+    // TLS: OpenSSL already holds the client's next bytes; the socket may stay quiet.
+    asio::post(client_.get_executor(), [self = shared_from_this(), wake] { wake(std::move(self), {}); });
     return;
   }
-  // Over TLS the socket's readiness says nothing about records the TLS engine has
-  // already read: read for real, into the buffer a new server gets first.
-  auto space = login_buffer_.prepare(kParkedTlsRead);
-  client_.tls().async_read_some(asio::buffer(space.data(), space.size()),
-                                [self = shared_from_this(), wake](error_code ec, std::size_t n) {
-                                  if (!ec) self->login_buffer_.commit(n);
-                                  // A Terminate needs no server.
-                                  const auto bytes = self->login_buffer_.data();
-                                  if (!ec && !bytes.empty() && bytes[0] == 'X') ec = asio::error::eof;
-                                  wake(std::move(self), ec);
-                                });
+  client_.socket().async_wait(tcp::socket::wait_read,
+                              [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); });
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -359,14 +350,15 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
 // ---- Login ------------------------------------------------------------------------
 
 awaitable<bool> ClientSession::start_client_tls(bool direct) {
-  client_.start_tls(client_tls_->context.get());
-  auto [ec] = co_await client_.tls().async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  if (!client_.start_tls(client_tls_->context.get(), pool::TlsRole::server)) {
+    log()->error("[c{}] could not set up TLS for {}: {}", id_, peer_, config::openssl_errors());
+    close_client();
+    co_return false;
+  }
+  auto [ec, n] = co_await client_.async_handshake(use_nothrow);
   SSL* ssl = client_.ssl();
   if (ec) {
-    std::string reason = ec.message();
-    if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
-      reason += std::string(": ") + X509_verify_cert_error_string(verify);
-    log()->info("[c{}] TLS handshake with {} failed: {}", id_, peer_, reason);
+    log()->info("[c{}] TLS handshake with {} failed: {}", id_, peer_, pool::tls_failure_reason(client_, ec));
     close_client();
     co_return false;
   }
@@ -882,7 +874,19 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {
   if (!login_buffer_.empty()) return ClientReadiness::has_bytes;
-  if (client_.is_tls()) return ClientReadiness::nothing;  // park() reads for real over TLS
+  if (client_.is_tls()) {
+    // The socket holds TLS records: decrypt what is there into the buffer the next
+    // server gets first (a Terminate or a close needs no server).
+    auto space = login_buffer_.prepare(kParkedTlsRead);
+    const auto n = client_.read_now(space.data(), space.size());
+    if (!n) return ClientReadiness::leaving;
+    if (*n == 0) {
+      login_buffer_.release_if_empty();
+      return ClientReadiness::nothing;
+    }
+    login_buffer_.commit(*n);
+    return login_buffer_.data()[0] == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
+  }
   // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
   std::uint8_t first = 0;
   const ssize_t n = ::recv(client_.socket().native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
