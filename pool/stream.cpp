@@ -29,6 +29,13 @@ bool Stream::start_tls(ssl_ctx_st* context, TlsRole role) {
 }
 
 Stream::Attempt Stream::attempt(Step step, void* data, std::size_t size, std::size_t& done, error_code& ec) {
+  done = 0;
+  if (!socket_.is_open()) {
+    // OpenSSL still holds the old descriptor number, which the kernel may already
+    // have given to another connection: never touch it after a close.
+    ec = asio::error::bad_descriptor;
+    return Attempt::done;
+  }
   SSL* ssl = ssl_.get();
   // OpenSSL's error queue is per thread and shared by every session on it.
   ERR_clear_error();
