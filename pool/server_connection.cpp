@@ -331,40 +331,43 @@ struct CheckOutcome {
 awaitable<CheckOutcome> run_check(ServerConnection& conn, const std::string& query) {
   std::string out;
   protocol::append_query(out, query);
-  if (auto [ec, n] = co_await asio::async_write(conn.stream(), asio::buffer(out), use_nothrow); ec) co_return CheckOutcome{};
-  protocol::ReadBuffer buffer;
   bool failed = false;
+  auto outcome = co_await exchange(conn, out, [&](const protocol::Message& msg) { failed = failed || msg.type == 'E'; });
+  co_return CheckOutcome{outcome && outcome->idle && !failed};
+}
+}  // namespace
+
+awaitable<std::optional<ReadyOutcome>> exchange(ServerConnection& conn, std::string_view request,
+                                                const std::function<void(const protocol::Message&)>& on_message) {
+  if (auto [ec, n] = co_await asio::async_write(conn.stream(), asio::buffer(request.data(), request.size()), use_nothrow);
+      ec) {
+    co_return std::nullopt;
+  }
+  protocol::ReadBuffer buffer;
   for (;;) {
     protocol::Message msg;
     auto peeked = protocol::peek_message(buffer.data(), 1u << 20, msg);
-    if (!peeked) co_return CheckOutcome{};
+    if (!peeked) co_return std::nullopt;
     if (*peeked == 0) {
       auto space = buffer.prepare();
       auto [ec, n] = co_await conn.stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
-      if (ec) co_return CheckOutcome{};
+      if (ec) co_return std::nullopt;
       buffer.commit(n);
       continue;
     }
-    switch (msg.type) {
-      case 'E':
-        failed = true;
-        break;
-      case 'S':
-        if (auto status = protocol::parse_parameter_status(msg.body)) conn.set_parameter(status->name, status->value);
-        break;
-      case 'Z': {
-        const bool idle = msg.body.size() == 1 && msg.body[0] == 'I';
-        buffer.consume(*peeked);
-        // Anything after the ReadyForQuery would be read by the next client.
-        co_return CheckOutcome{!failed && idle && buffer.empty()};
-      }
-      default:  // RowDescription, DataRow, CommandComplete, EmptyQueryResponse, NoticeResponse
-        break;
+    if (msg.type == 'S') {
+      if (auto status = protocol::parse_parameter_status(msg.body)) conn.set_parameter(status->name, status->value);
+    } else if (msg.type == 'Z') {
+      const bool idle = msg.body.size() == 1 && msg.body[0] == 'I';
+      buffer.consume(*peeked);
+      // Anything after the ReadyForQuery would be read by the next client.
+      co_return ReadyOutcome{idle && buffer.empty()};
+    } else {
+      on_message(msg);
     }
     buffer.consume(*peeked);
   }
 }
-}  // namespace
 
 awaitable<bool> check_server(ServerConnection& conn, const std::string& query, std::chrono::milliseconds timeout) {
   using namespace asio::experimental::awaitable_operators;

@@ -3,7 +3,9 @@
 // coroutine that opens it (TCP connect, StartupMessage, authentication as the
 // server asks, parameter statuses, BackendKeyData, first ReadyForQuery).
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -114,6 +116,15 @@ awaitable<ConnectResult> connect_server(const ServerTarget& target, const Startu
 // Runs `query` ("" = an empty query) and expects a clean answer ending in
 // ReadyForQuery 'I' within `timeout`: the connection is alive and idle.
 awaitable<bool> check_server(ServerConnection& conn, const std::string& query, std::chrono::milliseconds timeout);
+
+// Sends `request` (whole messages ending in a Query or Sync) and reads the answer up
+// to its ReadyForQuery, handing every message but ParameterStatus (applied to the
+// connection) to `on_message`. Off the relay path: health checks, [auth_query].
+struct ReadyOutcome {
+  bool idle = false;  // ReadyForQuery 'I' with nothing after it: the connection may go back to the pool
+};
+awaitable<std::optional<ReadyOutcome>> exchange(ServerConnection& conn, std::string_view request,
+                                                const std::function<void(const protocol::Message&)>& on_message);
 
 // Sends a CancelRequest for `key` to `address` and waits until the server closes
 // that connection (so the signal has been delivered when this returns).

@@ -2,7 +2,6 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
-#include "protocol/read_buffer.h"
 #include "protocol/wire.h"
 
 namespace sluice::proxy {
@@ -17,55 +16,27 @@ awaitable<QueryOutcome> query_on(pool::ServerConnection& conn, const std::string
   std::string out;
   const std::string_view parameters[] = {user};
   protocol::append_extended_query(out, query, parameters);
-  if (auto [ec, n] = co_await asio::async_write(conn.stream(), asio::buffer(out), use_nothrow); ec)
-    co_return QueryOutcome{"write to server failed: " + ec.message()};
-  protocol::ReadBuffer buffer;
   AuthLookup lookup;
   std::string error;
-  for (;;) {
-    protocol::Message msg;
-    auto peeked = protocol::peek_message(buffer.data(), 1u << 20, msg);
-    if (!peeked) co_return QueryOutcome{"invalid message from server: " + peeked.error().message()};
-    if (*peeked == 0) {
-      auto space = buffer.prepare();
-      auto [ec, n] = co_await conn.stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
-      if (ec) co_return QueryOutcome{"server closed the connection: " + ec.message()};
-      buffer.commit(n);
-      continue;
+  auto ready = co_await pool::exchange(conn, out, [&](const protocol::Message& msg) {
+    if (msg.type == 'D') {
+      auto row = protocol::parse_data_row(msg.body);
+      if (!row || row->size() != 2) {
+        error = "auth_query must return two columns (user name, password)";
+      } else if (lookup.found) {
+        error = "auth_query returned more than one row";
+      } else {
+        lookup.found = true;
+        if ((*row)[1]) lookup.secret = std::string(*(*row)[1]);
+      }
+    } else if (msg.type == 'E') {
+      auto fields = protocol::parse_error_fields(msg.body);
+      error = "auth_query failed: " + (fields ? std::string(fields->message) : std::string("malformed error"));
     }
-    switch (msg.type) {
-      case 'D': {
-        auto row = protocol::parse_data_row(msg.body);
-        if (!row || row->size() != 2) {
-          error = "auth_query must return two columns (user name, password)";
-        } else if (lookup.found) {
-          error = "auth_query returned more than one row";
-        } else {
-          lookup.found = true;
-          if ((*row)[1]) lookup.secret = std::string(*(*row)[1]);
-        }
-        break;
-      }
-      case 'E': {
-        auto fields = protocol::parse_error_fields(msg.body);
-        error = "auth_query failed: " + (fields ? std::string(fields->message) : std::string("malformed error"));
-        break;
-      }
-      case 'S':
-        if (auto status = protocol::parse_parameter_status(msg.body)) conn.set_parameter(status->name, status->value);
-        break;
-      case 'Z': {
-        const bool idle = msg.body.size() == 1 && msg.body[0] == 'I';
-        buffer.consume(*peeked);
-        const bool reusable = idle && buffer.empty();
-        if (!error.empty()) co_return QueryOutcome{error, reusable};
-        co_return QueryOutcome{lookup, reusable};
-      }
-      default:  // ParseComplete, BindComplete, CommandComplete, NoticeResponse
-        break;
-    }
-    buffer.consume(*peeked);
-  }
+  });
+  if (!ready) co_return QueryOutcome{std::string("the server connection failed during auth_query")};
+  if (!error.empty()) co_return QueryOutcome{error, ready->idle};
+  co_return QueryOutcome{lookup, ready->idle};
 }
 
 }  // namespace

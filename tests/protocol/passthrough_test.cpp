@@ -10,6 +10,7 @@
 
 #include "protocol/auth.h"
 #include "protocol/wire.h"
+#include "tests/protocol/scram_rfc7677.h"
 #include "tests/protocol/test_messages.h"
 
 namespace sluice::protocol {
@@ -20,20 +21,12 @@ using auth::ScramClient;
 using auth::ScramKeys;
 using auth::ScramServer;
 
-// RFC 7677's example (user "user", password "pencil"), as in auth_test.cpp.
-constexpr std::string_view kClientNonce = "rOprNGfwEbeRWgbNEkqO";
-constexpr std::string_view kServerNonce = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-constexpr std::string_view kSaltB64 = "W22ZaJ0SNY7soEsUEjb6gQ==";
-constexpr std::string_view kServerFirst =
-    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-constexpr std::string_view kRfcClientFinal =
-    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-constexpr std::string_view kServerKeyB64 = "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
-// ScramClient's exchange (empty user name) with the same nonces, salt and password, computed with
-// Python's hashlib/hmac (see auth_test.cpp).
-constexpr std::string_view kEmptyUserClientFinal =
-    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=qvT2SWdEH5Q06albL+hjSYuUhCG7VndFyzIb7CK4n9k=";
-constexpr std::string_view kEmptyUserServerFinal = "v=3HO6Qt1M4MKJrmlKaoOqLAI0/0TV0HZe7J9H3MBtSOg=";
+using namespace auth::rfc7677;
+constexpr std::string_view kClientNonce = kRfcClientNonce;
+constexpr std::string_view kServerNonce = kRfcServerNonce;
+constexpr std::string_view kSaltB64 = kRfcSaltB64;
+constexpr std::string_view kServerFirst = kRfcServerFirst;
+constexpr std::string_view kServerKeyB64 = kRfcServerKeyB64;
 
 std::string salt() { return auth::base64_decode(kSaltB64).value(); }
 
