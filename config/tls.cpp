@@ -42,7 +42,6 @@ std::shared_ptr<ssl_ctx_st> new_context(const SSL_METHOD* method) {
   return std::shared_ptr<ssl_ctx_st>(ctx, SSL_CTX_free);
 }
 
-// What both sides share: protocol range and ciphers.
 TlsError apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
   const int min = protocol_version(settings.min_protocol);
   if (min < 0) return {"min_protocol", "must be \"TLSv1.2\" or \"TLSv1.3\""};
@@ -65,6 +64,15 @@ TlsError apply_common(SSL_CTX* ctx, const TlsSettings& settings) {
   return {};
 }
 
+// What both sides start with: a fresh context with the protocol range and ciphers.
+TlsError start_context(const SSL_METHOD* method, const TlsSettings& settings, std::shared_ptr<ssl_ctx_st>& context) {
+  ERR_clear_error();
+  context = new_context(method);
+  if (!context) return {"", openssl_errors("cannot create a TLS context")};
+  return apply_common(context.get(), settings);
+}
+
+// What both sides share: protocol range and ciphers.
 TlsError load_certificate(SSL_CTX* ctx, const TlsSettings& settings) {
   if (SSL_CTX_use_certificate_chain_file(ctx, settings.cert.c_str()) != 1)
     return {"cert", "cannot load certificate \"" + settings.cert + "\": " + openssl_errors()};
@@ -121,11 +129,9 @@ std::string openssl_errors(std::string_view fallback) {
 TlsError build_acceptor_context(TlsSettings& settings) {
   settings.context.reset();
   if (settings.mode == TlsMode::disable) return {};
-  ERR_clear_error();
-  auto context = new_context(TLS_server_method());
-  if (!context) return {"", openssl_errors("cannot create a TLS context")};
+  std::shared_ptr<ssl_ctx_st> context;
+  if (auto error = start_context(TLS_server_method(), settings, context); !error.ok()) return error;
   SSL_CTX* ctx = context.get();
-  if (auto error = apply_common(ctx, settings); !error.ok()) return error;
   if (auto error = load_certificate(ctx, settings); !error.ok()) return error;
   if (!settings.ca.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, settings.ca.c_str(), nullptr) != 1)
@@ -159,11 +165,9 @@ TlsError build_acceptor_context(TlsSettings& settings) {
 TlsError build_connector_context(TlsSettings& settings) {
   settings.context.reset();
   if (settings.mode == TlsMode::disable) return {};
-  ERR_clear_error();
-  auto context = new_context(TLS_client_method());
-  if (!context) return {"", openssl_errors("cannot create a TLS context")};
+  std::shared_ptr<ssl_ctx_st> context;
+  if (auto error = start_context(TLS_client_method(), settings, context); !error.ok()) return error;
   SSL_CTX* ctx = context.get();
-  if (auto error = apply_common(ctx, settings); !error.ok()) return error;
   if (!settings.cert.empty() || !settings.key.empty()) {
     if (settings.cert.empty() || settings.key.empty()) return {settings.cert.empty() ? "cert" : "key", "give both cert and key for a client certificate"};
     if (auto error = load_certificate(ctx, settings); !error.ok()) return error;

@@ -89,19 +89,12 @@ std::optional<std::size_t> Stream::send_now(const std::uint8_t* data, std::size_
 }
 
 std::optional<std::size_t> Stream::read_now(std::uint8_t* data, std::size_t size) {
-  if (ssl_) {
-    std::size_t done = 0;
-    error_code ec;
-    if (attempt(Step::read, data, size, done, ec) != Attempt::done) return 0;
-    if (ec) return std::nullopt;
-    return done;
-  }
+  if (!ssl_) return std::nullopt;  // plain TCP is peeked at, never read here
+  std::size_t done = 0;
   error_code ec;
-  socket_.non_blocking(true, ec);
-  const std::size_t n = socket_.receive(asio::buffer(data, size), 0, ec);
-  if (!ec) return n;
-  if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
-  return std::nullopt;
+  if (attempt(Step::read, data, size, done, ec) != Attempt::done) return 0;
+  if (ec) return std::nullopt;
+  return done;
 }
 
 void Stream::send_last_words(std::string_view bytes) {

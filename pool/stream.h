@@ -76,8 +76,8 @@ class Stream {
   // Over TLS: decrypted bytes OpenSSL holds that the socket's readiness says
   // nothing about (read them before waiting for the socket).
   bool has_buffered_input() const { return ssl_ && SSL_has_pending(ssl_.get()) == 1; }
-  // Reads what is there now without waiting: > 0 bytes, 0 = nothing yet, nullopt =
-  // closed or failed.
+  // TLS only: decrypts what is there now without waiting: > 0 bytes, 0 = nothing
+  // yet, nullopt = closed or failed.
   std::optional<std::size_t> read_now(std::uint8_t* data, std::size_t size);
 
   void close() {
