@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "pool/asio.h"
+#include "pool/draining_read.h"
 
 namespace sluice::pool {
 
@@ -50,6 +51,15 @@ class Stream {
     const asio::mutable_buffer first = *asio::buffer_sequence_begin(buffers);
     return asio::async_compose<Token, void(error_code, std::size_t)>(TlsOp{this, Step::read, first.data(), first.size()},
                                                                      token, socket_);
+  }
+  // The relay's read of a server's replies: over plain TCP, a short read that ends
+  // with ReadyForQuery makes the next read wait for readiness without trying recv()
+  // first (pool/draining_read.h). Over TLS, as async_read_some.
+  template <class Token>
+  auto async_read_reply(asio::mutable_buffer buffer, Token&& token) {
+    if (!ssl_) return socket_.async_read_some(ServerReplyBuffer(buffer), std::forward<Token>(token));
+    return asio::async_compose<Token, void(error_code, std::size_t)>(
+        TlsOp{this, Step::read, buffer.data(), buffer.size()}, token, socket_);
   }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& buffers, Token&& token) {

@@ -268,10 +268,11 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
   RelayEnd end;
   for (;;) {
     {
-      // send_now relies on send() never blocking the thread.
+      // send_now relies on send() never blocking the thread. Setting it is an ioctl
+      // each time, so only when it is not set yet (a new server connection).
       error_code ec;
-      client_.socket().non_blocking(true, ec);
-      server_->socket().non_blocking(true, ec);
+      if (!client_.socket().non_blocking()) client_.socket().non_blocking(true, ec);
+      if (!server_->socket().non_blocking()) server_->socket().non_blocking(true, ec);
     }
     if (relay_->client_buffer.empty() && !tracking_statements_) {
       relay_->client_buffer.resize(kInitialRelayBuffer);
@@ -1963,7 +1964,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
   RecordingBackend<protocol::BackendObserver<ParameterSink>> observer{{relay_->state, &parameters},
                                                                   recording_ ? this : nullptr};
   for (;;) {
-    auto [ec, n] = co_await server_->stream().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    auto [ec, n] = co_await server_->stream().async_read_reply(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
     relay_->bytes_out += n;
@@ -2481,7 +2482,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
     if (!relay_->wake_requested) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       auto [ec, n] =
-          co_await server_->stream().async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+          co_await server_->stream().async_read_reply(asio::buffer(space.data(), space.size()), use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec && !(ec == asio::error::operation_aborted && relay_->wake_requested)) co_return RelayEnd::server_closed;
       if (!ec) in.commit(n);
@@ -2629,7 +2630,7 @@ awaitable<bool> ClientSession::drain_server() {
   protocol::BackendObserver<pool::ServerConnection> observer{relay_->state, &*server_};
   if (relay_->server_buffer.empty()) relay_->server_buffer.resize(kInitialRelayBuffer);  // tracked mode has none
   while (relay_->state.pending > 0) {
-    auto [ec, n] = co_await server_->stream().async_read_some(asio::buffer(relay_->server_buffer), use_nothrow);
+    auto [ec, n] = co_await server_->stream().async_read_reply(asio::buffer(relay_->server_buffer), use_nothrow);
     if (ec) co_return false;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
     if (!outcome || relay_->state.fatal) co_return false;

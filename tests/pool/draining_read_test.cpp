@@ -1,0 +1,245 @@
+// Server reply reads (pool/draining_read.h): a short read that ends with
+// ReadyForQuery tells Asio's reactor that the socket is empty, no byte that arrives
+// afterwards is missed, and a read that may have an end of stream queued behind it
+// is never taken as the end. Over a real loopback TCP connection.
+#include "pool/draining_read.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <array>
+#include <chrono>
+#include <optional>
+#include <thread>
+#include <string>
+
+#include "pool/stream.h"
+
+namespace sluice::pool {
+namespace {
+
+using boost::asio::detail::reactive_socket_recv_op_base;
+using boost::asio::detail::reactor_op;
+
+struct Connected {
+  asio::io_context context{1};
+  tcp::socket near{context};
+  tcp::socket far{context};
+
+  Connected() {
+    tcp::acceptor acceptor(context, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    near.connect(acceptor.local_endpoint());
+    acceptor.accept(far);
+    far.set_option(tcp::no_delay(true));
+    near.non_blocking(true);
+  }
+  void send_from_far(const std::string& bytes) { asio::write(far, asio::buffer(bytes)); }
+};
+
+// The perform step alone, as the reactor calls it.
+reactor_op::status perform(tcp::socket& socket, void* data, std::size_t size, int flags, std::size_t& got,
+                           error_code& ec) {
+  reactive_socket_recv_op_base<ServerReplyBuffer> op(error_code(), socket.native_handle(),
+                                                  boost::asio::detail::socket_ops::stream_oriented,
+                                                  ServerReplyBuffer(asio::buffer(data, size)), flags, nullptr);
+  const auto status = reactive_socket_recv_op_base<ServerReplyBuffer>::do_perform(&op);
+  got = op.bytes_transferred_;
+  ec = op.ec_;
+  return status;
+}
+
+// Waits (bounded) until the socket has `n` bytes queued, so that a read sees them all.
+void wait_until_readable(tcp::socket& socket, std::size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (socket.available() < n) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "bytes never arrived";
+    std::this_thread::yield();
+  }
+}
+
+// Server messages as bytes: ReadyForQuery with a status, CommandComplete, a notice.
+std::string ready_for_query(char status) { return std::string("Z\0\0\0\5", 5) + status; }
+std::string command_complete() { return std::string("C\0\0\0\x0dSELECT 1\0", 14); }
+std::string notice() { return std::string("N\0\0\0\x0aSWARN\0\0", 11); }
+
+TEST(ServerReplyReadTest, RecognizesAWholeReadyForQueryAtTheEnd) {
+  for (char status : {'I', 'T', 'E'}) {
+    const std::string bytes = command_complete() + ready_for_query(status);
+    EXPECT_TRUE(ends_with_ready_for_query(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size())) << status;
+  }
+  const std::string bad_status = ready_for_query('X');
+  const std::string cut = ready_for_query('I').substr(0, 5);
+  const std::string wrong_length = std::string("Z\0\0\0\6", 5) + "I";
+  const std::string not_last = ready_for_query('I') + notice();
+  for (const std::string* bytes : {&bad_status, &cut, &wrong_length, &not_last})
+    EXPECT_FALSE(ends_with_ready_for_query(reinterpret_cast<const std::uint8_t*>(bytes->data()), bytes->size()));
+}
+
+TEST(ServerReplyReadTest, ShortReplyEndingWithReadyForQueryIsExhausted) {
+  Connected c;
+  const std::string reply = command_complete() + ready_for_query('I');
+  c.send_from_far(reply);
+  wait_until_readable(c.near, reply.size());
+  std::array<char, 64> buffer{};
+  std::size_t got = 0;
+  error_code ec;
+  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done_and_exhausted);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(std::string(buffer.data(), got), reply);
+}
+
+TEST(ServerReplyReadTest, ShortReadThatIsNotTheEndOfAReplyIsNotExhausted) {
+  Connected c;
+  const std::string partial = command_complete() + notice();
+  c.send_from_far(partial);
+  wait_until_readable(c.near, partial.size());
+  std::array<char, 64> buffer{};
+  std::size_t got = 0;
+  error_code ec;
+  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done);
+  EXPECT_EQ(got, partial.size());
+}
+
+TEST(ServerReplyReadTest, FullReadMayHaveLeftBytesBehind) {
+  Connected c;
+  const std::string reply = command_complete() + ready_for_query('I');
+  c.send_from_far(reply);
+  wait_until_readable(c.near, reply.size());
+  std::array<char, 4> buffer{};
+  std::size_t got = 0;
+  error_code ec;
+  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done);
+  EXPECT_EQ(got, 4u);
+}
+
+TEST(ServerReplyReadTest, EmptySocketIsNotDoneAndPeekLeavesBytes) {
+  Connected c;
+  std::array<char, 8> buffer{};
+  std::size_t got = 0;
+  error_code ec;
+  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::not_done);
+  c.send_from_far(ready_for_query('I'));
+  wait_until_readable(c.near, 6);
+  // A peek leaves the bytes there: never "exhausted".
+  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), MSG_PEEK, got, ec), reactor_op::done);
+  EXPECT_EQ(got, 6u);
+  EXPECT_EQ(c.near.available(), 6u);
+}
+
+TEST(ServerReplyReadTest, EndOfStreamIsExhaustedWithEof) {
+  Connected c;
+  c.far.close();
+  std::array<char, 8> buffer{};
+  std::size_t got = 0;
+  error_code ec;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  reactor_op::status status;
+  while ((status = perform(c.near, buffer.data(), buffer.size(), 0, got, ec)) == reactor_op::not_done)
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+  EXPECT_EQ(status, reactor_op::done_and_exhausted);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+// Runs the context until `done` holds (bounded).
+template <class Done>
+void run_until(asio::io_context& context, Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the read never completed";
+    context.restart();  // a context that ran out of work stays stopped until restarted
+    context.run_one_for(std::chrono::milliseconds(100));
+  }
+}
+
+// Runs what is ready now (the reactor included) without waiting.
+// Work is held meanwhile: a context without work returns before asking epoll.
+void poll(asio::io_context& context) {
+  auto work = asio::make_work_guard(context);
+  context.restart();
+  context.poll();
+}
+
+// Through Stream::async_read_reply, as the relay reads: after a reply ends with
+// ReadyForQuery the next read is queued without trying recv(); bytes that arrive
+// later complete it, both when the read was queued first and when the bytes'
+// epoll event came first.
+TEST(ServerReplyReadTest, NoByteIsMissedAfterAnExhaustedRead) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  std::array<char, 64> buffer{};
+  std::optional<std::string> got;
+  auto read = [&] {
+    got.reset();
+    stream.async_read_reply(asio::buffer(buffer), [&](error_code ec, std::size_t n) {
+      got = ec ? "error: " + ec.message() : std::string(buffer.data(), n);
+    });
+  };
+  const std::string reply = command_complete() + ready_for_query('I');
+
+  c.send_from_far(reply);
+  wait_until_readable(stream.socket(), reply.size());
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, reply);  // the socket is now marked drained
+
+  // Queued first, bytes later.
+  read();
+  poll(c.context);
+  EXPECT_FALSE(got.has_value());
+  c.send_from_far(reply);
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, reply);
+
+  // Bytes first, and their readiness event handled by the reactor while no read
+  // was queued; the next read must still find them.
+  c.send_from_far(notice());
+  wait_until_readable(stream.socket(), notice().size());
+  for (int i = 0; i < 5; ++i) poll(c.context);
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, notice());
+
+  // A reply larger than the buffer: the next read takes the rest at once.
+  const std::string big = std::string(100, 'x') + ready_for_query('I');
+  c.send_from_far(big);
+  wait_until_readable(stream.socket(), big.size());
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(got->size(), buffer.size());
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(got->size(), big.size() - buffer.size());
+}
+
+// The case that hung the relay when every short read counted as "drained": the
+// server sends a last message and closes, both queued before the read. The end of
+// stream must reach the next read.
+TEST(ServerReplyReadTest, AMessageFollowedByCloseStillEndsTheStream) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  c.send_from_far(notice());
+  c.far.shutdown(tcp::socket::shutdown_send);
+  // Both the notice and the FIN are in: the socket is readable, and a peek past
+  // the notice would see the end.
+  wait_until_readable(stream.socket(), notice().size());
+  // Their readiness event is consumed now, as when the relay's read was already
+  // waiting for them: no other event is coming.
+  for (int i = 0; i < 5; ++i) poll(c.context);
+  std::array<char, 64> buffer{};
+  std::optional<error_code> first_ec, second_ec;
+  std::size_t first_n = 0;
+  stream.async_read_reply(asio::buffer(buffer), [&](error_code ec, std::size_t n) {
+    first_ec = ec;
+    first_n = n;
+  });
+  run_until(c.context, [&] { return first_ec.has_value(); });
+  EXPECT_FALSE(*first_ec);
+  EXPECT_EQ(first_n, notice().size());
+  stream.async_read_reply(asio::buffer(buffer), [&](error_code ec, std::size_t) { second_ec = ec; });
+  run_until(c.context, [&] { return second_ec.has_value(); });
+  EXPECT_EQ(*second_ec, asio::error::eof);
+}
+
+}  // namespace
+}  // namespace sluice::pool
