@@ -26,6 +26,9 @@
 #   --extra NAME=COMMAND   one more pooler (repeatable); placeholders in COMMAND: {port} {pg_port}
 #                          {pool_size} {pool_mode} {max_client_conn} {dir} {userlist} {password};
 #                          it must stay in the foreground and accept user bench, database bench
+#   --floor                one more target, "floor": bench/floor_relay.c, a transparent TCP relay (one
+#                          backend connection per client, bytes copied untouched, one recv and one send
+#                          per chunk): what merely being in the path costs, the yardstick for CPU/txn
 #   --results-dir DIR      where the .md and .png go (default bench/results)
 #   --no-chart             do not draw the PNG
 #   --no-install           never apt-get install gnuplot; without it the chart is skipped
@@ -48,11 +51,11 @@ DB_PASSWORD=bench_pw
 # --- options --------------------------------------------------------------------------------
 ROUNDS="" DURATION="" SCENARIOS="" SCALE="" POOL_MODE=session POOL_SIZE="" WORKERS=0
 QUICK="" QUIET_LOGS="" SLUICE_BIN="" PGBOUNCER_BIN="" RESULTS_DIR="$ROOT/bench/results"
-NO_CHART="" NO_INSTALL="" KEEP="" TLS=""
+NO_CHART="" NO_INSTALL="" KEEP="" TLS="" FLOOR=""
 EXTRA_SPECS=()
 SLUICE_TOML="" SLUICE_VARIANTS=()
 
-usage() { sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 need_arg() { [[ $# -ge 2 && -n $2 ]] || { echo "compare: $1 needs a value" >&2; exit 2; }; }
 while (($#)); do
   case "$1" in
@@ -75,6 +78,7 @@ while (($#)); do
     --no-install) NO_INSTALL=1 ;;
     --keep) KEEP=1 ;;
     --tls) TLS=1 ;;
+    --floor) FLOOR=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -322,6 +326,15 @@ if [[ $SCENARIOS =~ (^|,)idle ]]; then
   IDLE_BIN="$TMP/idle_clients"
   cc -O2 -o "$IDLE_BIN" "$ROOT/bench/idle_clients.c" -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
      -lpq 2>"$TMP/idle_clients.build.log" || { cat "$TMP/idle_clients.build.log" >&2; die "building bench/idle_clients.c failed (libpq-dev?)"; }
+fi
+
+FLOOR_BIN=""
+if [[ -n $FLOOR ]]; then
+  [[ -z $TLS ]] || die "--floor relays plain TCP only; it cannot be combined with --tls"
+  FLOOR_BIN="$TMP/floor_relay"
+  cc -O2 -o "$FLOOR_BIN" "$ROOT/bench/floor_relay.c" 2>"$TMP/floor_relay.build.log" ||
+    { cat "$TMP/floor_relay.build.log" >&2; die "building bench/floor_relay.c failed"; }
+  EXTRA_SPECS+=("floor=$FLOOR_BIN {port} {pg_port}")
 fi
 
 # --- PostgreSQL -----------------------------------------------------------------------------

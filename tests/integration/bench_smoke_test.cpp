@@ -110,14 +110,16 @@ TEST(BenchSmoke, QuickCompareRunsAndPrintsTheTable) {
   const std::string results_dir = dir_template;
 
   // --no-install: a test never installs packages (the chart is skipped without gnuplot).
-  const Result r = run({"bash", script, "--quick", "--sluice-binary", SLUICE_BINARY, "--results-dir", results_dir,
-                        "--no-install"},
+  // --floor: the transparent relay (bench/floor_relay.c) is built and measured too.
+  const Result r = run({"bash", script, "--quick", "--floor", "--sluice-binary", SLUICE_BINARY, "--results-dir",
+                        results_dir, "--no-install"},
                        300s);
   std::printf("---- bench/compare.sh --quick ----\n%s\n----------------------------------\n", r.output.c_str());
 
   EXPECT_FALSE(r.timed_out) << "compare.sh --quick did not finish within 300 s";
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("| scenario | target | TPS |"), std::string::npos) << "no results table in the output";
+  EXPECT_NE(r.output.find("| simple20 | floor |"), std::string::npos) << "no row for the floor relay";
   bool wrote_markdown = false;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(results_dir, ec)) {
