@@ -23,6 +23,8 @@
 // microseconds). That end is then found at the connection's next use: the pool's
 // checkout probe sees it, and in session mode the client's next request meets the
 // reset and gets 08006, the same answer it gets for a server that died while idle.
+// The check looks at the last six bytes only, so a large row whose data happens to
+// end in those bytes can pass for a ReadyForQuery; the cost is the same rare delay.
 //
 // Asio picks the operation's perform step by the buffer type, so the behaviour is
 // selected by passing a ServerReplyBuffer; everything else about the read (handler,
