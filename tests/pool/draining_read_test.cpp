@@ -11,10 +11,12 @@
 #include <array>
 #include <chrono>
 #include <optional>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include "pool/stream.h"
+#include "protocol/extended.h"
+#include "protocol/wire.h"
 
 namespace sluice::pool {
 namespace {
@@ -58,10 +60,40 @@ void wait_until_readable(tcp::socket& socket, std::size_t n) {
   }
 }
 
-// Server messages as bytes: ReadyForQuery with a status, CommandComplete, a notice.
-std::string ready_for_query(char status) { return std::string("Z\0\0\0\5", 5) + status; }
-std::string command_complete() { return std::string("C\0\0\0\x0dSELECT 1\0", 14); }
-std::string notice() { return std::string("N\0\0\0\x0aSWARN\0\0", 11); }
+// Server messages, built as Sluice builds them.
+std::string ready_for_query(char status) {
+  std::string out;
+  protocol::append_ready_for_query(out, status);
+  return out;
+}
+std::string command_complete() {
+  std::string out;
+  protocol::append_command_complete(out, "SELECT 1");
+  return out;
+}
+std::string notice() {
+  std::string out;
+  protocol::append_notice_response(out, {"WARNING", "01000", "warn"});
+  return out;
+}
+
+// What one reactor perform step says after `bytes` arrived, reading into a buffer
+// of `buffer_size`; `got` is what it read.
+struct Performed {
+  reactor_op::status status;
+  std::string got;
+};
+Performed perform_after(const std::string& bytes, std::size_t buffer_size) {
+  Connected c;
+  c.send_from_far(bytes);
+  wait_until_readable(c.near, bytes.size());
+  std::string buffer(buffer_size, '\0');
+  std::size_t got = 0;
+  error_code ec;
+  const auto status = perform(c.near, buffer.data(), buffer.size(), 0, got, ec);
+  EXPECT_FALSE(ec) << ec.message();
+  return {status, buffer.substr(0, got)};
+}
 
 TEST(ServerReplyReadTest, RecognizesAWholeReadyForQueryAtTheEnd) {
   for (char status : {'I', 'T', 'E'}) {
@@ -77,40 +109,23 @@ TEST(ServerReplyReadTest, RecognizesAWholeReadyForQueryAtTheEnd) {
 }
 
 TEST(ServerReplyReadTest, ShortReplyEndingWithReadyForQueryIsExhausted) {
-  Connected c;
   const std::string reply = command_complete() + ready_for_query('I');
-  c.send_from_far(reply);
-  wait_until_readable(c.near, reply.size());
-  std::array<char, 64> buffer{};
-  std::size_t got = 0;
-  error_code ec;
-  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done_and_exhausted);
-  EXPECT_FALSE(ec);
-  EXPECT_EQ(std::string(buffer.data(), got), reply);
+  const auto read = perform_after(reply, 64);
+  EXPECT_EQ(read.status, reactor_op::done_and_exhausted);
+  EXPECT_EQ(read.got, reply);
 }
 
 TEST(ServerReplyReadTest, ShortReadThatIsNotTheEndOfAReplyIsNotExhausted) {
-  Connected c;
   const std::string partial = command_complete() + notice();
-  c.send_from_far(partial);
-  wait_until_readable(c.near, partial.size());
-  std::array<char, 64> buffer{};
-  std::size_t got = 0;
-  error_code ec;
-  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done);
-  EXPECT_EQ(got, partial.size());
+  const auto read = perform_after(partial, 64);
+  EXPECT_EQ(read.status, reactor_op::done);
+  EXPECT_EQ(read.got, partial);
 }
 
 TEST(ServerReplyReadTest, FullReadMayHaveLeftBytesBehind) {
-  Connected c;
-  const std::string reply = command_complete() + ready_for_query('I');
-  c.send_from_far(reply);
-  wait_until_readable(c.near, reply.size());
-  std::array<char, 4> buffer{};
-  std::size_t got = 0;
-  error_code ec;
-  EXPECT_EQ(perform(c.near, buffer.data(), buffer.size(), 0, got, ec), reactor_op::done);
-  EXPECT_EQ(got, 4u);
+  const auto read = perform_after(command_complete() + ready_for_query('I'), 4);
+  EXPECT_EQ(read.status, reactor_op::done);
+  EXPECT_EQ(read.got.size(), 4u);
 }
 
 TEST(ServerReplyReadTest, EmptySocketIsNotDoneAndPeekLeavesBytes) {
