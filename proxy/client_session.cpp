@@ -914,11 +914,13 @@ awaitable<bool> ClientSession::finish_login() {
   } else {
     if (!co_await attach_server()) co_return false;
     sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
-    if (pool_mode_ != config::PoolMode::session) {
-      // The next client with these startup values logs in without a server.
-      pool_->remember_parameters(startup_params_, sent_parameters_);
-      co_await release_server();
-    }
+    // The next client with these startup values logs in without a server.
+    pool_->remember_parameters(startup_params_, sent_parameters_);
+    // Nothing ran on it: back to the pool, in session mode too (a server is given at
+    // the client's first request, as PgBouncer does). Otherwise clients logging in
+    // together on a cold pool would each hold one while idle, and those beyond the
+    // pool size would wait for a server just to log in.
+    co_await release_server();
   }
   for (const auto& [name, value] : *sent_parameters_) protocol::append_parameter_status(out, name, value);
   protocol::append_backend_key(out, client_key_);

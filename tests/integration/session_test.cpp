@@ -648,6 +648,20 @@ TEST_F(SessionPoolOfOneTest, ClientsWithDifferentStartupParamsDoNotSeeEachOther)
   }
 }
 
+TEST_F(SessionPoolOfOneTest, AClientThatOnlyLoggedInHoldsNoServer) {
+  // Startup values no connection has been opened with: each login attaches a
+  // server to learn what PostgreSQL reports for them. With a pool of one, the
+  // second login gets a server only if the first one, idle, gave it back.
+  const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count());
+  PgConn first = connect_ok(via_sluice("application_name=login-only-a-" + tag));
+  PgConn second = connect_verbose(via_sluice("application_name=login-only-b-" + tag), 20s);
+  ASSERT_EQ(PQstatus(second.get()), CONNECTION_OK)
+      << "the second client could not log in while the first sat idle: " << PQerrorMessage(second.get());
+  EXPECT_EQ(show(second.get(), "application_name"), "login-only-b-" + tag);
+  second.reset();  // session mode: its server is given back when it leaves
+  EXPECT_EQ(show(first.get(), "application_name"), "login-only-a-" + tag);
+}
+
 TEST_F(SessionPoolOfOneTest, DisconnectDuringPgSleepDoesNotHandBusyBackendToNextClient) {
   const std::string marker = "sluice_abandoned_sleep_marker";
   long long sleeping_pid = 0;
