@@ -2,6 +2,7 @@
 // Common Asio aliases for the I/O shell (pool/ and proxy/).
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -23,4 +24,22 @@ using awaitable = asio::awaitable<T>;
 // Completion token that returns (error_code, ...) as a tuple instead of throwing:
 // EOF and resets are expected, not exceptional.
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+// Plain operator new/delete, which Asio does not swap for its per-thread recycling
+// cache (as it does std::allocator). For operations that may wait for hours, such
+// as a parked client's read wait: the cache would hand them any larger block it
+// holds (an accept operation's, say), kept for as long as the wait lasts.
+template <class T>
+struct UncachedAllocator {
+  using value_type = T;
+  UncachedAllocator() = default;
+  template <class U>
+  UncachedAllocator(const UncachedAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
+  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  template <class U>
+  bool operator==(const UncachedAllocator<U>&) const noexcept {
+    return true;
+  }
+};
 }  // namespace sluice

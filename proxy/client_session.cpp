@@ -120,9 +120,14 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
   error_code ec;
   auto endpoint = client_.socket().remote_endpoint(ec);
   peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-  peer_address_ = ec ? "" : endpoint.address().to_string();
   client_tls_ = &context.config().tls_client;
   client_.socket().set_option(tcp::no_delay(true), ec);
+}
+
+std::string ClientSession::peer_address() const {
+  // peer_ is "<address>:<port>" (IPv6 too, without brackets) or "unknown".
+  const auto colon = peer_.rfind(':');
+  return colon == std::string::npos ? std::string() : peer_.substr(0, colon);
 }
 
 ClientSession::~ClientSession() {
@@ -215,8 +220,8 @@ awaitable<bool> ClientSession::attach_timed() {
   const auto waited_us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
   if (waited_us > 0) pool_->counters().wait_us.fetch_add(static_cast<std::uint64_t>(waited_us), std::memory_order_relaxed);
   if (recording_) {
-    attach_started_ = started;
-    attach_wait_ = waited;
+    timing().attach_started = started;
+    timing().attach_wait = waited;
   }
   co_return attached;
 }
@@ -242,8 +247,11 @@ void ClientSession::park() {
     asio::post(client_.get_executor(), [self = shared_from_this(), wake] { wake(std::move(self), {}); });
     return;
   }
-  client_.socket().async_wait(tcp::socket::wait_read,
-                              [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); });
+  // The wait lasts as long as the client idles: a block of its own size.
+  client_.socket().async_wait(
+      tcp::socket::wait_read,
+      asio::bind_allocator(UncachedAllocator<void>(),
+                           [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); }));
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -313,7 +321,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       break;
     case RelayEnd::client_protocol_error:
       server_.discard();  // it may have received part of a message
-      co_await send_fatal("08P01", protocol_error_);
+      co_await send_fatal("08P01", relay_->protocol_error);
       break;
     case RelayEnd::transaction_block:
       log()->info("[c{}] transaction block in statement mode; closing client {}", id_, peer_);
@@ -414,9 +422,9 @@ awaitable<bool> ClientSession::check_access() {
     case config::AuthMethod::scram_sha_256: login_method_ = HbaMethod::scram_sha_256; break;
   }
   if (config.hba.empty()) co_return true;
-  const std::string where = "host \"" + peer_address_ + "\", user \"" + user_ + "\", database \"" + database_ +
+  const std::string where = "host \"" + peer_address() + "\", user \"" + user_ + "\", database \"" + database_ +
                             "\", " + (tls ? "TLS encryption" : "no encryption");
-  const config::HbaRule* rule = config::match_hba(config.hba, database_, user_, peer_address_, tls);
+  const config::HbaRule* rule = config::match_hba(config.hba, database_, user_, peer_address(), tls);
   if (rule == nullptr) {
     co_await refuse_login("28000", "no [[hba]] rule for " + where);
     co_return false;
@@ -668,12 +676,12 @@ awaitable<std::optional<protocol::Message>> ClientSession::read_client_message(s
 awaitable<void> ClientSession::refuse_login(std::string_view sqlstate, std::string message) {
   const auto now = std::chrono::steady_clock::now();
   auto& throttle = context_.auth_throttle();
-  throttle.record_failure(peer_address_, now);
-  const auto delay = throttle.delay_for(peer_address_, now, context_.config().auth_failure_delay);
+  throttle.record_failure(peer_address(), now);
+  const auto delay = throttle.delay_for(peer_address(), now, context_.config().auth_failure_delay);
   if (delay.count() > 0) {
     // Repeated failures from one address: answer later, so guessing is slow. The
     // login timer still bounds the connection.
-    log()->info("[c{}] {} failed to log in repeatedly; answering in {} ms", id_, peer_address_, delay.count());
+    log()->info("[c{}] {} failed to log in repeatedly; answering in {} ms", id_, peer_address(), delay.count());
     asio::steady_timer pause(client_.get_executor(), delay);
     co_await pause.async_wait(use_nothrow);
   }
@@ -688,7 +696,7 @@ awaitable<bool> ClientSession::authenticate() {
   {
     // An address that keeps failing waits before every attempt, so that parallel
     // guesses are slowed down too.
-    const auto delay = context_.auth_throttle().delay_for(peer_address_, std::chrono::steady_clock::now(),
+    const auto delay = context_.auth_throttle().delay_for(peer_address(), std::chrono::steady_clock::now(),
                                                           context_.config().auth_failure_delay);
     if (delay.count() > 0 && login_method_ != HbaMethod::trust) {
       asio::steady_timer pause(client_.get_executor(), delay);
@@ -839,7 +847,8 @@ awaitable<bool> ClientSession::authenticate() {
         }
         co_return false;
       }
-      if (stored_scram && user.server_password.empty()) proven_keys_ = scram.proven_keys();
+      if (auto keys = scram.proven_keys(); keys && stored_scram && user.server_password.empty())
+        proven_keys_ = std::make_unique<protocol::auth::ScramKeys>(*keys);
       out.clear();
       protocol::append_auth_sasl_final(out, *server_final);
       if (!co_await write_client(out)) co_return false;
@@ -863,7 +872,10 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
   auto pool = context_.pools().get_or_create(database_, user_, server_target(db, user, database_, user_),
                                              servers_of(db), pool_snapshot(config, db, user),
                                              db.max_db_connections, user.max_user_connections);
-  if (proven_keys_) pool->remember_scram_keys(*proven_keys_);
+  if (proven_keys_) {
+    pool->remember_scram_keys(*proven_keys_);
+    proven_keys_.reset();  // the pool logs in with them from now on
+  }
   // The pool's mode, which a RELOAD does not change for a pool that exists.
   pool_mode_ = pool->mode() == "transaction" ? config::PoolMode::transaction
                : pool->mode() == "statement" ? config::PoolMode::statement
@@ -904,7 +916,7 @@ awaitable<bool> ClientSession::finish_login() {
   // A client of the pool from here on (SHOW POOLS counts one waiting at login too).
   pool_->counters().clients.fetch_add(1, std::memory_order_relaxed);
   counted_in_pool_ = true;
-  client_key_ = context_.cancels().add(cancels_in_flight_);
+  client_key_ = context_.cancels().add(cancel_counter());
   key_registered_ = true;
   std::string out;
   if (auto cached = pool_->cached_parameters(startup_params_)) {
@@ -1082,6 +1094,7 @@ void ClientSession::Relay::reset(std::uint32_t max_message_size) {
   batch_binds_answered = 0;
   bytes_in = bytes_out = ready_flushed = ready_idle_flushed = 0;
   busy = in_transaction = false;
+  protocol_error.clear();
 }
 
 std::vector<std::unique_ptr<ClientSession::Relay>>& ClientSession::recycled_relays() {
@@ -1120,10 +1133,10 @@ bool ClientSession::release_due() const {
 awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   // A CancelRequest this client sent may still be on its way to the backend; let
   // it land (send_cancel is bounded) before the connection can serve anyone else.
-  if (!cancels_in_flight_ || cancels_in_flight_->load() == 0) co_return;
+  if (cancels_in_flight_.load() == 0) co_return;
   auto executor = co_await asio::this_coro::executor;
   asio::steady_timer tick(executor);
-  while (cancels_in_flight_->load() > 0) {
+  while (cancels_in_flight_.load() > 0) {
     tick.expires_after(std::chrono::milliseconds(2));
     co_await tick.async_wait(use_nothrow);
   }
@@ -1242,13 +1255,13 @@ void ClientSession::query_timer_expired() {
               limit.count(), server_->id(), server_->backend_key.pid);
   // Counted like a client's own cancel: the server is not released (nor reset)
   // until the CancelRequest has landed, so it cannot hit another client's query.
-  cancels_in_flight_->fetch_add(1);
+  cancels_in_flight_.fetch_add(1);
   asio::co_spawn(
       client_.get_executor(),
       [](std::string host, std::uint16_t port, protocol::BackendKey key, CancelsInFlight counter) -> awaitable<void> {
         co_await pool::send_cancel(std::move(host), port, key);
         counter->fetch_sub(1);
-      }(server_->host, server_->port, server_->backend_key, cancels_in_flight_),
+      }(server_->host, server_->port, server_->backend_key, cancel_counter()),
       asio::detached);
 }
 
@@ -1309,12 +1322,12 @@ bool ClientSession::client_stream_at_boundary() const {
 bool ClientSession::release_now() {
   // Done before the pumps stop, so that the connection is back in the pool
   // before this client (or any other) can send its next request.
-  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
+  if (cancels_in_flight_.load() > 0) return false;
   context_.cancels().set_target(client_key_.pid, std::nullopt);
   disarm_query_timer();
   flush_counters();
   // A cancel counted just before the target went: release_server waits for it.
-  if (cancels_in_flight_ && cancels_in_flight_->load() > 0) return false;
+  if (cancels_in_flight_.load() > 0) return false;
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
   if (relay_->discard_on_release) {
     server_.discard();
@@ -1503,8 +1516,8 @@ bool ClientSession::is_show_active(std::string_view sql) {
 }
 
 std::optional<ClientSession::ActiveStatement> ClientSession::active_statement() const {
-  if (in_flight_.empty() || !server_) return std::nullopt;
-  const auto& statement = in_flight_.front();
+  if (!timing_ || timing_->in_flight.empty() || !server_) return std::nullopt;
+  const auto& statement = timing_->in_flight.front();
   ActiveStatement active;
   active.database = database_;
   active.user = user_;
@@ -1690,20 +1703,21 @@ struct ClientSession::RecordingBackend {
 
 void ClientSession::note_client_message(char type, protocol::Bytes body) {
   auto now = std::chrono::steady_clock::now();
+  auto& timing = this->timing();
   auto start_statement = [&](char kind, std::shared_ptr<const std::string> text,
                              std::shared_ptr<const QueryShape> shape = nullptr) {
     InFlightStatement statement;
     statement.kind = kind;
     statement.start = now;
-    if (attach_started_) {
+    if (timing.attach_started) {
       // This request waited for a server connection before any byte of it was read.
-      statement.start = *attach_started_;
-      statement.wait = attach_wait_;
-      attach_started_.reset();
+      statement.start = *timing.attach_started;
+      statement.wait = timing.attach_wait;
+      timing.attach_started.reset();
     }
     statement.text = std::move(text);
     statement.shape = std::move(shape);
-    in_flight_.push_back(std::move(statement));
+    timing.in_flight.push_back(std::move(statement));
   };
   switch (type) {
     case 'Q': {
@@ -1720,28 +1734,30 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
     }
     case 'P':
       if (auto parse = protocol::parse_parse(body)) {
-        statement_texts_[std::string(parse->name)] = std::make_shared<const std::string>(first_cstr(parse->tail));
+        timing.statement_texts[std::string(parse->name)] = std::make_shared<const std::string>(first_cstr(parse->tail));
       }
       break;
     case 'B':
       if (auto bind = protocol::parse_bind(body)) {
-        auto text = statement_texts_.find(std::string(bind->statement));
-        portal_texts_[std::string(bind->portal)] = text == statement_texts_.end() ? nullptr : text->second;
+        auto text = timing.statement_texts.find(std::string(bind->statement));
+        timing.portal_texts[std::string(bind->portal)] = text == timing.statement_texts.end() ? nullptr : text->second;
       }
       break;
     case 'E': {
-      auto text = portal_texts_.find(std::string(first_cstr(body)));
-      start_statement('E', text == portal_texts_.end() ? nullptr : text->second);
+      auto text = timing.portal_texts.find(std::string(first_cstr(body)));
+      start_statement('E', text == timing.portal_texts.end() ? nullptr : text->second);
       break;
     }
   }
 }
 
 void ClientSession::note_server_message(char type, protocol::Bytes body) {
+  if (!timing_) return;  // nothing was sent that is timed
+  auto& in_flight = timing_->in_flight;
   switch (type) {
     case 'C': {
-      if (in_flight_.empty()) return;
-      auto& statement = in_flight_.front();
+      if (in_flight.empty()) return;
+      auto& statement = in_flight.front();
       const std::string_view tag = first_cstr(body);
       statement.command = std::string(tag.substr(0, tag.find(' ')));
       const auto last_space = tag.rfind(' ');
@@ -1753,37 +1769,37 @@ void ClientSession::note_server_message(char type, protocol::Bytes body) {
       }
       if (statement.kind == 'E') {
         finish_statement(statement);
-        in_flight_.pop_front();
+        in_flight.pop_front();
       }
       break;
     }
     case 'I':
     case 's':
-      if (!in_flight_.empty() && in_flight_.front().kind == 'E') {
-        finish_statement(in_flight_.front());
-        in_flight_.pop_front();
+      if (!in_flight.empty() && in_flight.front().kind == 'E') {
+        finish_statement(in_flight.front());
+        in_flight.pop_front();
       }
       break;
     case 'E': {
-      if (in_flight_.empty()) return;
-      auto& statement = in_flight_.front();
+      if (in_flight.empty()) return;
+      auto& statement = in_flight.front();
       if (statement.sqlstate.empty()) {
         auto fields = protocol::parse_error_fields(body);
         statement.sqlstate = fields ? std::string(fields->sqlstate) : "XX000";
       }
       if (statement.kind == 'E') {
         finish_statement(statement);
-        in_flight_.pop_front();
+        in_flight.pop_front();
         // PostgreSQL skips the batch's other Executes: they end at ReadyForQuery.
-        while (!in_flight_.empty() && in_flight_.front().kind == 'E') in_flight_.pop_front();
+        while (!in_flight.empty() && in_flight.front().kind == 'E') in_flight.pop_front();
       }
       break;
     }
     case 'Z':
-      while (!in_flight_.empty() && in_flight_.front().kind == 'E') in_flight_.pop_front();
-      if (!in_flight_.empty()) {
-        finish_statement(in_flight_.front());
-        in_flight_.pop_front();
+      while (!in_flight.empty() && in_flight.front().kind == 'E') in_flight.pop_front();
+      if (!in_flight.empty()) {
+        finish_statement(in_flight.front());
+        in_flight.pop_front();
       }
       break;
   }
@@ -1931,10 +1947,10 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     }
     auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
     if (!outcome) {
-      protocol_error_ = outcome.error() == protocol::errc::message_too_large
-                            ? "message length exceeds max_message_size (" +
-                                  std::to_string(context_.config().max_message_size) + " bytes)"
-                            : "invalid message length";
+      relay_->protocol_error = outcome.error() == protocol::errc::message_too_large
+                                   ? "message length exceeds max_message_size (" +
+                                         std::to_string(context_.config().max_message_size) + " bytes)"
+                                   : "invalid message length";
       co_return RelayEnd::client_protocol_error;
     }
     const std::size_t forward = forward_length(*outcome, n);
@@ -2105,7 +2121,7 @@ bool ClientSession::stale_plan_retryable(protocol::Bytes error_body) const {
 awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
   auto& relay = *relay_;
   auto fresh = context_.statements().renew(stale);
-  for (auto& [name, statement] : client_statements_)
+  for (auto& [name, statement] : client_statements())
     if (statement == stale) statement = fresh;
   std::string batch = std::move(relay.batch);
   relay.batch.clear();
@@ -2124,7 +2140,7 @@ awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
   each_message([&](char type, protocol::Bytes body, protocol::Bytes) {
     if (type != 'P') return;
     if (auto parse = protocol::parse_parse(body); parse && !parse->name.empty()) {
-      client_statements_.erase(std::string(parse->name));
+      client_statements().erase(std::string(parse->name));
     }
   });
   std::string out;
@@ -2208,7 +2224,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
         break;
       }
       std::string name(parse->name);
-      if (auto existing = client_statements_.find(name); existing != client_statements_.end()) {
+      if (auto existing = client_statements().find(name); existing != client_statements().end()) {
         // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: have the
         // server refuse it, naming the statement the client already has under it.
         ensure_prepared(existing->second, out);
@@ -2217,7 +2233,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
         break;
       }
       auto statement = context_.statements().intern(parse->tail);
-      client_statements_[name] = statement;
+      client_statements()[name] = statement;
       if (server_->statements.use(statement->id)) {
         requests.push_back({'P', Answer::parse_complete});
         break;
@@ -2234,9 +2250,9 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
     }
     case 'B': {
       auto bind = protocol::parse_bind(body);
-      auto known = bind && !bind->statement.empty() ? client_statements_.find(std::string(bind->statement))
-                                                    : client_statements_.end();
-      if (known == client_statements_.end()) {
+      auto known = bind && !bind->statement.empty() ? client_statements().find(std::string(bind->statement))
+                                                    : client_statements().end();
+      if (known == client_statements().end()) {
         pass(true);  // unnamed, or unknown: the server answers as PostgreSQL would
         break;
       }
@@ -2249,9 +2265,9 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
     case 'D': {
       auto target = protocol::parse_target(body);
       auto known = target && target->kind == 'S' && !target->name.empty()
-                       ? client_statements_.find(std::string(target->name))
-                       : client_statements_.end();
-      if (known == client_statements_.end()) {
+                       ? client_statements().find(std::string(target->name))
+                       : client_statements().end();
+      if (known == client_statements().end()) {
         pass(true);
         break;
       }
@@ -2268,7 +2284,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       // The server keeps the statement for other clients. Closing a name that does
       // not exist is not an error in PostgreSQL either.
-      client_statements_.erase(std::string(target->name));
+      client_statements().erase(std::string(target->name));
       requests.push_back({'C', Answer::close_complete});
       break;
     }
@@ -2283,14 +2299,14 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       const std::string_view sql = as_text(body.first(body.size() - 1));  // without the NUL
       auto command = protocol::classify_statement_command(sql);
-      if (command.kind == protocol::StatementCommand::deallocate && client_statements_.erase(command.name) > 0) {
+      if (command.kind == protocol::StatementCommand::deallocate && client_statements().erase(command.name) > 0) {
         requests.push_back({'Q', Answer::deallocate});
         break;
       }
       pass(true);
       if (command.kind == protocol::StatementCommand::deallocate_all ||
           command.kind == protocol::StatementCommand::discard_all) {
-        client_statements_.clear();
+        client_statements().clear();
         requests.back().clears_statements = true;
       }
       break;
@@ -2369,9 +2385,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       const char type = static_cast<char>(data[0]);
       const std::uint32_t length = protocol::read_u32(data.data() + 1);
       if (length < 4 || length - 4 > max_message_size_) {
-        protocol_error_ = length < 4 ? "invalid message length"
-                                     : "message length exceeds max_message_size (" +
-                                           std::to_string(context_.config().max_message_size) + " bytes)";
+        relay_->protocol_error = length < 4 ? "invalid message length"
+                                            : "message length exceeds max_message_size (" +
+                                                  std::to_string(context_.config().max_message_size) + " bytes)";
         co_return RelayEnd::client_protocol_error;
       }
       const std::size_t total = std::size_t{length} + 1;
@@ -2429,7 +2445,7 @@ void ClientSession::note_statement_drop(protocol::Bytes command_complete) {
   const std::string_view tag = first_cstr(command_complete);
   if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
     server_->statements.clear();
-    client_statements_.clear();
+    client_statements().clear();
   } else if (tag == "DEALLOCATE") {
     relay_->discard_on_release = true;  // its cache can no longer be trusted
   }
@@ -2441,8 +2457,8 @@ void ClientSession::forget_request_effects(const PendingRequest& request) {
     // name is free again, as in PostgreSQL.
     server_->statements.erase(request.registers->id);
     if (!request.client_name.empty()) {
-      auto it = client_statements_.find(request.client_name);
-      if (it != client_statements_.end() && it->second == request.registers) client_statements_.erase(it);
+      auto it = client_statements().find(request.client_name);
+      if (it != client_statements().end() && it->second == request.registers) client_statements().erase(it);
     }
   }
   if (request.type == 'C' && request.answer == PendingRequest::Answer::hide) {

@@ -205,20 +205,19 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Context& context_;
   const std::uint64_t id_;
   std::string peer_;
-  std::string peer_address_;  // IP only, for [[hba]] and the auth-failure throttle
+  // IP only (peer_ without its port; "" when unknown), for [[hba]] and the
+  // auth-failure throttle.
+  std::string peer_address() const;
   // [tls.client] of the configuration this session began under (kept alive by the
   // Context): a RELOAD with new certificates applies to new connections only.
   const config::TlsSettings* client_tls_ = nullptr;
   // SCRAM pass-through: the keys this client proved, when Sluice knows the user's
   // password only as a SCRAM secret (handed to the pool, which logs in with them).
-  std::optional<protocol::auth::ScramKeys> proven_keys_;
+  // Held only from authentication until the pool has them.
+  std::unique_ptr<protocol::auth::ScramKeys> proven_keys_;
   // A user found by [auth_query] (user_config_ points here).
   std::shared_ptr<const config::User> looked_up_user_;
-  // How this client proves who it is: the user's auth, or what an [[hba]] rule says.
-  config::HbaMethod login_method_ = config::HbaMethod::scram_sha_256;
-  bool counted_ = false;
   std::unique_ptr<asio::steady_timer> login_timer_;  // only while logging in
-  std::uint32_t max_message_size_;
 
   // Login.
   protocol::ReadBuffer login_buffer_{1024};
@@ -228,12 +227,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   const config::Database* database_config_ = nullptr;
   const config::User* user_config_ = nullptr;
   protocol::BackendKey client_key_{};
-  CancelsInFlight cancels_in_flight_;
-  bool key_registered_ = false;
+  // Cancels on their way to this client's backend (see CancelsInFlight).
+  std::atomic<int> cancels_in_flight_{0};
+  // The counter, shared by owning the session (no allocation of its own).
+  CancelsInFlight cancel_counter() { return {shared_from_this(), &cancels_in_flight_}; }
 
   // Relay.
   std::shared_ptr<pool::Pool> pool_;
-  config::PoolMode pool_mode_ = config::PoolMode::session;
   // The reported parameters as the client knows them (told at login, then every
   // ParameterStatus relayed); shared with the pool's cache until one changes.
   std::shared_ptr<const pool::ParameterList> sent_parameters_;
@@ -281,9 +281,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool in_transaction = false;  // a transaction began in this relay and has not ended
     std::chrono::steady_clock::time_point busy_since;
     std::chrono::steady_clock::time_point transaction_since;
+    std::string protocol_error;  // why the client's stream was refused (client_protocol_error)
   };
   std::unique_ptr<Relay> relay_;
-  bool console_ = false;
   // [timeouts] idle_transaction and client_idle: armed when a reply leaves the
   // client with nothing owed (and when a client parks), cancelled by the client's
   // next bytes. Allocated only when one of them is configured.
@@ -300,7 +300,6 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // before, cancelled when nothing is owed any more; on expiry the running
   // statement is cancelled (CancelRequest), as a client's own cancel would.
   std::unique_ptr<asio::steady_timer> query_timer_;
-  bool query_timer_armed_ = false;
   void arm_query_timer();
   void disarm_query_timer() {
     if (query_timer_armed_) {
@@ -317,41 +316,66 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void request_sent();
   void round_trip_done();
   void flush_counters();
-  bool counted_in_pool_ = false;
-  bool closing_gracefully_ = false;
-  bool answered_once_ = false;  // a request of this client was answered
-  bool client_write_busy_ = false;  // an async write to the client is under way
   void close_if_idle();
   const std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
-  bool logged_in_ = false;
-  bool waiting_for_server_ = false;
   std::chrono::steady_clock::time_point wait_started_{};
   std::chrono::steady_clock::time_point last_request_{};
   // Whether what the client has received so far ends on a message boundary (so
   // that an ErrorResponse of Sluice's own may follow).
   bool client_stream_at_boundary() const;
-  bool recording_ = false;
   std::chrono::nanoseconds slow_threshold_{};
-  bool log_parameters_ = false;
-  // A devector allocates nothing while empty (a std::deque allocates ~600 bytes at
-  // construction), so an idle client pays nothing for it.
-  boost::container::devector<InFlightStatement> in_flight_;
-  std::unordered_map<std::string, std::shared_ptr<const std::string>> statement_texts_;  // client name -> text
-  std::unordered_map<std::string, std::shared_ptr<const std::string>> portal_texts_;
-  // Set while a server is being attached for bytes the client already sent: the
-  // first statement's wait.
-  std::optional<std::chrono::steady_clock::time_point> attach_started_;
-  std::chrono::steady_clock::duration attach_wait_{};
+  // What statement timing keeps between messages, allocated at the client's first
+  // request, so that a client that has sent none (an idle pool of application
+  // connections) carries none of it.
+  struct StatementTiming {
+    // A devector allocates nothing while empty (a std::deque allocates ~600 bytes
+    // at construction).
+    boost::container::devector<InFlightStatement> in_flight;
+    std::unordered_map<std::string, std::shared_ptr<const std::string>> statement_texts;  // client name -> text
+    std::unordered_map<std::string, std::shared_ptr<const std::string>> portal_texts;
+    // Set while a server is being attached for bytes the client already sent: the
+    // first statement's wait.
+    std::optional<std::chrono::steady_clock::time_point> attach_started;
+    std::chrono::steady_clock::duration attach_wait{};
+  };
+  std::unique_ptr<StatementTiming> timing_;
+  StatementTiming& timing() {
+    if (!timing_) timing_ = std::make_unique<StatementTiming>();
+    return *timing_;
+  }
   // Relays (and their buffers) are recycled through a small per-thread cache, so
   // transaction pooling does not allocate them per transaction while idle clients
   // still hold none.
   static std::unique_ptr<Relay> take_relay(std::uint32_t max_message_size);
   static void recycle_relay(std::unique_ptr<Relay> relay);
   static std::vector<std::unique_ptr<Relay>>& recycled_relays();
-  bool tracking_statements_ = false;
   std::size_t max_prepared_statements_ = 0;
-  std::unordered_map<std::string, pool::StatementPtr> client_statements_;  // the client's name -> shared statement
-  std::string protocol_error_;
+  // The client's statement name -> shared statement (tracked mode), allocated at
+  // its first named Parse.
+  using ClientStatements = std::unordered_map<std::string, pool::StatementPtr>;
+  std::unique_ptr<ClientStatements> client_statements_;
+  ClientStatements& client_statements() {
+    if (!client_statements_) client_statements_ = std::make_unique<ClientStatements>();
+    return *client_statements_;
+  }
+
+  // Flags and small enums together, so that they pack.
+  config::HbaMethod login_method_ = config::HbaMethod::scram_sha_256;  // how this client proves who it is
+  config::PoolMode pool_mode_ = config::PoolMode::session;
+  std::uint32_t max_message_size_;
+  bool counted_ = false;
+  bool key_registered_ = false;
+  bool console_ = false;
+  bool query_timer_armed_ = false;
+  bool counted_in_pool_ = false;
+  bool closing_gracefully_ = false;
+  bool answered_once_ = false;      // a request of this client was answered
+  bool client_write_busy_ = false;  // an async write to the client is under way
+  bool logged_in_ = false;
+  bool waiting_for_server_ = false;
+  bool recording_ = false;  // statement timing for the slow-query log and query stats
+  bool log_parameters_ = false;
+  bool tracking_statements_ = false;
   bool client_said_goodbye_ = false;
 };
 

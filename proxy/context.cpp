@@ -7,15 +7,14 @@
 
 namespace sluice::proxy {
 
-protocol::BackendKey CancelRegistry::add(CancelsInFlight& in_flight) {
+protocol::BackendKey CancelRegistry::add(const CancelsInFlight& in_flight) {
   std::lock_guard lock(mutex_);
   for (;;) {
     std::uint32_t values[2];
     RAND_bytes(reinterpret_cast<unsigned char*>(values), sizeof values);
     protocol::BackendKey key{values[0] & 0x7fffffffu, values[1]};
     if (key.pid == 0 || entries_.contains(key.pid)) continue;
-    in_flight = std::make_shared<std::atomic<int>>(0);
-    entries_.emplace(key.pid, Entry{key.secret, std::nullopt, in_flight});
+    entries_.emplace(key.pid, Entry{{}, in_flight, key.secret, false});
     return key;
   }
 }
@@ -27,7 +26,10 @@ void CancelRegistry::remove(std::uint32_t pid) {
 
 void CancelRegistry::set_target(std::uint32_t pid, std::optional<CancelTarget> target) {
   std::lock_guard lock(mutex_);
-  if (auto it = entries_.find(pid); it != entries_.end()) it->second.target = std::move(target);
+  auto it = entries_.find(pid);
+  if (it == entries_.end()) return;
+  it->second.has_target = target.has_value();
+  if (target) it->second.target = std::move(*target);
 }
 
 std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) const {
@@ -35,11 +37,13 @@ std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) co
   auto it = entries_.find(key.pid);
   if (it == entries_.end()) return std::nullopt;
   if (CRYPTO_memcmp(&it->second.secret, &key.secret, sizeof key.secret) != 0) return std::nullopt;
-  if (!it->second.target) return std::nullopt;
+  if (!it->second.has_target) return std::nullopt;
+  auto in_flight = it->second.in_flight.lock();
+  if (!in_flight) return std::nullopt;  // the session is ending
   // Counted under the lock: once set_target(nullopt) has run, no new cancel is
   // counted, so a count of zero afterwards means none is left.
-  it->second.in_flight->fetch_add(1);
-  return ForwardedCancel(*it->second.target, it->second.in_flight);
+  in_flight->fetch_add(1);
+  return ForwardedCancel(it->second.target, std::move(in_flight));
 }
 
 void Context::replace_config(std::shared_ptr<const config::Config> config) {

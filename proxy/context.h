@@ -34,7 +34,8 @@ struct CancelTarget {
 
 // Cancels being forwarded for one client. A session waits for them to finish
 // before its server connection goes back to the pool, so that a late cancel
-// cannot hit the next client's query on the same backend.
+// cannot hit the next client's query on the same backend. The counter lives in
+// the session; this pointer shares the session's ownership.
 using CancelsInFlight = std::shared_ptr<std::atomic<int>>;
 
 // A cancel that find() has counted as in flight; uncounts itself when done.
@@ -57,9 +58,10 @@ class [[nodiscard]] ForwardedCancel {
 // Maps the BackendKeyData Sluice gave each client to the backend serving it.
 class CancelRegistry {
  public:
-  // Issues a fresh key (random pid and secret, pid unique among live clients) and
-  // the counter of cancels in flight for it.
-  protocol::BackendKey add(CancelsInFlight& in_flight);
+  // Issues a fresh key (random pid and secret, pid unique among live clients) for
+  // the session that owns `in_flight` (held weakly: the session removes its key
+  // when it ends).
+  protocol::BackendKey add(const CancelsInFlight& in_flight);
   void remove(std::uint32_t pid);
   void set_target(std::uint32_t pid, std::optional<CancelTarget> target);
   // The target for a CancelRequest, counted as in flight, or nullopt for an unknown
@@ -67,10 +69,12 @@ class CancelRegistry {
   std::optional<ForwardedCancel> find(protocol::BackendKey key) const;
 
  private:
+  // Laid out to fit 96-byte map nodes: one of these lives for every client.
   struct Entry {
+    CancelTarget target;  // valid while has_target
+    std::weak_ptr<std::atomic<int>> in_flight;
     std::uint32_t secret = 0;
-    std::optional<CancelTarget> target;
-    CancelsInFlight in_flight;
+    bool has_target = false;
   };
   mutable std::mutex mutex_;
   std::unordered_map<std::uint32_t, Entry> entries_;
