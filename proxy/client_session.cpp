@@ -511,7 +511,6 @@ awaitable<bool> ClientSession::read_startup() {
       }
       case protocol::StartupKind::cancel_request: {
         const protocol::BackendKey key{packet.cancel_pid, packet.cancel_secret};
-        close_client();
         if (auto forwarded = context_.cancels().find(key)) {
           const CancelTarget& target = forwarded->target();
           log()->info("[c{}] cancel request for client pid {} forwarded to {}:{} (backend pid {})", id_, key.pid,
@@ -520,6 +519,12 @@ awaitable<bool> ClientSession::read_startup() {
         } else {
           log()->debug("[c{}] cancel request with unknown key dropped", id_);
         }
+        // Closed once PostgreSQL has closed the forwarded one, as PostgreSQL closes a
+        // cancel connection once it has signalled the backend: a client whose
+        // PQcancel returned knows the signal was sent (PostgreSQL signals the
+        // backend and its process group, and a signal that lands late would hit
+        // the client's next statement).
+        close_client();
         co_return false;
       }
       case protocol::StartupKind::startup:
