@@ -279,11 +279,15 @@ StartupParams sharing_key(const StartupParams& params) {
 void ServerConnection::set_parameter(std::string_view name, std::string_view value) {
   for (auto& [k, v] : parameters) {
     if (k == name) {
-      v.assign(value);
+      if (v != value) {
+        v.assign(value);
+        reports_as.reset();
+      }
       return;
     }
   }
   parameters.emplace_back(name, value);
+  reports_as.reset();
 }
 
 bool ServerConnection::idle_and_clean() {

@@ -71,6 +71,10 @@ class ServerConnection {
   // Current values of the server's reportable parameters, kept up to date from
   // every ParameterStatus the server sends.
   std::vector<std::pair<std::string, std::string>> parameters;
+  // A shared list known to equal `parameters` (one that clients were told), so that
+  // a session holding the same list checks it with a pointer comparison instead of
+  // comparing every name and value on each attach. Dropped when a value changes.
+  std::shared_ptr<const ParameterList> reports_as;
   ParameterList initial_parameters;  // what the server reported at login
   StartupParams startup_params;  // what this connection was opened with
   StartupParams pool_key;        // which clients may use it (see Pool)

@@ -976,7 +976,8 @@ awaitable<bool> ClientSession::attach_server() {
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{server_->host, server_->port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
-  if (sent_parameters_ && (sent_parameters_.get() == &server_->parameters || *sent_parameters_ == server_->parameters)) {
+  if (sent_parameters_ && (sent_parameters_ == server_->reports_as || *sent_parameters_ == server_->parameters)) {
+    server_->reports_as = sent_parameters_;
     co_return true;  // the usual case: the connection reports exactly what the client knows
   }
   if (pool_mode_ != config::PoolMode::session) {
@@ -1018,6 +1019,7 @@ awaitable<bool> ClientSession::attach_server() {
   }
   if (out.empty()) co_return true;
   sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
+  server_->reports_as = sent_parameters_;
   co_return co_await write_client(out);
 }
 
