@@ -5,7 +5,9 @@
  *
  * Connections are opened without blocking (PQconnectStart/PQconnectPoll with poll()), at most
  * IN_FLIGHT (default 64) logins at a time. The password comes from PGPASSWORD as usual.
- * Once all N are CONNECTION_OK it prints one line
+ * With IDLE_CLIENTS_QUERY set in the environment, each connection then runs that query once
+ * (one after another), so that the idle clients are ones that have done some work.
+ * Once all N are CONNECTION_OK (and have run the query) it prints one line
  *     ready N <seconds>
  * to stdout and holds them until SIGTERM, SIGINT or SIGHUP, then closes them and exits 0.
  * It gives up (exit 1, a line starting with "failed" on stdout) when a connection fails, when
@@ -158,6 +160,21 @@ int main(int argc, char** argv) {
       } else if (c->want == PGRES_POLLING_FAILED) {
         printf("failed: connection %d: %s", pidx[k] + 1, PQerrorMessage(c->conn));
         printf("connected %d of %d\n", done, n);
+        close_all(clients, n);
+        return 1;
+      }
+    }
+  }
+
+  /* IDLE_CLIENTS_QUERY: each connection runs it once before idling (clients that have worked). */
+  const char* query = getenv("IDLE_CLIENTS_QUERY");
+  if (query != NULL && *query != '\0') {
+    for (int i = 0; i < n; ++i) {
+      PGresult* result = PQexec(clients[i].conn, query);
+      const ExecStatusType status = PQresultStatus(result);
+      PQclear(result);
+      if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+        printf("failed: connection %d: query: %s", i + 1, PQerrorMessage(clients[i].conn));
         close_all(clients, n);
         return 1;
       }
