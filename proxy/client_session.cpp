@@ -230,6 +230,7 @@ void ClientSession::park() {
   // Logged in without a server connection: nothing of this session but the object
   // itself waits for the client's next bytes (no coroutine frames, no buffers, no
   // server), as PgBouncer does, so idle clients cost little.
+  release_idle_timing();
   arm_idle_timer();  // client_idle, when configured
   auto wake = [](std::shared_ptr<ClientSession> self, error_code ec) {
     // The completion handler owns the session while resume() runs.
@@ -1127,6 +1128,40 @@ void ClientSession::recycle_relay(std::unique_ptr<Relay> relay) {
     return;  // freed
   }
   cache.push_back(std::move(relay));
+}
+
+namespace {
+constexpr std::size_t kRecycledTimingsPerThread = 64;
+constexpr std::size_t kLargestRecycledInFlight = 16;  // statements in flight, kept as capacity
+}  // namespace
+
+std::vector<std::unique_ptr<ClientSession::StatementTiming>>& ClientSession::recycled_timings() {
+  thread_local std::vector<std::unique_ptr<ClientSession::StatementTiming>> cache;
+  return cache;
+}
+
+std::unique_ptr<ClientSession::StatementTiming> ClientSession::take_timing() {
+  auto& cache = recycled_timings();
+  if (cache.empty()) return std::make_unique<StatementTiming>();
+  auto timing = std::move(cache.back());
+  cache.pop_back();
+  return timing;
+}
+
+void ClientSession::release_idle_timing() {
+  if (!timing_ || !timing_->in_flight.empty() || timing_->attach_started) return;
+  // Parked after a release, so the transaction is over, and with it every portal.
+  // The unnamed statement is the next server's business (a client that binds it
+  // again without a Parse gets no text in the slow-query log).
+  timing_->portal_texts.clear();
+  timing_->statement_texts.erase(std::string());
+  if (!timing_->statement_texts.empty()) return;  // named statements keep their texts
+  auto& cache = recycled_timings();
+  if (cache.size() < kRecycledTimingsPerThread && timing_->in_flight.capacity() <= kLargestRecycledInFlight) {
+    timing_->attach_wait = {};
+    cache.push_back(std::move(timing_));
+  }
+  timing_.reset();
 }
 
 bool ClientSession::release_due() const {

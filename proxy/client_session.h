@@ -340,9 +340,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   };
   std::unique_ptr<StatementTiming> timing_;
   StatementTiming& timing() {
-    if (!timing_) timing_ = std::make_unique<StatementTiming>();
+    if (!timing_) timing_ = take_timing();
     return *timing_;
   }
+  // Parking between transactions: the timing state goes back to a small per-thread
+  // cache unless it still holds something (a named statement's text), so that a
+  // client idling after its requests carries none of it either.
+  void release_idle_timing();
+  static std::unique_ptr<StatementTiming> take_timing();
+  static std::vector<std::unique_ptr<StatementTiming>>& recycled_timings();
   // Relays (and their buffers) are recycled through a small per-thread cache, so
   // transaction pooling does not allocate them per transaction while idle clients
   // still hold none.
