@@ -14,6 +14,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cstddef>
+#include <memory>
 
 namespace sluice {
 namespace asio = boost::asio;

@@ -932,8 +932,10 @@ awaitable<bool> ClientSession::finish_login() {
   } else {
     if (!co_await attach_server()) co_return false;
     sent_parameters_ = std::make_shared<const pool::ParameterList>(server_->parameters);
-    // The next client with these startup values logs in without a server.
-    pool_->remember_parameters(startup_params_, sent_parameters_);
+    // The next client with these startup values logs in without a server. (In
+    // session mode the pool learns them from the connections it opens: an idle one
+    // may carry the last client's settings when there is no server_reset_query.)
+    if (pool_mode_ != config::PoolMode::session) pool_->remember_parameters(startup_params_, sent_parameters_);
     // Nothing ran on it: back to the pool, in session mode too (a server is given at
     // the client's first request, as PgBouncer does). Otherwise clients logging in
     // together on a cold pool would each hold one while idle, and those beyond the
@@ -944,8 +946,7 @@ awaitable<bool> ClientSession::finish_login() {
   protocol::append_backend_key(out, client_key_);
   protocol::append_ready_for_query(out, 'I');
   logged_in_ = true;
-  log()->info("[c{}] login db={} user={}{}", id_, database_, user_,
-              server_ ? " (server connection s" + std::to_string(server_->id()) + ")" : "");
+  log()->info("[c{}] login db={} user={}", id_, database_, user_);
   co_return co_await write_client(out);
 }
 
@@ -977,9 +978,10 @@ awaitable<bool> ClientSession::attach_server() {
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{server_->host, server_->port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
-  if (sent_parameters_ && (sent_parameters_ == server_->reports_as || *sent_parameters_ == server_->parameters)) {
-    server_->reports_as = sent_parameters_;
-    co_return true;  // the usual case: the connection reports exactly what the client knows
+  if (sent_parameters_ && sent_parameters_ == server_->reports_as) co_return true;  // the usual case
+  if (sent_parameters_ && *sent_parameters_ == server_->parameters) {
+    server_->reports_as = sent_parameters_;  // the next client told the same list compares pointers
+    co_return true;  // the connection reports exactly what the client knows
   }
   if (pool_mode_ != config::PoolMode::session) {
     // The connection may have served clients with other tracked values. At login
@@ -1133,6 +1135,7 @@ void ClientSession::recycle_relay(std::unique_ptr<Relay> relay) {
 namespace {
 constexpr std::size_t kRecycledTimingsPerThread = 64;
 constexpr std::size_t kLargestRecycledInFlight = 16;  // statements in flight, kept as capacity
+constexpr std::size_t kLargestRecycledTable = 64;     // buckets of the (emptied) text maps
 }  // namespace
 
 std::vector<std::unique_ptr<ClientSession::StatementTiming>>& ClientSession::recycled_timings() {
@@ -1157,7 +1160,9 @@ void ClientSession::release_idle_timing() {
   timing_->statement_texts.erase(std::string());
   if (!timing_->statement_texts.empty()) return;  // named statements keep their texts
   auto& cache = recycled_timings();
-  if (cache.size() < kRecycledTimingsPerThread && timing_->in_flight.capacity() <= kLargestRecycledInFlight) {
+  if (cache.size() < kRecycledTimingsPerThread && timing_->in_flight.capacity() <= kLargestRecycledInFlight &&
+      timing_->statement_texts.bucket_count() <= kLargestRecycledTable &&
+      timing_->portal_texts.bucket_count() <= kLargestRecycledTable) {
     timing_->attach_wait = {};
     cache.push_back(std::move(timing_));
   }
@@ -1718,7 +1723,7 @@ struct ClientSession::RecordingFrontend {
   ClientSession* session;  // null: not recording
   bool inspect(char type) {
     if (base.inspect(type)) return true;
-    return session && (type == 'Q' || type == 'P' || type == 'B' || type == 'E');
+    return session && (type == 'Q' || type == 'P' || type == 'B' || type == 'E' || type == 'C');
   }
   protocol::ScanAction on_message(char type, protocol::Bytes body) {
     if (type == 'X') return base.on_message(type, body);
@@ -1790,6 +1795,17 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
       start_statement('E', text == timing.portal_texts.end() ? nullptr : text->second);
       break;
     }
+    case 'C':
+      // Close: the text is not needed any more (drivers that cache statements
+      // close the ones they evict, so the texts kept stay bounded).
+      if (auto target = protocol::parse_target(body)) {
+        if (target->kind == 'S') {
+          timing.statement_texts.erase(std::string(target->name));
+        } else {
+          timing.portal_texts.erase(std::string(target->name));
+        }
+      }
+      break;
   }
 }
 
@@ -1838,6 +1854,9 @@ void ClientSession::note_server_message(char type, protocol::Bytes body) {
       break;
     }
     case 'Z':
+      // A request with no Query or Execute (say, Parse/Describe/Sync) did not use
+      // the wait for a server: it must not be charged to a later statement.
+      timing_->attach_started.reset();
       while (!in_flight.empty() && in_flight.front().kind == 'E') in_flight.pop_front();
       if (!in_flight.empty()) {
         finish_statement(in_flight.front());
@@ -2163,8 +2182,10 @@ bool ClientSession::stale_plan_retryable(protocol::Bytes error_body) const {
 awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
   auto& relay = *relay_;
   auto fresh = context_.statements().renew(stale);
-  for (auto& [name, statement] : client_statements())
-    if (statement == stale) statement = fresh;
+  if (client_statements_) {
+    for (auto& [name, statement] : *client_statements_)
+      if (statement == stale) statement = fresh;
+  }
   std::string batch = std::move(relay.batch);
   relay.batch.clear();
   relay.batch_retried = true;
@@ -2182,7 +2203,7 @@ awaitable<bool> ClientSession::retry_stale_plan(pool::StatementPtr stale) {
   each_message([&](char type, protocol::Bytes body, protocol::Bytes) {
     if (type != 'P') return;
     if (auto parse = protocol::parse_parse(body); parse && !parse->name.empty()) {
-      client_statements().erase(std::string(parse->name));
+      forget_client_statement(std::string(parse->name));
     }
   });
   std::string out;
@@ -2266,11 +2287,11 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
         break;
       }
       std::string name(parse->name);
-      if (auto existing = client_statements().find(name); existing != client_statements().end()) {
+      if (const auto* existing = known_statement(name)) {
         // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: have the
         // server refuse it, naming the statement the client already has under it.
-        ensure_prepared(existing->second, out);
-        protocol::append_parse(out, existing->second->server_name, parse->tail);
+        ensure_prepared(*existing, out);
+        protocol::append_parse(out, (*existing)->server_name, parse->tail);
         requests.push_back({'P', Answer::relay});
         break;
       }
@@ -2292,29 +2313,26 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
     }
     case 'B': {
       auto bind = protocol::parse_bind(body);
-      auto known = bind && !bind->statement.empty() ? client_statements().find(std::string(bind->statement))
-                                                    : client_statements().end();
-      if (known == client_statements().end()) {
+      const auto* known = bind ? known_statement(bind->statement) : nullptr;
+      if (!known) {
         pass(true);  // unnamed, or unknown: the server answers as PostgreSQL would
         break;
       }
-      ensure_prepared(known->second, out);
-      protocol::append_bind(out, bind->portal, known->second->server_name, bind->tail);
+      ensure_prepared(*known, out);
+      protocol::append_bind(out, bind->portal, (*known)->server_name, bind->tail);
       requests.push_back({'B', Answer::relay});
-      requests.back().uses = known->second;
+      requests.back().uses = *known;
       break;
     }
     case 'D': {
       auto target = protocol::parse_target(body);
-      auto known = target && target->kind == 'S' && !target->name.empty()
-                       ? client_statements().find(std::string(target->name))
-                       : client_statements().end();
-      if (known == client_statements().end()) {
+      const auto* known = target && target->kind == 'S' ? known_statement(target->name) : nullptr;
+      if (!known) {
         pass(true);
         break;
       }
-      ensure_prepared(known->second, out);
-      protocol::append_describe(out, 'S', known->second->server_name);
+      ensure_prepared(*known, out);
+      protocol::append_describe(out, 'S', (*known)->server_name);
       requests.push_back({'D', Answer::relay});
       break;
     }
@@ -2326,7 +2344,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       // The server keeps the statement for other clients. Closing a name that does
       // not exist is not an error in PostgreSQL either.
-      client_statements().erase(std::string(target->name));
+      forget_client_statement(std::string(target->name));
       requests.push_back({'C', Answer::close_complete});
       break;
     }
@@ -2341,14 +2359,15 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       const std::string_view sql = as_text(body.first(body.size() - 1));  // without the NUL
       auto command = protocol::classify_statement_command(sql);
-      if (command.kind == protocol::StatementCommand::deallocate && client_statements().erase(command.name) > 0) {
+      if (command.kind == protocol::StatementCommand::deallocate && client_statements_ &&
+          client_statements_->erase(command.name) > 0) {
         requests.push_back({'Q', Answer::deallocate});
         break;
       }
       pass(true);
       if (command.kind == protocol::StatementCommand::deallocate_all ||
           command.kind == protocol::StatementCommand::discard_all) {
-        client_statements().clear();
+        if (client_statements_) client_statements_->clear();
         requests.back().clears_statements = true;
       }
       break;
@@ -2487,7 +2506,7 @@ void ClientSession::note_statement_drop(protocol::Bytes command_complete) {
   const std::string_view tag = first_cstr(command_complete);
   if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
     server_->statements.clear();
-    client_statements().clear();
+    if (client_statements_) client_statements_->clear();
   } else if (tag == "DEALLOCATE") {
     relay_->discard_on_release = true;  // its cache can no longer be trusted
   }
@@ -2498,9 +2517,9 @@ void ClientSession::forget_request_effects(const PendingRequest& request) {
     // The Parse did not happen: the server lacks the statement, and a client's
     // name is free again, as in PostgreSQL.
     server_->statements.erase(request.registers->id);
-    if (!request.client_name.empty()) {
-      auto it = client_statements().find(request.client_name);
-      if (it != client_statements().end() && it->second == request.registers) client_statements().erase(it);
+    if (!request.client_name.empty() && client_statements_) {
+      auto it = client_statements_->find(request.client_name);
+      if (it != client_statements_->end() && it->second == request.registers) client_statements_->erase(it);
     }
   }
   if (request.type == 'C' && request.answer == PendingRequest::Answer::hide) {

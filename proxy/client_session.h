@@ -364,6 +364,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     if (!client_statements_) client_statements_ = std::make_unique<ClientStatements>();
     return *client_statements_;
   }
+  // The shared statement a client's statement name stands for; null for the
+  // unnamed statement or a name it has not prepared (the map is not created).
+  const pool::StatementPtr* known_statement(std::string_view name) const {
+    if (!client_statements_ || name.empty()) return nullptr;
+    auto it = client_statements_->find(std::string(name));
+    return it == client_statements_->end() ? nullptr : &it->second;
+  }
+  void forget_client_statement(const std::string& name) {
+    if (client_statements_) client_statements_->erase(name);
+  }
 
   // Flags and small enums together, so that they pack.
   config::HbaMethod login_method_ = config::HbaMethod::scram_sha_256;  // how this client proves who it is

@@ -179,6 +179,34 @@ TEST_P(SlowQueryTest, TimeWaitingForAServerConnectionIsReportedApart) {
   EXPECT_LT(std::stod(field(got[0], "server_ms")), std::stod(field(got[0], "duration_ms"))) << got[0];
 }
 
+TEST_P(SlowQueryTest, AWaitForAServerIsNotChargedToALaterStatement) {
+  if (GetParam() != "session") GTEST_SKIP() << "transaction mode times every attach afresh";
+  // Session mode: the waiter's first request gets it a server, after waiting for
+  // `holder`'s. That request has no statement to time (Parse, Describe, Sync), so
+  // its wait belongs to nobody: the waiter's later statement, run on the server it
+  // already holds, waited for nothing.
+  PgConn holder = client();
+  run(holder.get(), "BEGIN");
+  run(holder.get(), "SELECT 1");
+  PgConn waiter = client();
+  ASSERT_EQ(PQsendPrepare(waiter.get(), "later", "SELECT pg_sleep(0.25), $1::int AS n", 1, nullptr), 1);
+  std::this_thread::sleep_for(400ms);  // the waiter waits at least this long (imposed, not guessed)
+  holder.reset();
+  {
+    PgResult prepared(PQgetResult(waiter.get()));
+    ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(prepared.get());
+    while (PgResult(PQgetResult(waiter.get()))) {
+    }
+  }
+  const char* values[] = {"7"};
+  PgResult r(PQexecPrepared(waiter.get(), "later", 1, values, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  const auto got = lines(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(field(got[0], "protocol"), "extended") << got[0];
+  EXPECT_EQ(std::stod(field(got[0], "wait_ms")), 0.0) << got[0];
+}
+
 // Rows of an admin console answer as "col=value|col=value" strings.
 std::vector<std::string> console_rows(PGconn* c, const char* sql) {
   PgResult r(PQexec(c, sql));
