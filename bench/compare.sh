@@ -29,6 +29,7 @@
 #   --floor                one more target, "floor": bench/floor_relay.c, a transparent TCP relay (one
 #                          backend connection per client, bytes copied untouched, one recv and one send
 #                          per chunk): what merely being in the path costs, the yardstick for CPU/txn
+#                          (not run for idleN: each of its clients is a PostgreSQL backend)
 #   --results-dir DIR      where the .md and .png go (default bench/results)
 #   --no-chart             do not draw the PNG
 #   --no-install           never apt-get install gnuplot; without it the chart is skipped
@@ -672,8 +673,9 @@ for s in "${SCENARIO_LIST[@]}"; do
   for ((r = 1; r <= ROUNDS; ++r)); do
     for t in "${TARGETS[@]}"; do
       if [[ $(scenario_spec "$s") == idle:* ]]; then
-        # A direct connection is a PostgreSQL backend process each; not a pooler's idle client.
-        [[ $t == direct ]] && continue
+        # A direct connection is a PostgreSQL backend process each, and so is a floor relay's
+        # client (one backend connection per client): neither is a pooler's idle client.
+        [[ $t == direct || $t == floor ]] && continue
         run_idle "$s" "$t" "$r"
       else
         run_pgbench "$s" "$t" "$r"
@@ -781,7 +783,7 @@ GIT_DIRTY=$(git -C "$SLUICE_SRC" status --porcelain --untracked-files=no -- . ':
     : >"$CHART_DATA.idle"
     for s in "${IDLE_SCENARIOS[@]}"; do
       for t in "${TARGETS[@]}"; do
-        [[ $t == direct ]] && continue
+        [[ $t == direct || $t == floor ]] && continue  # not run (see the scenario loop)
         n=$(scenario_spec "$s"); n=${n#idle:}
         ok=$(rounds_ok "$s" "$t" "$IDLE_RESULTS")
         per_round=$(awk -F'\t' -v s="$s" -v t="$t" '$1 == s && $2 == t { printf "%s%s", sep, ($4 == "ok" ? $9 : $4); sep = " / " }' "$IDLE_RESULTS")
