@@ -1107,13 +1107,19 @@ void ClientSession::Relay::reset(std::uint32_t max_message_size) {
   protocol_error.clear();
 }
 
-std::vector<std::unique_ptr<ClientSession::Relay>>& ClientSession::recycled_relays() {
-  thread_local std::vector<std::unique_ptr<Relay>> cache;
+namespace {
+// Objects of one kind kept per thread for reuse, with their buffers' memory: the
+// relays and timing state of transaction pooling are not allocated per transaction,
+// and idle clients hold none.
+template <class T>
+std::vector<std::unique_ptr<T>>& recycled() {
+  thread_local std::vector<std::unique_ptr<T>> cache;
   return cache;
 }
+}  // namespace
 
 std::unique_ptr<ClientSession::Relay> ClientSession::take_relay(std::uint32_t max_message_size) {
-  auto& cache = recycled_relays();
+  auto& cache = recycled<Relay>();
   if (cache.empty()) return std::make_unique<Relay>(max_message_size);
   auto relay = std::move(cache.back());
   cache.pop_back();
@@ -1123,7 +1129,7 @@ std::unique_ptr<ClientSession::Relay> ClientSession::take_relay(std::uint32_t ma
 
 void ClientSession::recycle_relay(std::unique_ptr<Relay> relay) {
   if (!relay) return;
-  auto& cache = recycled_relays();
+  auto& cache = recycled<Relay>();
   if (cache.size() >= kRecycledRelaysPerThread || relay->client_buffer.size() > kLargestRecycledBuffer ||
       relay->server_buffer.size() > kLargestRecycledBuffer || relay->client_in.capacity() > kLargestRecycledBuffer ||
       relay->server_in.capacity() > kLargestRecycledBuffer || relay->batch.capacity() > kLargestRecycledBuffer) {
@@ -1138,13 +1144,8 @@ constexpr std::size_t kLargestRecycledInFlight = 16;  // statements in flight, k
 constexpr std::size_t kLargestRecycledTable = 64;     // buckets of the (emptied) text maps
 }  // namespace
 
-std::vector<std::unique_ptr<ClientSession::StatementTiming>>& ClientSession::recycled_timings() {
-  thread_local std::vector<std::unique_ptr<ClientSession::StatementTiming>> cache;
-  return cache;
-}
-
 std::unique_ptr<ClientSession::StatementTiming> ClientSession::take_timing() {
-  auto& cache = recycled_timings();
+  auto& cache = recycled<StatementTiming>();
   if (cache.empty()) return std::make_unique<StatementTiming>();
   auto timing = std::move(cache.back());
   cache.pop_back();
@@ -1159,7 +1160,7 @@ void ClientSession::release_idle_timing() {
   timing_->portal_texts.clear();
   timing_->statement_texts.erase(std::string());
   if (!timing_->statement_texts.empty()) return;  // named statements keep their texts
-  auto& cache = recycled_timings();
+  auto& cache = recycled<StatementTiming>();
   if (cache.size() < kRecycledTimingsPerThread && timing_->in_flight.capacity() <= kLargestRecycledInFlight &&
       timing_->statement_texts.bucket_count() <= kLargestRecycledTable &&
       timing_->portal_texts.bucket_count() <= kLargestRecycledTable) {

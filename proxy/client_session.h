@@ -348,13 +348,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // client idling after its requests carries none of it either.
   void release_idle_timing();
   static std::unique_ptr<StatementTiming> take_timing();
-  static std::vector<std::unique_ptr<StatementTiming>>& recycled_timings();
   // Relays (and their buffers) are recycled through a small per-thread cache, so
   // transaction pooling does not allocate them per transaction while idle clients
   // still hold none.
   static std::unique_ptr<Relay> take_relay(std::uint32_t max_message_size);
   static void recycle_relay(std::unique_ptr<Relay> relay);
-  static std::vector<std::unique_ptr<Relay>>& recycled_relays();
   std::size_t max_prepared_statements_ = 0;
   // The client's statement name -> shared statement (tracked mode), allocated at
   // its first named Parse.
