@@ -5,6 +5,8 @@
 #include <pg_query.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <limits>
 #include <utility>
 
@@ -448,12 +450,29 @@ namespace {
 // Two texts with the same key differ only in literal values, so they have the same
 // shape; collapsing less than the parser would (IN lists of other lengths) only
 // costs an extra cache entry.
+// Character classes for literal_key, looked up in a table: it runs per statement,
+// and std::isalnum/std::isdigit cost a call and a locale lookup per character.
+// (Sluice never sets a locale, so these are the "C" locale's classes.)
+enum : std::uint8_t { kWordChar = 1, kDigit = 2, kQuote = 4 };
+constexpr std::array<std::uint8_t, 256> make_char_classes() {
+  std::array<std::uint8_t, 256> classes{};
+  for (int c = 0; c < 256; ++c) {
+    const bool digit = c >= '0' && c <= '9';
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (digit || letter || c == '_' || c == '$' || c >= 0x80) classes[c] |= kWordChar;
+    if (digit) classes[c] |= kDigit;
+    if (c == '\'' || c == '"') classes[c] |= kQuote;
+  }
+  return classes;
+}
+constexpr auto kCharClasses = make_char_classes();
+constexpr std::uint8_t char_class(char c) { return kCharClasses[static_cast<unsigned char>(c)]; }
+
 void literal_key(std::string_view text, std::string& key) {
   key.clear();
   const std::size_t n = text.size();
-  auto word_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
-  };
+  auto word_char = [](char c) { return (char_class(c) & kWordChar) != 0; };
+  auto digit = [](char c) { return (char_class(c) & kDigit) != 0; };
   for (std::size_t i = 0; i < n;) {
     const char c = text[i];
     if (c == '\'') {
@@ -475,12 +494,12 @@ void literal_key(std::string_view text, std::string& key) {
         }
       }
       key += "'?'";
-    } else if (std::isdigit(static_cast<unsigned char>(c)) && (i == 0 || !word_char(text[i - 1]))) {
-      while (i < n && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.' || text[i] == '_')) ++i;
+    } else if (digit(c) && (i == 0 || !word_char(text[i - 1]))) {
+      while (i < n && (digit(text[i]) || text[i] == '.' || text[i] == '_')) ++i;
       if (i < n && (text[i] == 'e' || text[i] == 'E')) {
         ++i;
         if (i < n && (text[i] == '+' || text[i] == '-')) ++i;
-        while (i < n && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+        while (i < n && digit(text[i])) ++i;
       }
       key += '?';
     } else if (c == '"') {
@@ -499,10 +518,12 @@ void literal_key(std::string_view text, std::string& key) {
       }
       key.append(text.substr(start, i - start));
     } else {
-      // A run of ordinary characters, appended at once (this runs per statement).
+      // A run of ordinary characters, appended at once. It ends at a quote, or at a
+      // digit that starts a number (not one inside a name such as t1).
       const std::size_t start = i++;
-      while (i < n && text[i] != '\'' && text[i] != '"' &&
-             !(std::isdigit(static_cast<unsigned char>(text[i])) && !word_char(text[i - 1]))) {
+      while (i < n) {
+        const std::uint8_t cls = char_class(text[i]);
+        if ((cls & kQuote) || ((cls & kDigit) && !word_char(text[i - 1]))) break;
         ++i;
       }
       key.append(text.data() + start, i - start);
