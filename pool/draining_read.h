@@ -1,13 +1,14 @@
 #pragma once
-// A read of a server's replies that tells Asio's reactor when the server has said
-// all it will say for now, so that the next read waits for readiness instead of
-// trying a recv() that fails with EAGAIN.
+// Relay reads that tell Asio's reactor when the peer has said all it will say for
+// now, so that the next read waits for readiness instead of trying a recv() that
+// fails with EAGAIN.
 //
 // Asio's epoll reactor tries every read once before waiting ("speculative" read),
 // unless the last read on that descriptor reported itself exhausted, and a stream
 // read counts as exhausted only at EOF. The relay reads a reply, passes it on and
-// reads again before the server has anything more to say, so one recv() per round
-// trip failed with EAGAIN (strace, pgbench -S).
+// reads again before the server has anything more to say, and likewise reads a
+// request, passes it on and reads the client again before the client has seen the
+// answer; so two recv() calls per round trip failed with EAGAIN (strace, pgbench -S).
 //
 // When is a short read really the end? Any byte that arrives after it raises a new
 // edge-triggered epoll event, which makes the reactor try again and perform queued
@@ -17,17 +18,26 @@
 // that sends a WARNING or FATAL and closes (immediate shutdown, terminated backend)
 // does exactly that, and a relay that took that read as "drained" would wait for
 // ever (resilience_test caught it). So a read counts as exhausted only when it is
-// short and ends with a ReadyForQuery: the server is idle and owes nothing, and a
-// server that dies after that gives an event of its own, unless its FIN was already
-// queued behind the ReadyForQuery when it was read (a backend killed within those
-// microseconds). That end is then found at the connection's next use: the pool's
-// checkout probe sees it, and in session mode the client's next request meets the
-// reset and gets 08006, the same answer it gets for a server that died while idle.
-// The check looks at the last six bytes only, so a large row whose data happens to
-// end in those bytes can pass for a ReadyForQuery; the cost is the same rare delay.
+// short and ends where the peer must wait for the other side:
+// - a server reply that ends with a ReadyForQuery: the server is idle and owes
+//   nothing, and a server that dies after that gives an event of its own, unless its
+//   FIN was already queued behind the ReadyForQuery when it was read (a backend
+//   killed within those microseconds). That end is then found at the connection's
+//   next use: the pool's checkout probe sees it, and in session mode the client's
+//   next request meets the reset and gets 08006, the same answer it gets for a
+//   server that died while idle. The check looks at the last six bytes only, so a
+//   large row whose data happens to end in those bytes can pass for a
+//   ReadyForQuery; the cost is the same rare delay.
+// - a client request read from a message boundary that is whole messages, the last
+//   one a Query, Sync, FunctionCall, CopyDone or CopyFail: the client now waits for
+//   the answer. A client's FIN can ride on such a request only if it half-closes
+//   right after a request its kernel had not sent yet; the relay then learns of the
+//   end when it writes the answer (a closed client answers with a reset, an event)
+//   or, for a client that half-closed and keeps its socket open, from TCP
+//   keepalive (every relay socket has SO_KEEPALIVE) or client_idle.
 //
 // Asio picks the operation's perform step by the buffer type, so the behaviour is
-// selected by passing a ServerReplyBuffer; everything else about the read (handler,
+// selected by passing a DrainingBuffer; everything else about the read (handler,
 // cancellation, completion) is Asio's own. This specializes a detail template of the
 // Boost 1.81 headers the project builds with (Debian 12); draining_read_test checks
 // the behaviour it relies on, so a Boost that changes it fails a test, not a relay.
@@ -40,9 +50,17 @@
 
 namespace sluice::pool {
 
-// One contiguous buffer for reads of server replies (see above).
-struct ServerReplyBuffer : boost::asio::mutable_buffer {
-  explicit ServerReplyBuffer(boost::asio::mutable_buffer buffer) : boost::asio::mutable_buffer(buffer) {}
+// What a read holds, and so when it is the end of what the peer says for now.
+enum class DrainedWhen {
+  reply_ends_with_ready_for_query,  // a server's replies
+  request_awaits_answer,            // a client's requests, read from a message boundary
+};
+
+// One contiguous buffer for a relay read (see above).
+struct DrainingBuffer : boost::asio::mutable_buffer {
+  DrainingBuffer(boost::asio::mutable_buffer buffer, DrainedWhen when)
+      : boost::asio::mutable_buffer(buffer), drained_when(when) {}
+  DrainedWhen drained_when;
 };
 
 // True when `data` ends with a whole ReadyForQuery message ('Z', length 5, status).
@@ -54,15 +72,36 @@ inline bool ends_with_ready_for_query(const std::uint8_t* data, std::size_t size
          (status == 'I' || status == 'T' || status == 'E');
 }
 
+// True when `data` is whole frontend messages, the last of them one after which a
+// client waits for the server: Query, Sync, FunctionCall, CopyDone or CopyFail.
+inline bool is_whole_request_awaiting_answer(const std::uint8_t* data, std::size_t size) {
+  std::size_t at = 0;
+  std::uint8_t last = 0;
+  while (size - at >= 5) {
+    const std::uint32_t length = (std::uint32_t{data[at + 1]} << 24) | (std::uint32_t{data[at + 2]} << 16) |
+                                 (std::uint32_t{data[at + 3]} << 8) | std::uint32_t{data[at + 4]};
+    if (length < 4 || length > size - at - 1) return false;
+    last = data[at];
+    at += 1 + length;
+  }
+  return at == size && (last == 'Q' || last == 'S' || last == 'F' || last == 'c' || last == 'f');
+}
+
+// Whether a short read of `size` bytes is all the peer has to say for now.
+inline bool is_drained(DrainedWhen when, const std::uint8_t* data, std::size_t size) {
+  return when == DrainedWhen::reply_ends_with_ready_for_query ? ends_with_ready_for_query(data, size)
+                                                              : is_whole_request_awaiting_answer(data, size);
+}
+
 }  // namespace sluice::pool
 
 namespace boost::asio::detail {
 
 template <>
-class reactive_socket_recv_op_base<sluice::pool::ServerReplyBuffer> : public reactor_op {
+class reactive_socket_recv_op_base<sluice::pool::DrainingBuffer> : public reactor_op {
  public:
   reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state, const sluice::pool::ServerReplyBuffer& buffer,
+                               socket_ops::state_type state, const sluice::pool::DrainingBuffer& buffer,
                                socket_base::message_flags flags, func_type complete_func)
       : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
         socket_(socket),
@@ -80,7 +119,7 @@ class reactive_socket_recv_op_base<sluice::pool::ServerReplyBuffer> : public rea
     if (n == 0) return done_and_exhausted;  // EOF or an error, as Asio's own read
     const bool peek = (op->flags_ & socket_base::message_peek) != 0;
     if (stream && !peek && n < op->buffer_.size() &&
-        sluice::pool::ends_with_ready_for_query(static_cast<const std::uint8_t*>(op->buffer_.data()), n))
+        sluice::pool::is_drained(op->buffer_.drained_when, static_cast<const std::uint8_t*>(op->buffer_.data()), n))
       return done_and_exhausted;
     return done;
   }
@@ -88,7 +127,7 @@ class reactive_socket_recv_op_base<sluice::pool::ServerReplyBuffer> : public rea
  private:
   socket_type socket_;
   socket_ops::state_type state_;
-  sluice::pool::ServerReplyBuffer buffer_;
+  sluice::pool::DrainingBuffer buffer_;
   socket_base::message_flags flags_;
 };
 

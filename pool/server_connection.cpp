@@ -213,8 +213,9 @@ awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams pa
   tcp::socket socket(executor);
   auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
   if (cec) co_return transport_failure("could not connect to server " + target.address() + ": " + cec.message());
-  error_code nodelay_error;
-  socket.set_option(tcp::no_delay(true), nodelay_error);  // best effort; never throw here
+  error_code option_error;
+  socket.set_option(tcp::no_delay(true), option_error);  // best effort; never throw here
+  socket.set_option(asio::socket_base::keep_alive(true), option_error);  // finds a server host that vanished
   // The connect registered the socket for EPOLLOUT with the reactor, so every
   // send would later wake the reactor again and spoil its "the last read
   // drained the socket" bookkeeping (an extra EAGAIN read per response).

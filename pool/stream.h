@@ -57,9 +57,22 @@ class Stream {
   // first (pool/draining_read.h). Over TLS, as async_read_some.
   template <class Token>
   auto async_read_reply(asio::mutable_buffer buffer, Token&& token) {
-    if (!ssl_) return socket_.async_read_some(ServerReplyBuffer(buffer), std::forward<Token>(token));
+    if (!ssl_)
+      return socket_.async_read_some(DrainingBuffer(buffer, DrainedWhen::reply_ends_with_ready_for_query),
+                                     std::forward<Token>(token));
     return asio::async_compose<Token, void(error_code, std::size_t)>(
         TlsOp{this, Step::read, buffer.data(), buffer.size()}, token, socket_);
+  }
+  // The relay's read of a client's requests: over plain TCP, and when the last read
+  // ended at a message boundary, a short read of whole messages ending with a request
+  // the client waits on makes the next read wait for readiness (pool/draining_read.h).
+  // Otherwise as async_read_some.
+  template <class Token>
+  auto async_read_request(asio::mutable_buffer buffer, bool from_message_boundary, Token&& token) {
+    if (!ssl_ && from_message_boundary)
+      return socket_.async_read_some(DrainingBuffer(buffer, DrainedWhen::request_awaits_answer),
+                                     std::forward<Token>(token));
+    return async_read_some(buffer, std::forward<Token>(token));
   }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& buffers, Token&& token) {

@@ -122,6 +122,9 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
   peer_ = ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   client_tls_ = &context.config().tls_client;
   client_.socket().set_option(tcp::no_delay(true), ec);
+  // A client that vanishes (or half-closes and stays) is found by TCP keepalive
+  // with the system's timing, as PgBouncer's tcp_keepalive default does.
+  client_.socket().set_option(asio::socket_base::keep_alive(true), ec);
 }
 
 std::string ClientSession::peer_address() const {
@@ -249,10 +252,24 @@ void ClientSession::park() {
     return;
   }
   // The wait lasts as long as the client idles: a block of its own size.
-  client_.socket().async_wait(
-      tcp::socket::wait_read,
-      asio::bind_allocator(UncachedAllocator<void>(),
-                           [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); }));
+  if (client_.is_tls()) {
+    client_.socket().async_wait(
+        tcp::socket::wait_read,
+        asio::bind_allocator(UncachedAllocator<void>(),
+                             [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); }));
+    return;
+  }
+  // Plain TCP: a one-byte peek rather than a readiness wait. Asio re-arms epoll
+  // (epoll_ctl) for every wait, but not for a read; after a request read that left
+  // the socket drained (pool/draining_read.h) the peek waits for the event without a
+  // syscall, and when it completes it has told what client_readiness() needs.
+  parked_peeked_ = false;
+  client_.socket().async_receive(
+      asio::buffer(&parked_first_byte_, 1), tcp::socket::message_peek,
+      asio::bind_allocator(UncachedAllocator<void>(), [self = shared_from_this(), wake](error_code ec, std::size_t n) {
+        self->parked_peeked_ = !ec && n == 1;
+        wake(std::move(self), ec);
+      }));
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -905,6 +922,10 @@ ClientSession::ClientReadiness ClientSession::client_readiness() {
     }
     login_buffer_.commit(*n);
     return login_buffer_.data()[0] == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
+  }
+  if (parked_peeked_) {
+    parked_peeked_ = false;
+    return parked_first_byte_ == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
   }
   // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
   std::uint8_t first = 0;
@@ -1991,7 +2012,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     std::size_t n = carried;
     carried = 0;
     if (n == 0) {
-      auto [ec, read] = co_await client_.async_read_some(asio::buffer(relay_->client_buffer), use_nothrow);
+      auto [ec, read] = co_await client_.async_read_request(asio::buffer(relay_->client_buffer),
+                                                            relay_->client_scanner.at_boundary(), use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       n = read;
@@ -2412,7 +2434,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
     }
     if (in.empty() || wanted > 0) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
-      auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      const bool from_boundary = client_side_at_boundary();
+      auto [ec, n] = co_await client_.async_read_request(asio::buffer(space.data(), space.size()), from_boundary,
+                                                         use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) co_return RelayEnd::client_closed;
       in.commit(n);

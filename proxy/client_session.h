@@ -139,7 +139,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void client_parameter_changed(std::string_view name, std::string_view value);
   enum class ClientReadiness { leaving, has_bytes, nothing };
   // What a parked client's socket holds: EOF or a Terminate (leaving), a request,
-  // or nothing after all.
+  // or nothing after all (from the byte the park peeked, when it did).
   ClientReadiness client_readiness();
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
@@ -391,6 +391,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool log_parameters_ = false;
   bool tracking_statements_ = false;
   bool client_said_goodbye_ = false;
+  // The first byte of a parked client's next message, peeked by the park's read
+  // (plain TCP): what client_readiness() would otherwise peek again.
+  std::uint8_t parked_first_byte_ = 0;
+  bool parked_peeked_ = false;
 };
 
 }  // namespace sluice::proxy

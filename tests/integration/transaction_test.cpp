@@ -577,6 +577,41 @@ TEST_F(TransactionPoolingTest, IdleClientsNeverHoldAServer) {
   EXPECT_LE(backend_count(db), 1);
 }
 
+// Parked clients (no server) that leave are seen to leave at once, with or without
+// a Terminate, while the only server is busy: the park's peek tells a goodbye from a
+// request without taking a server.
+TEST_F(TransactionPoolingTest, ParkedClientsThatLeaveNeedNoServer) {
+  const std::string db = "tx_park_leave";
+  ASSERT_TRUE(start_on_fresh_database(db, 1));
+  PgConn holder = connect_ok(via(db));
+  PgConn polite = connect_ok(via(db));
+  PgConn abrupt = connect_ok(via(db));
+  PgConn waiter = connect_ok(via(db));
+  // Each has been served once, so each is parked after a request read, not at login.
+  for (PGconn* c : {holder.get(), polite.get(), abrupt.get(), waiter.get()}) EXPECT_EQ(value(c, "SELECT 1"), "1");
+  exec_ok(holder.get(), "BEGIN");  // holds the one server from here on
+  ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'waited'"), 1);
+
+  auto disconnects = [&] {
+    const std::string log = sluice_->log();
+    std::size_t count = 0;
+    for (auto at = log.find("disconnected"); at != std::string::npos; at = log.find("disconnected", at + 1)) ++count;
+    return count;
+  };
+  const std::size_t before = disconnects();
+  polite.reset();  // PQfinish: a Terminate, then the close
+  ::shutdown(PQsocket(abrupt.get()), SHUT_RDWR);  // no Terminate
+  EXPECT_TRUE(wait_for([&] { return disconnects() >= before + 2; }, 20s))
+      << "parked clients that left were not noticed while the server was busy\n" << tail_lines(sluice_->log(), 30);
+  EXPECT_TRUE(still_waiting(waiter.get())) << "the waiter was served while the transaction was open";
+
+  exec_ok(holder.get(), "COMMIT");
+  auto results = collect(waiter.get());
+  ASSERT_TRUE(results.has_value() && results->size() == 1) << "the waiter was not served after COMMIT";
+  EXPECT_EQ(std::string(PQgetvalue(results->front().get(), 0, 0)), "waited");
+  EXPECT_LE(backend_count(db), 1);
+}
+
 // ---------------------------------------------------------------------------
 // 3. A transaction holds the only server until it ends; others wait, not interleave
 // ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-// Server reply reads (pool/draining_read.h): a short read that ends with
-// ReadyForQuery tells Asio's reactor that the socket is empty, no byte that arrives
-// afterwards is missed, and a read that may have an end of stream queued behind it
-// is never taken as the end. Over a real loopback TCP connection.
+// Relay reads (pool/draining_read.h): a short server read that ends with
+// ReadyForQuery, or a short client read of whole requests the client waits on,
+// tells Asio's reactor that the socket is empty, no byte that arrives afterwards is
+// missed, and a read that may have an end of stream queued behind it is never taken
+// as the end. Over a real loopback TCP connection.
 #include "pool/draining_read.h"
 
 #include <gtest/gtest.h>
@@ -41,11 +42,11 @@ struct Connected {
 
 // The perform step alone, as the reactor calls it.
 reactor_op::status perform(tcp::socket& socket, void* data, std::size_t size, int flags, std::size_t& got,
-                           error_code& ec) {
-  reactive_socket_recv_op_base<ServerReplyBuffer> op(error_code(), socket.native_handle(),
+                           error_code& ec, DrainedWhen when = DrainedWhen::reply_ends_with_ready_for_query) {
+  reactive_socket_recv_op_base<DrainingBuffer> op(error_code(), socket.native_handle(),
                                                   boost::asio::detail::socket_ops::stream_oriented,
-                                                  ServerReplyBuffer(asio::buffer(data, size)), flags, nullptr);
-  const auto status = reactive_socket_recv_op_base<ServerReplyBuffer>::do_perform(&op);
+                                                  DrainingBuffer(asio::buffer(data, size), when), flags, nullptr);
+  const auto status = reactive_socket_recv_op_base<DrainingBuffer>::do_perform(&op);
   got = op.bytes_transferred_;
   ec = op.ec_;
   return status;
@@ -83,14 +84,15 @@ struct Performed {
   reactor_op::status status;
   std::string got;
 };
-Performed perform_after(const std::string& bytes, std::size_t buffer_size) {
+Performed perform_after(const std::string& bytes, std::size_t buffer_size,
+                        DrainedWhen when = DrainedWhen::reply_ends_with_ready_for_query) {
   Connected c;
   c.send_from_far(bytes);
   wait_until_readable(c.near, bytes.size());
   std::string buffer(buffer_size, '\0');
   std::size_t got = 0;
   error_code ec;
-  const auto status = perform(c.near, buffer.data(), buffer.size(), 0, got, ec);
+  const auto status = perform(c.near, buffer.data(), buffer.size(), 0, got, ec, when);
   EXPECT_FALSE(ec) << ec.message();
   return {status, buffer.substr(0, got)};
 }
@@ -106,6 +108,154 @@ TEST(ServerReplyReadTest, RecognizesAWholeReadyForQueryAtTheEnd) {
   const std::string not_last = ready_for_query('I') + notice();
   for (const std::string* bytes : {&bad_status, &cut, &wrong_length, &not_last})
     EXPECT_FALSE(ends_with_ready_for_query(reinterpret_cast<const std::uint8_t*>(bytes->data()), bytes->size()));
+}
+
+// Runs the context until `done` holds (bounded).
+template <class Done>
+void run_until(asio::io_context& context, Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the read never completed";
+    context.restart();  // a context that ran out of work stays stopped until restarted
+    context.run_one_for(std::chrono::milliseconds(100));
+  }
+}
+
+// Runs what is ready now (the reactor included) without waiting.
+// Work is held meanwhile: a context without work returns before asking epoll.
+void poll(asio::io_context& context) {
+  auto work = asio::make_work_guard(context);
+  context.restart();
+  context.poll();
+}
+
+// Client messages, built as a client sends them.
+std::string query(std::string_view sql) {
+  std::string out;
+  protocol::append_query(out, sql);
+  return out;
+}
+std::string sync() {
+  std::string out;
+  protocol::append_sync(out);
+  return out;
+}
+std::string terminate() {
+  std::string out;
+  protocol::append_terminate(out);
+  return out;
+}
+// Parse, Bind, Execute of one unnamed statement, as pgbench -M extended sends it (without the Sync).
+std::string parse_bind_execute() {
+  std::string out;
+  protocol::append_parse(out, "", protocol::Bytes(reinterpret_cast<const std::uint8_t*>("SELECT 1\0\0\0"), 11));
+  protocol::append_bind(out, "", "", protocol::Bytes(reinterpret_cast<const std::uint8_t*>("\0\0\0\0\0\0"), 6));
+  out += std::string("E\0\0\0\x09\0\0\0\0\0", 10);
+  return out;
+}
+bool awaits_answer(const std::string& bytes) {
+  return is_whole_request_awaiting_answer(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+}
+
+TEST(ClientRequestReadTest, RecognizesWholeRequestsTheClientWaitsOn) {
+  EXPECT_TRUE(awaits_answer(query("SELECT 1")));
+  EXPECT_TRUE(awaits_answer(parse_bind_execute() + sync()));
+  EXPECT_TRUE(awaits_answer(query("SELECT 1") + query("SELECT 2")));
+  EXPECT_TRUE(awaits_answer(std::string("c\0\0\0\4", 5)));  // CopyDone
+  EXPECT_TRUE(awaits_answer(std::string("f\0\0\0\5x", 6)));  // CopyFail "x" (no terminator needed here)
+  const std::string q = query("SELECT 1");
+  EXPECT_FALSE(awaits_answer(""));
+  EXPECT_FALSE(awaits_answer(parse_bind_execute()));           // no Sync yet: more is coming
+  EXPECT_FALSE(awaits_answer(q.substr(0, q.size() - 1)));      // cut short
+  EXPECT_FALSE(awaits_answer(q + q.substr(0, 3)));             // a request, then the start of another
+  EXPECT_FALSE(awaits_answer(q + std::string("d\0\0\0\5x", 6)));  // ends with CopyData
+  EXPECT_FALSE(awaits_answer(terminate()));                    // the client is leaving
+  EXPECT_FALSE(awaits_answer(std::string("Q\0\0\0\3", 5)));   // length below 4
+}
+
+TEST(ClientRequestReadTest, ShortReadOfAWholeQueryIsExhausted) {
+  const std::string request = query("SELECT 1");
+  const auto read = perform_after(request, 64, DrainedWhen::request_awaits_answer);
+  EXPECT_EQ(read.status, reactor_op::done_and_exhausted);
+  EXPECT_EQ(read.got, request);
+  const std::string batch = parse_bind_execute() + sync();
+  EXPECT_EQ(perform_after(batch, 256, DrainedWhen::request_awaits_answer).status, reactor_op::done_and_exhausted);
+}
+
+TEST(ClientRequestReadTest, ReadsThatMayHaveMoreComingAreNotExhausted) {
+  EXPECT_EQ(perform_after(parse_bind_execute(), 256, DrainedWhen::request_awaits_answer).status, reactor_op::done);
+  EXPECT_EQ(perform_after(query("SELECT 1"), 4, DrainedWhen::request_awaits_answer).status, reactor_op::done);
+  EXPECT_EQ(perform_after(terminate(), 64, DrainedWhen::request_awaits_answer).status, reactor_op::done);
+}
+
+// Through Stream::async_read_request, as the relay reads a client.
+TEST(ClientRequestReadTest, NoByteIsMissedAfterAnExhaustedRead) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  std::array<char, 64> buffer{};
+  std::optional<std::string> got;
+  auto read = [&](bool from_boundary = true) {
+    got.reset();
+    stream.async_read_request(asio::buffer(buffer), from_boundary, [&](error_code ec, std::size_t n) {
+      got = ec ? "error: " + ec.message() : std::string(buffer.data(), n);
+    });
+  };
+  const std::string request = query("SELECT 1");
+
+  c.send_from_far(request);
+  wait_until_readable(stream.socket(), request.size());
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, request);  // the socket is now marked drained
+
+  // Queued first, bytes later (the next request, after the answer).
+  read();
+  poll(c.context);
+  EXPECT_FALSE(got.has_value());
+  c.send_from_far(request);
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, request);
+
+  // Bytes first, their event handled while no read was queued (a pipelining client).
+  c.send_from_far(request);
+  wait_until_readable(stream.socket(), request.size());
+  for (int i = 0; i < 5; ++i) poll(c.context);
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, request);
+
+  // A read that starts inside a message (the relay's scanner is mid-message) never
+  // marks the socket drained: the bytes after it are read at once.
+  const std::string second = request.substr(4);
+  c.send_from_far(second);
+  wait_until_readable(stream.socket(), second.size());
+  read(false);
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, second);
+}
+
+// A client that closes right after a request whose end of stream was queued behind
+// it: the read of the request takes the socket as drained, and the relay learns of
+// the close when it writes the answer (the closed socket answers with a reset).
+TEST(ClientRequestReadTest, AClientThatClosedIsFoundWhenItsAnswerIsWritten) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  const std::string request = query("SELECT 1");
+  c.send_from_far(request);
+  c.far.close();
+  wait_until_readable(stream.socket(), request.size());
+  for (int i = 0; i < 5; ++i) poll(c.context);
+  std::array<char, 64> buffer{};
+  std::optional<error_code> first_ec, second_ec;
+  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { first_ec = ec; });
+  run_until(c.context, [&] { return first_ec.has_value(); });
+  EXPECT_FALSE(*first_ec);
+  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { second_ec = ec; });
+  const std::string answer = command_complete() + ready_for_query('I');
+  error_code write_error;
+  asio::write(stream.socket(), asio::buffer(answer), write_error);
+  run_until(c.context, [&] { return second_ec.has_value(); });
+  EXPECT_TRUE(*second_ec == asio::error::eof || *second_ec == asio::error::connection_reset) << second_ec->message();
 }
 
 TEST(ServerReplyReadTest, ShortReplyEndingWithReadyForQueryIsExhausted) {
@@ -154,25 +304,6 @@ TEST(ServerReplyReadTest, EndOfStreamIsExhaustedWithEof) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline);
   EXPECT_EQ(status, reactor_op::done_and_exhausted);
   EXPECT_EQ(ec, asio::error::eof);
-}
-
-// Runs the context until `done` holds (bounded).
-template <class Done>
-void run_until(asio::io_context& context, Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the read never completed";
-    context.restart();  // a context that ran out of work stays stopped until restarted
-    context.run_one_for(std::chrono::milliseconds(100));
-  }
-}
-
-// Runs what is ready now (the reactor included) without waiting.
-// Work is held meanwhile: a context without work returns before asking epoll.
-void poll(asio::io_context& context) {
-  auto work = asio::make_work_guard(context);
-  context.restart();
-  context.poll();
 }
 
 // Through Stream::async_read_reply, as the relay reads: after a reply ends with
