@@ -1803,18 +1803,35 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
     }
     case 'P':
       if (auto parse = protocol::parse_parse(body)) {
-        timing.statement_texts[std::string(parse->name)] = std::make_shared<const std::string>(first_cstr(parse->tail));
+        // Drivers parse the unnamed statement again for every execution, mostly
+        // with the same text: keep the text (and its shape) then.
+        const std::string_view sql = first_cstr(parse->tail);
+        auto& entry = timing.statement_texts[std::string(parse->name)];
+        if (!entry.text || *entry.text != sql) entry = {std::make_shared<const std::string>(sql), nullptr};
       }
       break;
     case 'B':
       if (auto bind = protocol::parse_bind(body)) {
-        auto text = timing.statement_texts.find(std::string(bind->statement));
-        timing.portal_texts[std::string(bind->portal)] = text == timing.statement_texts.end() ? nullptr : text->second;
+        auto& portal = timing.portal_texts[std::string(bind->portal)];
+        auto statement = timing.statement_texts.find(std::string(bind->statement));
+        if (statement == timing.statement_texts.end()) {
+          portal = {};
+          break;
+        }
+        // The shape, once the shape service knows it (it learns it from the first
+        // execution's finish_statement); until then finish_statement looks it up.
+        auto& known = statement->second;
+        if (!known.shape && known.text) known.shape = context_.shapes().find(*known.text);
+        portal = known;
       }
       break;
     case 'E': {
-      auto text = timing.portal_texts.find(std::string(first_cstr(body)));
-      start_statement('E', text == timing.portal_texts.end() ? nullptr : text->second);
+      auto portal = timing.portal_texts.find(std::string(first_cstr(body)));
+      if (portal == timing.portal_texts.end()) {
+        start_statement('E', nullptr);
+      } else {
+        start_statement('E', portal->second.text, portal->second.shape);
+      }
       break;
     }
     case 'C':

@@ -331,8 +331,14 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     // A devector allocates nothing while empty (a std::deque allocates ~600 bytes
     // at construction).
     boost::container::devector<InFlightStatement> in_flight;
-    std::unordered_map<std::string, std::shared_ptr<const std::string>> statement_texts;  // client name -> text
-    std::unordered_map<std::string, std::shared_ptr<const std::string>> portal_texts;
+    // A prepared statement's text and, once known, its shape: executions of it need
+    // no fingerprint lookup (literal-blanked key and hash) each.
+    struct TimedText {
+      std::shared_ptr<const std::string> text;
+      std::shared_ptr<const QueryShape> shape;
+    };
+    std::unordered_map<std::string, TimedText> statement_texts;  // client name -> text
+    std::unordered_map<std::string, TimedText> portal_texts;
     // Set while a server is being attached for bytes the client already sent: the
     // first statement's wait.
     std::optional<std::chrono::steady_clock::time_point> attach_started;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -263,6 +264,48 @@ TEST_P(SlowQueryTest, AdminConsoleShowsQueryShapesAndSlowStatements) {
   EXPECT_NE(std::string(PQerrorMessage(stranger.get())).find("permission denied for the admin console"),
             std::string::npos)
       << PQerrorMessage(stranger.get());
+}
+
+// A session keeps the shape of each statement it prepared, so that executions need
+// no fingerprint lookup: a text that changes under the same name (the unnamed
+// statement, re-parsed by every PQexecParams) must still be counted as itself.
+TEST_P(SlowQueryTest, ExtendedStatementsAreCountedUnderTheirOwnShapeWhenTheTextChanges) {
+  PgConn c = client();
+  auto exec_params = [&](const char* sql, const char* value) {
+    const char* values[] = {value};
+    PgResult r(PQexecParams(c.get(), sql, 1, nullptr, values, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  };
+  const char* a = "SELECT $1::int AS shape_a";
+  const char* b = "SELECT $1::int + 1 AS shape_b";
+  for (int i = 0; i < 3; ++i) exec_params(a, "1");
+  for (int i = 0; i < 2; ++i) exec_params(b, "2");
+  exec_params(a, "3");
+  PgResult prepared(PQprepare(c.get(), "named_c", "SELECT $1::int * 2 AS shape_c", 1, nullptr));
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(prepared.get());
+  for (int i = 0; i < 3; ++i) {
+    const char* values[] = {"4"};
+    PgResult r(PQexecPrepared(c.get(), "named_c", 1, values, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  }
+  PgConn admin = connect(sluice_->conninfo("sluice", "postgres", "postgres_pw"));
+  ASSERT_EQ(PQstatus(admin.get()), CONNECTION_OK) << PQerrorMessage(admin.get());
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"|query=SELECT $1::int AS shape_a|", "|calls=4|"},
+      {"|query=SELECT $1::int + $2 AS shape_b|", "|calls=2|"},
+      {"|query=SELECT $1::int * $2 AS shape_c|", "|calls=3|"}};
+  std::vector<std::string> queries;
+  // The first execution of a new text is recorded by the shape service's thread.
+  const bool all_counted = wait_for([&] {
+    queries = console_rows(admin.get(), "SHOW QUERIES");
+    for (const auto& [shape, calls] : expected) {
+      const auto row = std::find_if(queries.begin(), queries.end(),
+                                    [&](const std::string& r) { return r.find(shape) != std::string::npos; });
+      if (row == queries.end() || row->find(calls) == std::string::npos) return false;
+    }
+    return true;
+  });
+  EXPECT_TRUE(all_counted) << ::testing::PrintToString(queries);
 }
 
 TEST_P(SlowQueryTest, RunawayStatementIsVisibleWhileItRuns) {
