@@ -533,6 +533,8 @@ void literal_key(std::string_view text, std::string& key) {
 }  // namespace
 
 std::shared_ptr<const QueryShape> Fingerprinter::find(std::string_view text) {
+  // Never cached (see remember): no key to build, which for such texts is a long pass.
+  if (text.size() > options_.max_parse_bytes) return nullptr;
   literal_key(text, key_);
   if (auto it = cache_.find(std::string_view(key_)); it != cache_.end()) {
     ++stats_.hits;
