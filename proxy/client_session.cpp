@@ -310,6 +310,10 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     // The client pump can finish first after the server pump released the server
     // (it stashed the client's next bytes): that is a release too.
     if (end == RelayEnd::cancelled && !server_) end = RelayEnd::released;
+    // The client closed while its last answer was going out, and its read found the
+    // end before the release cancelled it: it is gone, and a park would not learn it
+    // (that read left Asio's reactor expecting an event that will not come).
+    if (end == RelayEnd::released && client_gone_ && !server_) end = RelayEnd::client_closed;
     if (end != RelayEnd::released) break;
     if (server_ && release_due()) co_await release_server();
     if (!server_) {
@@ -923,6 +927,9 @@ ClientSession::ClientReadiness ClientSession::client_readiness() {
     login_buffer_.commit(*n);
     return login_buffer_.data()[0] == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
   }
+  // Closed since the park's peek completed (client_idle, a shutdown): the peeked
+  // byte no longer tells anything.
+  if (!client_.is_open()) return ClientReadiness::leaving;
   if (parked_peeked_) {
     parked_peeked_ = false;
     return parked_first_byte_ == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
@@ -2032,7 +2039,10 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       auto [ec, read] = co_await client_.async_read_request(asio::buffer(relay_->client_buffer),
                                                             relay_->client_scanner.at_boundary(), use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
-      if (ec) co_return RelayEnd::client_closed;
+      if (ec) {
+        client_gone_ = true;
+        co_return RelayEnd::client_closed;
+      }
       n = read;
       relay_->bytes_in += n;
       disarm_idle_timer();
@@ -2455,7 +2465,10 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       auto [ec, n] = co_await client_.async_read_request(asio::buffer(space.data(), space.size()), from_boundary,
                                                          use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
-      if (ec) co_return RelayEnd::client_closed;
+      if (ec) {
+        client_gone_ = true;
+        co_return RelayEnd::client_closed;
+      }
       in.commit(n);
       relay_->bytes_in += n;
       disarm_idle_timer();

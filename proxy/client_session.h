@@ -401,6 +401,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // (plain TCP): what client_readiness() would otherwise peek again.
   std::uint8_t parked_first_byte_ = 0;
   bool parked_peeked_ = false;
+  bool client_gone_ = false;  // a relay read of the client found EOF or an error
 };
 
 }  // namespace sluice::proxy

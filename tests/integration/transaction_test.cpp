@@ -612,6 +612,31 @@ TEST_F(TransactionPoolingTest, ParkedClientsThatLeaveNeedNoServer) {
   EXPECT_LE(backend_count(db), 1);
 }
 
+// Clients that close the moment their last answer arrives (no Terminate): each must
+// be seen to leave, including one whose end of stream the relay's read found while the
+// server was being released, just before the client would have been parked.
+TEST_F(TransactionPoolingTest, ClientsClosingRightAfterTheirLastAnswerAreAllSeenToLeave) {
+  const std::string db = "tx_close_after_answer";
+  ASSERT_TRUE(start_on_fresh_database(db, 2));
+  auto disconnects = [&] {
+    const std::string log = sluice_->log();
+    std::size_t count = 0;
+    for (auto at = log.find("disconnected"); at != std::string::npos; at = log.find("disconnected", at + 1)) ++count;
+    return count;
+  };
+  const std::size_t before = disconnects();
+  constexpr int kClients = 100;
+  for (int i = 0; i < kClients; ++i) {
+    PgConn c = connect_ok(via(db));
+    PgResult r(PQexec(c.get(), "SELECT 1"));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+    ::shutdown(PQsocket(c.get()), SHUT_RDWR);  // at once, and without a Terminate
+  }
+  EXPECT_TRUE(wait_for([&] { return disconnects() >= before + kClients; }, 20s))
+      << (disconnects() - before) << " of " << kClients << " clients were seen to leave\n"
+      << tail_lines(sluice_->log(), 30);
+}
+
 // ---------------------------------------------------------------------------
 // 3. A transaction holds the only server until it ends; others wait, not interleave
 // ---------------------------------------------------------------------------
