@@ -577,6 +577,14 @@ TEST_F(TransactionPoolingTest, IdleClientsNeverHoldAServer) {
   EXPECT_LE(backend_count(db), 1);
 }
 
+// How many clients Sluice has logged as gone ("client ... disconnected").
+std::size_t disconnect_lines(const SluiceProcess& sluice) {
+  const std::string log = sluice.log();
+  std::size_t count = 0;
+  for (auto at = log.find("disconnected"); at != std::string::npos; at = log.find("disconnected", at + 1)) ++count;
+  return count;
+}
+
 // Parked clients (no server) that leave are seen to leave at once, with or without
 // a Terminate, while the only server is busy: the park's peek tells a goodbye from a
 // request without taking a server.
@@ -592,12 +600,7 @@ TEST_F(TransactionPoolingTest, ParkedClientsThatLeaveNeedNoServer) {
   exec_ok(holder.get(), "BEGIN");  // holds the one server from here on
   ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'waited'"), 1);
 
-  auto disconnects = [&] {
-    const std::string log = sluice_->log();
-    std::size_t count = 0;
-    for (auto at = log.find("disconnected"); at != std::string::npos; at = log.find("disconnected", at + 1)) ++count;
-    return count;
-  };
+  auto disconnects = [&] { return disconnect_lines(*sluice_); };
   const std::size_t before = disconnects();
   polite.reset();  // PQfinish: a Terminate, then the close
   ::shutdown(PQsocket(abrupt.get()), SHUT_RDWR);  // no Terminate
@@ -618,12 +621,7 @@ TEST_F(TransactionPoolingTest, ParkedClientsThatLeaveNeedNoServer) {
 TEST_F(TransactionPoolingTest, ClientsClosingRightAfterTheirLastAnswerAreAllSeenToLeave) {
   const std::string db = "tx_close_after_answer";
   ASSERT_TRUE(start_on_fresh_database(db, 2));
-  auto disconnects = [&] {
-    const std::string log = sluice_->log();
-    std::size_t count = 0;
-    for (auto at = log.find("disconnected"); at != std::string::npos; at = log.find("disconnected", at + 1)) ++count;
-    return count;
-  };
+  auto disconnects = [&] { return disconnect_lines(*sluice_); };
   const std::size_t before = disconnects();
   constexpr int kClients = 100;
   for (int i = 0; i < kClients; ++i) {
