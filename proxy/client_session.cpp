@@ -229,26 +229,27 @@ awaitable<bool> ClientSession::attach_timed() {
   co_return attached;
 }
 
+void ClientSession::wake_parked(std::shared_ptr<ClientSession> self, error_code ec) {
+  // The completion handler owns the session while resume() runs.
+  asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
+    if (!error) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      log()->error("[c{}] session ended with an exception: {}", id, e.what());
+    }
+  });
+}
+
 void ClientSession::park() {
   // Logged in without a server connection: nothing of this session but the object
   // itself waits for the client's next bytes (no coroutine frames, no buffers, no
   // server), as PgBouncer does, so idle clients cost little.
   release_idle_timing();
   arm_idle_timer();  // client_idle, when configured
-  auto wake = [](std::shared_ptr<ClientSession> self, error_code ec) {
-    // The completion handler owns the session while resume() runs.
-    asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
-      if (!error) return;
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        log()->error("[c{}] session ended with an exception: {}", id, e.what());
-      }
-    });
-  };
   if (client_.has_buffered_input()) {
     // TLS: OpenSSL already holds the client's next bytes; the socket may stay quiet.
-    asio::post(client_.get_executor(), [self = shared_from_this(), wake] { wake(std::move(self), {}); });
+    asio::post(client_.get_executor(), [self = shared_from_this()] { wake_parked(self, {}); });
     return;
   }
   // The wait lasts as long as the client idles: a block of its own size.
@@ -256,20 +257,84 @@ void ClientSession::park() {
     client_.socket().async_wait(
         tcp::socket::wait_read,
         asio::bind_allocator(UncachedAllocator<void>(),
-                             [self = shared_from_this(), wake](error_code ec) { wake(std::move(self), ec); }));
+                             [self = shared_from_this()](error_code ec) { wake_parked(self, ec); }));
     return;
   }
-  // Plain TCP: a one-byte peek rather than a readiness wait. Asio re-arms epoll
-  // (epoll_ctl) for every wait, but not for a read; after a request read that left
-  // the socket drained (pool/draining_read.h) the peek waits for the event without a
-  // syscall, and when it completes it has told what client_readiness() needs.
+  // Plain TCP: the client watch, a one-byte peek rather than a readiness wait. Asio
+  // re-arms epoll (epoll_ctl) for every wait, but not for a read; after a request
+  // read that left the socket drained (pool/draining_read.h) the peek waits for the
+  // event without a syscall, and when it completes it has told what
+  // client_readiness() needs. A watch started during the exchange just ended is
+  // already that wait.
+  switch (client_watch_) {
+    case ClientWatch::watching:
+      parked_ = true;
+      return;
+    case ClientWatch::fired:
+      client_watch_ = ClientWatch::none;
+      asio::post(client_.get_executor(), [self = shared_from_this(), failed = watch_failed_] {
+        wake_parked(self, failed ? error_code(asio::error::eof) : error_code());
+      });
+      return;
+    case ClientWatch::none:
+      parked_ = true;
+      start_client_watch();
+      return;
+  }
+}
+
+void ClientSession::start_client_watch() {
+  if (client_watch_ != ClientWatch::none) return;
+  client_watch_ = ClientWatch::watching;
   parked_peeked_ = false;
   client_.socket().async_receive(
       asio::buffer(&parked_first_byte_, 1), tcp::socket::message_peek,
-      asio::bind_allocator(UncachedAllocator<void>(), [self = shared_from_this(), wake](error_code ec, std::size_t n) {
-        self->parked_peeked_ = !ec && n == 1;
-        wake(std::move(self), ec);
-      }));
+      asio::bind_allocator(UncachedAllocator<void>(),
+                           [self = shared_from_this(), generation = ++watch_generation_](error_code ec, std::size_t n) {
+                             self->client_watch_done(generation, ec, n);
+                           }));
+}
+
+void ClientSession::client_watch_done(std::uint32_t generation, error_code ec, std::size_t n) {
+  if (generation != watch_generation_) {
+    // Abandoned for a relay read of the client. If it took the client's end of
+    // stream before its cancel, the reactor counts the socket drained, and that read
+    // would wait for an event that has come already: end the read.
+    if (ec && ec != asio::error::operation_aborted && client_.is_open()) {
+      client_gone_ = true;
+      error_code ignored;
+      client_.socket().cancel(ignored);
+    }
+    return;
+  }
+  parked_peeked_ = !ec && n == 1;
+  if (parked_) {
+    parked_ = false;
+    client_watch_ = ClientWatch::none;
+    wake_parked(shared_from_this(), ec);
+    return;
+  }
+  // During a lone exchange: the client spoke (or left) before its answer was all
+  // out. The server pump hands over to both pumps, which read what it sent.
+  client_watch_ = ClientWatch::fired;
+  watch_failed_ = static_cast<bool>(ec);
+  if (solo_server_read_ && server_) {
+    error_code ignored;
+    server_->socket().cancel(ignored);
+  }
+}
+
+void ClientSession::abandon_client_watch() {
+  if (client_watch_ == ClientWatch::none) return;
+  ++watch_generation_;
+  if (client_watch_ == ClientWatch::watching) {
+    // Nothing else is pending on the client socket here: only the peek is cancelled.
+    error_code ignored;
+    client_.socket().cancel(ignored);
+  }
+  client_watch_ = ClientWatch::none;
+  parked_peeked_ = false;
+  parked_ = false;
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -292,6 +357,15 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
 
   using namespace asio::experimental::awaitable_operators;
   RelayEnd end;
+  // A lone exchange first (transaction/statement mode, plain TCP): the client's
+  // request is read and sent, then only the server pump runs, with the client
+  // watch as the one eye on the client, until the answer is out and the server
+  // released. Most autocommit statements need nothing more, and so no `||` of two
+  // pumps (two coroutine spawns, a cancellation of the client read) per
+  // transaction. Anything else (the client speaks or leaves meanwhile, a
+  // transaction stays open, COPY IN) hands over to both pumps at a message
+  // boundary.
+  bool alone = tracking_statements_ && !client_.is_tls();
   for (;;) {
     {
       // send_now relies on send() never blocking the thread. Setting it is an ioctl
@@ -304,9 +378,28 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       relay_->client_buffer.resize(kInitialRelayBuffer);
       relay_->server_buffer.resize(kInitialRelayBuffer);
     }
-    auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
-                                      : co_await (pump_client_to_server() || pump_server_to_client());
-    end = std::visit([](auto e) { return e; }, ended);
+    if (alone) {
+      abandon_client_watch();  // none is pending here; the client is read next
+      end = co_await pump_client_tracked(true);
+      if (end == RelayEnd::awaiting_answer) {
+        start_client_watch();
+        end = co_await pump_server_tracked(true);
+      }
+      if (end == RelayEnd::needs_both && client_watch_ == ClientWatch::fired && watch_failed_) {
+        // The watch found the client's end (or an error): a read now would wait for
+        // an event that has been taken already.
+        client_gone_ = true;
+        end = RelayEnd::client_closed;
+      } else if (end == RelayEnd::needs_both) {
+        abandon_client_watch();
+        alone = false;
+        continue;
+      }
+    } else {
+      auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
+                                        : co_await (pump_client_to_server() || pump_server_to_client());
+      end = std::visit([](auto e) { return e; }, ended);
+    }
     // The client pump can finish first after the server pump released the server
     // (it stashed the client's next bytes): that is a release too.
     if (end == RelayEnd::cancelled && !server_) end = RelayEnd::released;
@@ -324,6 +417,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
         co_return;
       }
       if (!co_await attach_timed()) co_return;
+      alone = tracking_statements_ && !client_.is_tls();
     }
     // Otherwise the client pump relayed a new request while it was being stopped:
     // the same server carries on.
@@ -353,7 +447,9 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       break;
     case RelayEnd::released:
     case RelayEnd::cancelled:
-      break;  // not an end of the relay (released) or never first (cancelled)
+    case RelayEnd::awaiting_answer:
+    case RelayEnd::needs_both:
+      break;  // not an end of the relay (released, the lone exchange's steps) or never first (cancelled)
     case RelayEnd::server_closed:
     case RelayEnd::server_protocol_error:
       // Whatever the server said (FATAL included) has been relayed; the client sees
@@ -2434,7 +2530,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
   return true;
 }
 
-awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
+awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_request) {
   co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
   protocol::FrontendObserver observer{relay_->state};
   auto& in = relay_->client_in;
@@ -2549,6 +2645,12 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked() {
       }
     }
     if (release_due()) co_return RelayEnd::released;
+    if (one_request) {
+      const auto& state = relay_->state;
+      const bool whole_requests_out =
+          in.empty() && relay_->client_passing == 0 && state.pending > 0 && !state.unsynced && !state.copy_in;
+      co_return whole_requests_out ? RelayEnd::awaiting_answer : RelayEnd::needs_both;
+    }
     if (co_await cancelled()) co_return RelayEnd::cancelled;
   }
 }
@@ -2602,7 +2704,7 @@ void ClientSession::append_local_answers(std::string& out) {
   }
 }
 
-awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
+awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked(bool solo) {
   using Answer = PendingRequest::Answer;
   co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
   ParameterSink parameters{&*server_, this};
@@ -2613,10 +2715,16 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
   std::size_t wanted = kInitialRelayBuffer;
   for (;;) {
     pool::StatementPtr retry_statement;  // set when a stale plan is to be retried
+    if (solo && client_watch_ == ClientWatch::fired) co_return RelayEnd::needs_both;
     if (!relay_->wake_requested) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
+      solo_server_read_ = solo;
       auto [ec, n] =
           co_await server_->stream().async_read_reply(asio::buffer(space.data(), space.size()), use_nothrow);
+      solo_server_read_ = false;
+      if (solo && ec == asio::error::operation_aborted && client_watch_ == ClientWatch::fired) {
+        co_return RelayEnd::needs_both;  // cut short by the client watch: nothing was read
+      }
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec && !(ec == asio::error::operation_aborted && relay_->wake_requested)) co_return RelayEnd::server_closed;
       if (!ec) in.commit(n);
@@ -2754,6 +2862,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked() {
         relay_->state.transaction != 'I') {
       co_return RelayEnd::transaction_block;
     }
+    // Alone, the client must be read once it owes the next move: all answers are
+    // in (a transaction stays open), or the server waits for COPY data.
+    if (solo && (relay_->state.pending == 0 || relay_->state.copy_in)) co_return RelayEnd::needs_both;
     if (co_await cancelled()) co_return RelayEnd::cancelled;
   }
 }

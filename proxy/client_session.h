@@ -87,6 +87,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     released,           // transaction/statement mode: the server is idle and owes nothing
     cancelled,          // the other pump ended first
     transaction_block,  // statement mode: the client opened a transaction
+    // The exchange without the `||` of two pumps (see resume):
+    awaiting_answer,  // the client step sent whole requests that await their answers
+    needs_both,    // the exchange must go on with both pumps
   };
 
   awaitable<void> serve();
@@ -135,6 +138,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<void> wait_for_cancels_in_flight();
   // Waits, without a coroutine frame or buffer, for the client's next bytes.
   void park();
+  static void wake_parked(std::shared_ptr<ClientSession> self, error_code ec);
+  // The client watch (plain TCP): a one-byte MSG_PEEK receive on the client. Started
+  // while a lone server pump waits for an answer (it tells whether the client spoke
+  // or left meanwhile), it goes on as the park's wait once the server is released.
+  enum class ClientWatch : std::uint8_t { none, watching, fired };
+  void start_client_watch();
+  void client_watch_done(std::uint32_t generation, error_code ec, std::size_t n);
+  // Forgets the watch (cancelling it if pending) before the client is read again.
+  void abandon_client_watch();
   // A ParameterStatus the client was sent: what it now believes.
   void client_parameter_changed(std::string_view name, std::string_view value);
   enum class ClientReadiness { leaving, has_bytes, nothing };
@@ -147,8 +159,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // The same, message by message, for transaction/statement mode with shared
   // prepared statements: client statement names are mapped to server-side ones,
   // a Parse the server already has is answered here, one it lacks is sent first.
-  awaitable<RelayEnd> pump_client_tracked();
-  awaitable<RelayEnd> pump_server_tracked();
+  // With `one_request`, the client step of a lone exchange: one read, its messages
+  // sent, then awaiting_answer (whole requests that await answers went out) or
+  // needs_both. With `solo`, the server pump runs without the client pump: it
+  // returns needs_both as soon as the client must be read (it spoke or left, the
+  // answers are all in without a release, or the server wants COPY data).
+  awaitable<RelayEnd> pump_client_tracked(bool one_request = false);
+  awaitable<RelayEnd> pump_server_tracked(bool solo = false);
   // Rewrites one complete client message into `out`; false for Terminate.
   bool relay_client_message(char type, protocol::Bytes body, protocol::Bytes raw, std::string& out);
   // Appends a Parse for `statement` unless the server has it (closing the least
@@ -402,6 +419,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::uint8_t parked_first_byte_ = 0;
   bool parked_peeked_ = false;
   bool client_gone_ = false;  // a relay read of the client found EOF or an error
+  bool parked_ = false;       // plain TCP: the client watch wakes resume() when it completes
+  bool solo_server_read_ = false;  // a lone server pump is reading (the watch cancels it)
+  bool watch_failed_ = false;      // the fired watch found EOF or an error
+  ClientWatch client_watch_ = ClientWatch::none;
+  std::uint32_t watch_generation_ = 0;  // completions of abandoned watches are ignored
 };
 
 }  // namespace sluice::proxy

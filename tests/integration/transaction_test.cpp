@@ -13,6 +13,7 @@
 // result must show that it ran after the transaction it waited for.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -1220,6 +1221,133 @@ TEST_F(TransactionPoolingTest, ClientLeavingDuringQueryInTransactionStopsTheQuer
   exec_ok(next.get(), "LOCK TABLE abandoned IN ACCESS EXCLUSIVE MODE");
   exec_ok(next.get(), "ROLLBACK");
   EXPECT_EQ(value(next.get(), "SELECT count(*) FROM abandoned"), "0");
+}
+
+// Outside a transaction block a request is answered by a lone server pump (see
+// ClientSession::resume), whose only eye on the client is a peek on its socket. A
+// client that vanishes (no Terminate) during such a query must still be seen to go:
+// its query is cancelled and the one server serves the next client.
+TEST_F(TransactionPoolingTest, ClientVanishingDuringAutocommitQueryStopsTheQuery) {
+  const std::string db = "tx_abandon_autocommit";
+  ASSERT_TRUE(start_on_fresh_database(db, 1));
+  PgConn waiter = connect_ok(via(db));
+  PgConn a = connect_ok(via(db));
+  EXPECT_EQ(value(a.get(), "SELECT 1"), "1");  // served once: parked after a request read
+  const std::string marker = "tx_abandon_autocommit_sleep";
+  ASSERT_EQ(PQsendQuery(a.get(), ("SELECT pg_sleep(30) /* " + marker + " */").c_str()), 1);
+  ASSERT_TRUE(wait_for([&] { return active_with_marker(marker) == 1; }, 20s));
+  ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'served'"), 1);
+  EXPECT_TRUE(still_waiting(waiter.get()));
+
+  const auto start = Clock::now();
+  ASSERT_EQ(::shutdown(PQsocket(a.get()), SHUT_RDWR), 0);  // no Terminate
+  a.reset();
+  // 20 s: well before the abandoned sleep would end by itself.
+  EXPECT_TRUE(wait_for([&] { return active_with_marker(marker) == 0; }, 20s))
+      << "the abandoned pg_sleep(30) still runs " << seconds_since(start) << " s after its client left\n"
+      << tail_lines(sluice_->log(), 30);
+  auto results = collect(waiter.get());
+  ASSERT_TRUE(results.has_value() && results->size() == 1) << "the waiter was not served after A left";
+  ASSERT_EQ(PQresultStatus(results->front().get()), PGRES_TUPLES_OK)
+      << describe_result(waiter.get(), results->front().get());
+  EXPECT_EQ(std::string(PQgetvalue(results->front().get(), 0, 0)), "served");
+  EXPECT_LT(seconds_since(start), 20.0) << "the waiter waited for the abandoned pg_sleep(30)";
+  EXPECT_LE(backend_count(db), 1);
+}
+
+// Bytes of Sluice's end of the client connection `client_fd` that Sluice has not read
+// yet (rx_queue in /proc/net/tcp); nullopt if the socket is not found.
+std::optional<unsigned long> unread_at_sluice(int client_fd, int sluice_port) {
+  sockaddr_in local{};
+  socklen_t length = sizeof local;
+  if (::getsockname(client_fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) return std::nullopt;
+  char wanted_local[16];
+  char wanted_remote[16];
+  std::snprintf(wanted_local, sizeof wanted_local, ":%04X", static_cast<unsigned>(sluice_port));
+  std::snprintf(wanted_remote, sizeof wanted_remote, ":%04X", static_cast<unsigned>(ntohs(local.sin_port)));
+  std::FILE* f = std::fopen("/proc/net/tcp", "r");
+  if (f == nullptr) return std::nullopt;
+  std::optional<unsigned long> found;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    char local_address[64];
+    char remote_address[64];
+    unsigned state = 0;
+    unsigned long tx = 0;
+    unsigned long rx = 0;
+    if (std::sscanf(line, " %*d: %63s %63s %x %lx:%lx", local_address, remote_address, &state, &tx, &rx) != 5) continue;
+    const std::string l = local_address;
+    const std::string r = remote_address;
+    if (l.size() >= 5 && r.size() >= 5 && l.compare(l.size() - 5, 5, wanted_local) == 0 &&
+        r.compare(r.size() - 5, 5, wanted_remote) == 0) {
+      found = rx;
+    }
+  }
+  std::fclose(f);
+  return found;
+}
+
+// A pipelining client sends its next request while the previous one is still being
+// answered (it waits on a lock). The lone server pump must hand over to both pumps:
+// the new request is read and sent on at once (as before, and as PgBouncer does),
+// and both answers come back in order, with the server returned to the pool after.
+TEST_F(TransactionPoolingTest, RequestSentWhileAnAnswerIsAwaitedIsRelayedAtOnce) {
+  const std::string db = "tx_request_meanwhile";
+  ASSERT_TRUE(start_on_fresh_database(db, 1, "gate", "x int"));
+  PgConn locker = connect_ok("host='" + pg().socket_dir() + "' port=" + std::to_string(pg().port()) +
+                             " user=postgres dbname=" + db + " connect_timeout=60");
+  exec_ok(locker.get(), "BEGIN");
+  exec_ok(locker.get(), "LOCK TABLE gate IN ACCESS EXCLUSIVE MODE");
+  PgConn a = connect_ok(via(db));
+  PgConn b = connect_ok(via(db));
+  EXPECT_EQ(value(a.get(), "SELECT 1"), "1");  // served once: parked after a request read
+
+  const std::string marker = "tx_request_meanwhile_gate";
+  ASSERT_EQ(PQenterPipelineMode(a.get()), 1) << PQerrorMessage(a.get());
+  const std::string first = "SELECT count(*) FROM gate /* " + marker + " */";
+  ASSERT_EQ(PQsendQueryParams(a.get(), first.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(a.get()), 1);
+  ASSERT_EQ(PQflush(a.get()), 0);
+  ASSERT_TRUE(wait_for([&] { return active_with_marker(marker) == 1; }, 20s)) << "the first query never started";
+
+  const char* values[1] = {"41"};
+  ASSERT_EQ(PQsendQueryParams(a.get(), "SELECT $1::int + 1", 1, nullptr, values, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(a.get()), 1);
+  ASSERT_EQ(PQflush(a.get()), 0);
+  // Sluice reads the second request while the first still waits on the lock.
+  EXPECT_TRUE(wait_for(
+      [&] {
+        const auto unread = unread_at_sluice(PQsocket(a.get()), sluice_->port());
+        return unread.has_value() && *unread == 0;
+      },
+      20s))
+      << "the request sent meanwhile was left unread by Sluice: "
+      << unread_at_sluice(PQsocket(a.get()), sluice_->port()).value_or(-1) << " bytes";
+  EXPECT_EQ(active_with_marker(marker), 1) << "the first query ended before the lock was released";
+
+  exec_ok(locker.get(), "COMMIT");
+  PgResult r1 = next_result_within(a.get());
+  ASSERT_TRUE(r1) << PQerrorMessage(a.get());
+  ASSERT_EQ(PQresultStatus(r1.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r1.get());
+  EXPECT_EQ(std::string(PQgetvalue(r1.get(), 0, 0)), "0");
+  EXPECT_FALSE(next_result_within(a.get()));
+  PgResult sync1 = next_result_within(a.get());
+  ASSERT_TRUE(sync1);
+  EXPECT_EQ(PQresultStatus(sync1.get()), PGRES_PIPELINE_SYNC);
+  PgResult r2 = next_result_within(a.get());
+  ASSERT_TRUE(r2) << PQerrorMessage(a.get());
+  ASSERT_EQ(PQresultStatus(r2.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r2.get());
+  EXPECT_EQ(std::string(PQgetvalue(r2.get(), 0, 0)), "42");
+  EXPECT_FALSE(next_result_within(a.get()));
+  PgResult sync2 = next_result_within(a.get());
+  ASSERT_TRUE(sync2);
+  EXPECT_EQ(PQresultStatus(sync2.get()), PGRES_PIPELINE_SYNC);
+  ASSERT_EQ(PQexitPipelineMode(a.get()), 1) << PQerrorMessage(a.get());
+
+  // The one server went back to the pool: another client is served, then A again.
+  EXPECT_EQ(value(b.get(), "SELECT 'b'"), "b");
+  EXPECT_EQ(value(a.get(), "SELECT 'a'"), "a");
+  EXPECT_LE(backend_count(db), 1);
 }
 
 // ---------------------------------------------------------------------------
