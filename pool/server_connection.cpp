@@ -262,11 +262,12 @@ bool is_tracked_parameter(std::string_view name) {
   static constexpr std::string_view kTracked[] = {"application_name", "client_encoding",  "datestyle",
                                                   "intervalstyle",    "timezone",         "standard_conforming_strings",
                                                   "default_transaction_read_only"};
-  // Called for every reported parameter on every attach in transaction mode: no allocation.
+  // Called for every startup and reported parameter on every attach in transaction
+  // mode: no allocation, and an ASCII fold rather than the locale's tolower() call.
   return std::any_of(std::begin(kTracked), std::end(kTracked), [&](std::string_view tracked) {
-    return tracked.size() == name.size() &&
-           std::equal(tracked.begin(), tracked.end(), name.begin(),
-                      [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+    return tracked.size() == name.size() && std::equal(tracked.begin(), tracked.end(), name.begin(), [](char a, char b) {
+             return a == ((b >= 'A' && b <= 'Z') ? static_cast<char>(b - 'A' + 'a') : b);
+           });
   });
 }
 

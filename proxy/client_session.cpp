@@ -1331,10 +1331,12 @@ void ClientSession::close_if_idle() {
   // just arrived to do something (pgbench -C during a restart): it may finish its
   // first transaction (bounded by shutdown_timeout) rather than fail at once.
   if (!logged_in_ || !answered_once_) return;
+  // Nothing being written to the client (the last reply may still be going out
+  // after its server was released); the relay calls again when it is out.
+  if (client_write_busy_) return;
   if (server_) {
-    // Attached: only between transactions, with nothing owed and nothing being
-    // written to the client; otherwise the relay calls again when the reply is out.
-    if (!relay_ || client_write_busy_) return;
+    // Attached: only between transactions, with nothing owed.
+    if (!relay_) return;
     const auto& state = relay_->state;
     if (state.pending != 0 || state.unsynced || state.copy_in || state.transaction != 'I') return;
   }
@@ -2556,6 +2558,9 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
       }
     }
     if (in.empty() || wanted > 0) {
+      // An abandoned client watch found the client's end: the reactor counts the
+      // socket drained, and a read would wait for an event already taken.
+      if (client_gone_) co_return RelayEnd::client_closed;
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       const bool from_boundary = client_side_at_boundary();
       auto [ec, n] = co_await client_.async_read_request(asio::buffer(space.data(), space.size()), from_boundary,

@@ -47,3 +47,27 @@ TEST(ServerParameters, ANewParameterDropsTheKnownList) {
 
 }  // namespace
 }  // namespace sluice::pool
+
+// Pools in transaction mode share connections across the tracked parameters, named
+// in any case in a startup packet; every other parameter keeps connections apart.
+TEST(ServerParameters, TrackedParametersAreKnownInAnyCase) {
+  for (const char* name : {"application_name", "APPLICATION_NAME", "TimeZone", "DateStyle", "client_encoding",
+                           "IntervalStyle", "standard_conforming_strings", "default_transaction_read_only"}) {
+    EXPECT_TRUE(sluice::pool::is_tracked_parameter(name)) << name;
+  }
+  for (const char* name : {"", "search_path", "timezone ", "time_zone", "application_nam", "datestyle_",
+                           "statement_timeout", "tImEzOnE2"}) {
+    EXPECT_FALSE(sluice::pool::is_tracked_parameter(name)) << name;
+  }
+  // Only letters fold: '@' is 'A' - 1 and '`' is 'a' - 1.
+  EXPECT_FALSE(sluice::pool::is_tracked_parameter("@pplication_name"));
+  EXPECT_FALSE(sluice::pool::is_tracked_parameter("`pplication_name"));
+}
+
+TEST(ServerParameters, TheSharingKeyKeepsOnlyUntrackedParametersInOrder) {
+  const sluice::pool::StartupParams params = {{"user", "app"},           {"TimeZone", "UTC"},
+                                              {"database", "db"},        {"application_name", "x"},
+                                              {"search_path", "s1, s2"}, {"DateStyle", "ISO"}};
+  const sluice::pool::StartupParams expected = {{"user", "app"}, {"database", "db"}, {"search_path", "s1, s2"}};
+  EXPECT_EQ(sluice::pool::sharing_key(params), expected);
+}
