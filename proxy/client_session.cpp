@@ -1891,6 +1891,9 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
     }
     statement.text = std::move(text);
     statement.shape = std::move(shape);
+    // A devector's pop_front never moves its start back: emptied by pops, it would
+    // take the slow path (moving its start) at every push once its end is reached.
+    if (timing.in_flight.empty()) timing.in_flight.clear();
     timing.in_flight.push_back(std::move(statement));
   };
   switch (type) {
