@@ -130,9 +130,9 @@ std::pair<Context::StatsSample, Context::StatsSample> Context::stats_samples() c
 protocol::auth::ScramSecret Context::scram_secret_for(const config::User& user) {
   std::lock_guard lock(scram_mutex_);
   auto it = scram_cache_.find(user.name);
-  if (it != scram_cache_.end()) return it->second;
+  if (it != scram_cache_.end() && it->second.password == user.password) return it->second.secret;
   auto secret = protocol::auth::make_scram_secret(user.password, protocol::auth::random_bytes(16), 4096);
-  scram_cache_.emplace(user.name, secret);
+  scram_cache_.insert_or_assign(user.name, DerivedSecret{user.password, secret});
   return secret;
 }
 

@@ -123,7 +123,8 @@ class Context {
   int client_count() const { return clients_.load(std::memory_order_relaxed); }
 
   // SCRAM secret for a user whose configured password is plain text: derived
-  // once (PBKDF2 is deliberately slow) with a random salt, then reused.
+  // once (PBKDF2 is deliberately slow) with a random salt, then reused for as long
+  // as the configured password stays the same (a reload may change it).
   protocol::auth::ScramSecret scram_secret_for(const config::User& user);
 
   // Live sessions, so shutdown can close them.
@@ -179,7 +180,11 @@ class Context {
   std::atomic<bool> shutting_down_{false};
 
   std::mutex scram_mutex_;
-  std::map<std::string, protocol::auth::ScramSecret> scram_cache_;
+  struct DerivedSecret {
+    std::string password;  // what it was derived from
+    protocol::auth::ScramSecret secret;
+  };
+  std::map<std::string, DerivedSecret> scram_cache_;  // by user name
 
   std::mutex sessions_mutex_;
   std::unordered_map<std::uint64_t, std::weak_ptr<ClientSession>> sessions_;

@@ -1253,6 +1253,34 @@ TEST_F(OperationsTest, ReloadGrowsThePoolUnderWaitingClientsAndAppliesTimeouts) 
   for (auto& c : clients) EXPECT_EQ(value_of(c.get(), "SELECT 1"), "1") << log_tail();
 }
 
+// A reload that changes a user's plain-text password: SCRAM logins must check the new
+// one at once (the secret derived from the old one is not kept), and the old one fails.
+TEST_F(OperationsTest, ReloadWithANewPasswordTakesEffectForScramLogins) {
+  const std::string user_block = "[users.app]\nauth = \"scram-sha-256\"\npassword = \"app_pw\"";
+  // PostgreSQL keeps app's password: Sluice logs in to it with server_password.
+  auto with_password = [&](const std::string& password) {
+    std::string toml = config("transaction", 2);
+    const auto at = toml.find(user_block);
+    if (at == std::string::npos) throw std::logic_error("default_config changed: no scram [users.app] block");
+    toml.replace(at, user_block.size(),
+                 "[users.app]\nauth = \"scram-sha-256\"\npassword = \"" + password +
+                     "\"\nserver_password = \"app_pw\"");
+    return toml;
+  };
+  ASSERT_TRUE(start(with_password("app_pw")));
+  const Probe before = probe(sluice_->conninfo(kDb, "app", "app_pw"));
+  ASSERT_TRUE(before.ok) << before.error << log_tail();  // the derived secret is cached from here on
+
+  rewrite_config(with_password("app_pw_new"));
+  sluice_->send_signal(SIGHUP);
+  ASSERT_TRUE(live_wait([&] { return contains(sluice_->log(), "in force"); })) << log_tail();
+  const Probe fresh = probe(sluice_->conninfo(kDb, "app", "app_pw_new"));
+  EXPECT_TRUE(fresh.ok) << "the new password was refused after the reload: " << fresh.error << log_tail();
+  const Probe old = probe(sluice_->conninfo(kDb, "app", "app_pw"));
+  EXPECT_FALSE(old.ok) << "the old password still logs in after the reload" << log_tail();
+  EXPECT_EQ(sqlstate_in_message(old.error), "28P01") << old.error;
+}
+
 TEST_F(OperationsTest, InvalidConfigOnReloadIsRefusedAndTheOldOneKeepsServing) {
   ASSERT_TRUE(start(config("transaction", 3)));
   PgConn existing = client(kDb, "ops_existing");
