@@ -1327,22 +1327,22 @@ TEST_F(TransactionPoolingTest, RequestSentWhileAnAnswerIsAwaitedIsRelayedAtOnce)
   EXPECT_EQ(active_with_marker(marker), 1) << "the first query ended before the lock was released";
 
   exec_ok(locker.get(), "COMMIT");
-  PgResult r1 = next_result_within(a.get());
-  ASSERT_TRUE(r1) << PQerrorMessage(a.get());
-  ASSERT_EQ(PQresultStatus(r1.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r1.get());
-  EXPECT_EQ(std::string(PQgetvalue(r1.get(), 0, 0)), "0");
-  EXPECT_FALSE(next_result_within(a.get()));
-  PgResult sync1 = next_result_within(a.get());
-  ASSERT_TRUE(sync1);
-  EXPECT_EQ(PQresultStatus(sync1.get()), PGRES_PIPELINE_SYNC);
-  PgResult r2 = next_result_within(a.get());
-  ASSERT_TRUE(r2) << PQerrorMessage(a.get());
-  ASSERT_EQ(PQresultStatus(r2.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r2.get());
-  EXPECT_EQ(std::string(PQgetvalue(r2.get(), 0, 0)), "42");
-  EXPECT_FALSE(next_result_within(a.get()));
-  PgResult sync2 = next_result_within(a.get());
-  ASSERT_TRUE(sync2);
-  EXPECT_EQ(PQresultStatus(sync2.get()), PGRES_PIPELINE_SYNC);
+  // One pipelined query's answer: its one-row result, the end of its results, its Sync.
+  auto expect_answer = [&](const std::string& expected) {
+    SCOPED_TRACE("the answer " + expected);
+    PgResult r = next_result_within(a.get());
+    ASSERT_TRUE(r) << PQerrorMessage(a.get());
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << describe_result(a.get(), r.get());
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), expected);
+    EXPECT_FALSE(next_result_within(a.get()));
+    PgResult sync = next_result_within(a.get());
+    ASSERT_TRUE(sync);
+    EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
+  };
+  expect_answer("0");
+  if (HasFatalFailure()) return;
+  expect_answer("42");
+  if (HasFatalFailure()) return;
   ASSERT_EQ(PQexitPipelineMode(a.get()), 1) << PQerrorMessage(a.get());
 
   // The one server went back to the pool: another client is served, then A again.
