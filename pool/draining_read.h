@@ -93,9 +93,45 @@ inline bool is_drained(DrainedWhen when, const std::uint8_t* data, std::size_t s
                                                               : is_whole_request_awaiting_answer(data, size);
 }
 
+// A one-byte MSG_PEEK receive that waits for a client's next bytes (a parked
+// client's wait, the client watch). Asio counts a receive that finds the end of
+// stream as exhausting the socket, so a read after such a peek would wait for an
+// event that has come already; with this buffer the end stays for that read to find.
+struct PeekBuffer : boost::asio::mutable_buffer {
+  explicit PeekBuffer(boost::asio::mutable_buffer buffer) : boost::asio::mutable_buffer(buffer) {}
+};
+
 }  // namespace sluice::pool
 
 namespace boost::asio::detail {
+
+template <>
+class reactive_socket_recv_op_base<sluice::pool::PeekBuffer> : public reactor_op {
+ public:
+  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
+                               socket_ops::state_type state, const sluice::pool::PeekBuffer& buffer,
+                               socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
+        socket_(socket),
+        state_(state),
+        buffer_(buffer),
+        flags_(flags) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* op = static_cast<reactive_socket_recv_op_base*>(base);
+    const bool stream = (op->state_ & socket_ops::stream_oriented) != 0;
+    if (!socket_ops::non_blocking_recv1(op->socket_, op->buffer_.data(), op->buffer_.size(), op->flags_, stream,
+                                        op->ec_, op->bytes_transferred_))
+      return not_done;  // EAGAIN: queued until epoll reports the socket readable
+    return done;  // bytes, the end of stream or an error: the next read tries at once
+  }
+
+ private:
+  socket_type socket_;
+  socket_ops::state_type state_;
+  sluice::pool::PeekBuffer buffer_;
+  socket_base::message_flags flags_;
+};
 
 template <>
 class reactive_socket_recv_op_base<sluice::pool::DrainingBuffer> : public reactor_op {

@@ -288,7 +288,7 @@ void ClientSession::start_client_watch() {
   client_watch_ = ClientWatch::watching;
   parked_peeked_ = false;
   client_.socket().async_receive(
-      asio::buffer(&parked_first_byte_, 1), tcp::socket::message_peek,
+      pool::PeekBuffer(asio::buffer(&parked_first_byte_, 1)), tcp::socket::message_peek,
       asio::bind_allocator(UncachedAllocator<void>(),
                            [self = shared_from_this(), generation = ++watch_generation_](error_code ec, std::size_t n) {
                              self->client_watch_done(generation, ec, n);
@@ -296,17 +296,9 @@ void ClientSession::start_client_watch() {
 }
 
 void ClientSession::client_watch_done(std::uint32_t generation, error_code ec, std::size_t n) {
-  if (generation != watch_generation_) {
-    // Abandoned for a relay read of the client. If it took the client's end of
-    // stream before its cancel, the reactor counts the socket drained, and that read
-    // would wait for an event that has come already: end the read.
-    if (ec && ec != asio::error::operation_aborted && client_.is_open()) {
-      client_gone_ = true;
-      error_code ignored;
-      client_.socket().cancel(ignored);
-    }
-    return;
-  }
+  // Abandoned: the relay reads the client itself (a peek that found the end of
+  // stream left it for that read: pool::PeekBuffer).
+  if (generation != watch_generation_) return;
   parked_peeked_ = !ec && n == 1;
   if (parked_) {
     parked_ = false;
@@ -379,18 +371,12 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       relay_->server_buffer.resize(kInitialRelayBuffer);
     }
     if (alone) {
-      abandon_client_watch();  // none is pending here; the client is read next
       end = co_await pump_client_tracked(true);
       if (end == RelayEnd::awaiting_answer) {
         start_client_watch();
         end = co_await pump_server_tracked(true);
       }
-      if (end == RelayEnd::needs_both && client_watch_ == ClientWatch::fired && watch_failed_) {
-        // The watch found the client's end (or an error): a read now would wait for
-        // an event that has been taken already.
-        client_gone_ = true;
-        end = RelayEnd::client_closed;
-      } else if (end == RelayEnd::needs_both) {
+      if (end == RelayEnd::needs_both) {
         abandon_client_watch();
         alone = false;
         continue;
@@ -2561,9 +2547,6 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
       }
     }
     if (in.empty() || wanted > 0) {
-      // An abandoned client watch found the client's end: the reactor counts the
-      // socket drained, and a read would wait for an event already taken.
-      if (client_gone_) co_return RelayEnd::client_closed;
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       const bool from_boundary = client_side_at_boundary();
       auto [ec, n] = co_await client_.async_read_request(asio::buffer(space.data(), space.size()), from_boundary,

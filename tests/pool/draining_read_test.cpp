@@ -258,6 +258,38 @@ TEST(ClientRequestReadTest, AClientThatClosedIsFoundWhenItsAnswerIsWritten) {
   EXPECT_TRUE(*second_ec == asio::error::eof || *second_ec == asio::error::connection_reset) << second_ec->message();
 }
 
+// A parked client's peek (PeekBuffer) that finds the end of stream, queued after a
+// drained request read and woken by the FIN's event: the read that follows must find
+// the end at once. (With Asio's own peek it waits for ever: the peek counted the
+// socket drained, and no event is left to come.)
+TEST(ClientPeekTest, AReadAfterAPeekThatFoundTheEndFindsItToo) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  const std::string request = query("SELECT 1");
+  c.send_from_far(request);
+  wait_until_readable(stream.socket(), request.size());
+  std::array<char, 64> buffer{};
+  std::optional<error_code> read_ec;
+  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { read_ec = ec; });
+  run_until(c.context, [&] { return read_ec.has_value(); });
+  ASSERT_FALSE(*read_ec);
+
+  std::uint8_t first = 0;
+  std::optional<error_code> peek_ec;
+  stream.socket().async_receive(PeekBuffer(asio::buffer(&first, 1)), tcp::socket::message_peek,
+                                [&](error_code ec, std::size_t) { peek_ec = ec; });
+  poll(c.context);
+  ASSERT_FALSE(peek_ec.has_value()) << "the peek completed with nothing sent";
+  c.far.close();
+  run_until(c.context, [&] { return peek_ec.has_value(); });
+  EXPECT_EQ(*peek_ec, asio::error::eof) << peek_ec->message();
+
+  std::optional<error_code> after_ec;
+  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { after_ec = ec; });
+  run_until(c.context, [&] { return after_ec.has_value(); });
+  EXPECT_EQ(*after_ec, asio::error::eof) << after_ec->message();
+}
+
 TEST(ServerReplyReadTest, ShortReplyEndingWithReadyForQueryIsExhausted) {
   const std::string reply = command_complete() + ready_for_query('I');
   const auto read = perform_after(reply, 64);
