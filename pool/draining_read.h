@@ -101,70 +101,61 @@ struct PeekBuffer : boost::asio::mutable_buffer {
   explicit PeekBuffer(boost::asio::mutable_buffer buffer) : boost::asio::mutable_buffer(buffer) {}
 };
 
+// Whether a completed receive tells the reactor that the socket is empty for now.
+inline bool exhausts(const DrainingBuffer& buffer, bool stream, bool peek, std::size_t n) {
+  if (n == 0) return true;  // EOF or an error, as Asio's own read
+  return stream && !peek && n < buffer.size() &&
+         is_drained(buffer.drained_when, static_cast<const std::uint8_t*>(buffer.data()), n);
+}
+inline bool exhausts(const PeekBuffer&, bool, bool, std::size_t) {
+  return false;  // bytes, the end of stream or an error: the next read tries at once
+}
+
 }  // namespace sluice::pool
 
 namespace boost::asio::detail {
 
-template <>
-class reactive_socket_recv_op_base<sluice::pool::PeekBuffer> : public reactor_op {
+// Asio's receive operation with its perform step's verdict taken from
+// sluice::pool::exhausts for the buffer type.
+template <class Buffer>
+class sluice_recv_op_base : public reactor_op {
  public:
-  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state, const sluice::pool::PeekBuffer& buffer,
-                               socket_base::message_flags flags, func_type complete_func)
-      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
+  sluice_recv_op_base(const boost::system::error_code& success_ec, socket_type socket, socket_ops::state_type state,
+                      const Buffer& buffer, socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &sluice_recv_op_base::do_perform, complete_func),
         socket_(socket),
         state_(state),
         buffer_(buffer),
         flags_(flags) {}
 
   static status do_perform(reactor_op* base) {
-    auto* op = static_cast<reactive_socket_recv_op_base*>(base);
+    auto* op = static_cast<sluice_recv_op_base*>(base);
     const bool stream = (op->state_ & socket_ops::stream_oriented) != 0;
     if (!socket_ops::non_blocking_recv1(op->socket_, op->buffer_.data(), op->buffer_.size(), op->flags_, stream,
                                         op->ec_, op->bytes_transferred_))
       return not_done;  // EAGAIN: queued until epoll reports the socket readable
-    return done;  // bytes, the end of stream or an error: the next read tries at once
+    const bool peek = (op->flags_ & socket_base::message_peek) != 0;
+    return sluice::pool::exhausts(op->buffer_, stream, peek, op->bytes_transferred_) ? done_and_exhausted : done;
   }
 
  private:
   socket_type socket_;
   socket_ops::state_type state_;
-  sluice::pool::PeekBuffer buffer_;
+  Buffer buffer_;
   socket_base::message_flags flags_;
 };
 
 template <>
-class reactive_socket_recv_op_base<sluice::pool::DrainingBuffer> : public reactor_op {
+class reactive_socket_recv_op_base<sluice::pool::DrainingBuffer>
+    : public sluice_recv_op_base<sluice::pool::DrainingBuffer> {
  public:
-  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state, const sluice::pool::DrainingBuffer& buffer,
-                               socket_base::message_flags flags, func_type complete_func)
-      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
-        socket_(socket),
-        state_(state),
-        buffer_(buffer),
-        flags_(flags) {}
+  using sluice_recv_op_base::sluice_recv_op_base;
+};
 
-  static status do_perform(reactor_op* base) {
-    auto* op = static_cast<reactive_socket_recv_op_base*>(base);
-    const bool stream = (op->state_ & socket_ops::stream_oriented) != 0;
-    if (!socket_ops::non_blocking_recv1(op->socket_, op->buffer_.data(), op->buffer_.size(), op->flags_, stream,
-                                        op->ec_, op->bytes_transferred_))
-      return not_done;  // EAGAIN: queued until epoll reports the socket readable
-    const std::size_t n = op->bytes_transferred_;
-    if (n == 0) return done_and_exhausted;  // EOF or an error, as Asio's own read
-    const bool peek = (op->flags_ & socket_base::message_peek) != 0;
-    if (stream && !peek && n < op->buffer_.size() &&
-        sluice::pool::is_drained(op->buffer_.drained_when, static_cast<const std::uint8_t*>(op->buffer_.data()), n))
-      return done_and_exhausted;
-    return done;
-  }
-
- private:
-  socket_type socket_;
-  socket_ops::state_type state_;
-  sluice::pool::DrainingBuffer buffer_;
-  socket_base::message_flags flags_;
+template <>
+class reactive_socket_recv_op_base<sluice::pool::PeekBuffer> : public sluice_recv_op_base<sluice::pool::PeekBuffer> {
+ public:
+  using sluice_recv_op_base::sluice_recv_op_base;
 };
 
 }  // namespace boost::asio::detail
