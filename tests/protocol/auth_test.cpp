@@ -8,6 +8,7 @@
 
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace sluice::protocol::auth {
@@ -133,6 +134,9 @@ TEST(ScramBase64, RejectsMalformedText) {
     EXPECT_FALSE(base64_decode(bad).has_value()) << bad;
   }
   EXPECT_FALSE(base64_decode(std::string_view("Zm9v\0Zm9", 8)).has_value());
+  // Bytes outside ASCII are not base64 either (the decoder's table covers all 256 values).
+  EXPECT_FALSE(base64_decode("Zm\xc3\xa9").has_value());
+  EXPECT_FALSE(base64_decode("Zm9\xff").has_value());
 }
 
 // ---- SCRAM secrets ---------------------------------------------------------------------
@@ -153,6 +157,22 @@ TEST(ScramSecretFormat, MakeMatchesPostgres) {
   ASSERT_TRUE(parsed.has_value());
   EXPECT_EQ(format_scram_secret(make_scram_secret("builder", parsed->salt, 4096)), kPgScramSecret);
   EXPECT_NE(format_scram_secret(make_scram_secret("Builder", parsed->salt, 4096)), kPgScramSecret);
+}
+
+// SHA-256 and HMAC reuse one OpenSSL context per thread: every I/O thread (workers) must get the
+// same keys, also while the others are deriving theirs (one iteration, so that the threads spend
+// their time in those contexts rather than in PBKDF2).
+TEST(ScramSecretFormat, EveryThreadDerivesTheSameKeys) {
+  const std::string expected = format_scram_secret(make_scram_secret("builder", "0123456789abcdef", 1));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (auto& count : mismatches)
+    threads.emplace_back([&count, &expected] {
+      for (int i = 0; i < 5000; ++i)
+        if (format_scram_secret(make_scram_secret("builder", "0123456789abcdef", 1)) != expected) ++count;
+    });
+  for (auto& t : threads) t.join();
+  for (int count : mismatches) EXPECT_EQ(count, 0);
 }
 
 TEST(ScramSecretFormat, MakeMatchesRfc7677Keys) {
