@@ -28,6 +28,10 @@
 //   server that died while idle. The check looks at the last six bytes only, so a
 //   large row whose data happens to end in those bytes can pass for a
 //   ReadyForQuery; the cost is the same rare delay.
+// - a client's login message read from a message boundary, whole: a startup packet
+//   or a password / SASL message ('p'); the client then waits for the next step of
+//   the login. A FIN riding on it ends the login at client_login_timeout at worst,
+//   or sooner when the next authentication message meets a reset.
 // - a client request read from a message boundary that is whole messages, the last
 //   one a Query, Sync, FunctionCall, CopyDone or CopyFail: the client now waits for
 //   the answer. A client's FIN can ride on such a request only if it half-closes
@@ -54,6 +58,7 @@ namespace sluice::pool {
 enum class DrainedWhen {
   reply_ends_with_ready_for_query,  // a server's replies
   request_awaits_answer,            // a client's requests, read from a message boundary
+  login_message_awaits_answer,      // a client's login messages, read from a message boundary
 };
 
 // One contiguous buffer for a relay read (see above).
@@ -87,10 +92,31 @@ inline bool is_whole_request_awaiting_answer(const std::uint8_t* data, std::size
   return at == size && (last == 'Q' || last == 'S' || last == 'F' || last == 'c' || last == 'f');
 }
 
+// True when `data` is one whole login message after which a client waits for the
+// server: a startup packet (StartupMessage, SSLRequest, GSSENCRequest: no type byte,
+// the length counts itself) or a PasswordMessage / SASL message ('p'). A client
+// sends nothing more until it has the answer (the same reasoning as a request's).
+inline bool is_login_message_awaiting_answer(const std::uint8_t* data, std::size_t size) {
+  if (size < 5) return false;
+  const auto length_at = [data](std::size_t at) {
+    return (std::uint32_t{data[at]} << 24) | (std::uint32_t{data[at + 1]} << 16) | (std::uint32_t{data[at + 2]} << 8) |
+           std::uint32_t{data[at + 3]};
+  };
+  if (data[0] == 'p') return length_at(1) == size - 1;
+  return size >= 8 && length_at(0) == size;
+}
+
 // Whether a short read of `size` bytes is all the peer has to say for now.
 inline bool is_drained(DrainedWhen when, const std::uint8_t* data, std::size_t size) {
-  return when == DrainedWhen::reply_ends_with_ready_for_query ? ends_with_ready_for_query(data, size)
-                                                              : is_whole_request_awaiting_answer(data, size);
+  switch (when) {
+    case DrainedWhen::reply_ends_with_ready_for_query:
+      return ends_with_ready_for_query(data, size);
+    case DrainedWhen::request_awaits_answer:
+      return is_whole_request_awaiting_answer(data, size);
+    case DrainedWhen::login_message_awaits_answer:
+      return is_login_message_awaiting_answer(data, size);
+  }
+  return false;
 }
 
 // A one-byte MSG_PEEK receive that waits for a client's next bytes (a parked

@@ -74,6 +74,16 @@ class Stream {
                                      std::forward<Token>(token));
     return async_read_some(buffer, std::forward<Token>(token));
   }
+  // A login read (startup packet, password and SASL messages): over plain TCP and
+  // from a message boundary, a short read of one whole message makes the next read
+  // wait for readiness (pool/draining_read.h). Otherwise as async_read_some.
+  template <class Token>
+  auto async_read_login(asio::mutable_buffer buffer, bool from_message_boundary, Token&& token) {
+    if (!ssl_ && from_message_boundary)
+      return socket_.async_read_some(DrainingBuffer(buffer, DrainedWhen::login_message_awaits_answer),
+                                     std::forward<Token>(token));
+    return async_read_some(buffer, std::forward<Token>(token));
+  }
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& buffers, Token&& token) {
     if (!ssl_) return socket_.async_write_some(buffers, std::forward<Token>(token));

@@ -125,6 +125,9 @@ ClientSession::ClientSession(tcp::socket socket, Context& context, std::uint64_t
   // A client that vanishes (or half-closes and stays) is found by TCP keepalive
   // with the system's timing, as PgBouncer's tcp_keepalive default does.
   client_.socket().set_option(asio::socket_base::keep_alive(true), ec);
+  // write_client and the relay send without blocking the thread; set here, it is
+  // also the one FIONBIO ioctl Asio's first read would have made.
+  client_.socket().non_blocking(true, ec);
 }
 
 std::string ClientSession::peer_address() const {
@@ -161,7 +164,17 @@ void ClientSession::close_client() {
 }
 
 awaitable<bool> ClientSession::write_client(std::string_view bytes) {
-  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), use_nothrow);
+  // What fits the socket's send buffer (nearly always all of it) goes out now. An
+  // async_write that could complete at once would still post its completion, and
+  // Asio polls the reactor before running it: an epoll_wait per login message.
+  std::size_t sent = 0;
+  if (!client_.is_tls() && client_.socket().non_blocking()) {
+    const auto now = client_.send_now(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    if (!now) co_return false;
+    sent = *now;
+    if (sent == bytes.size()) co_return true;
+  }
+  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data() + sent, bytes.size() - sent), use_nothrow);
   co_return !ec;
 }
 
@@ -583,8 +596,10 @@ awaitable<bool> ClientSession::read_startup() {
       co_return false;
     }
     if (*peeked == 0) {
+      const bool at_boundary = login_buffer_.empty();
       auto space = login_buffer_.prepare(512);
-      auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+      auto [ec, n] =
+          co_await client_.async_read_login(asio::buffer(space.data(), space.size()), at_boundary, use_nothrow);
       if (ec) {
         log()->debug("[c{}] {} closed before sending a startup packet", id_, peer_);
         co_return false;
@@ -772,8 +787,10 @@ awaitable<std::optional<protocol::Message>> ClientSession::read_client_message(s
       consumed = *peeked;
       co_return msg;
     }
+    const bool at_boundary = login_buffer_.empty();
     auto space = login_buffer_.prepare(512);
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(space.data(), space.size()), use_nothrow);
+    auto [ec, n] =
+        co_await client_.async_read_login(asio::buffer(space.data(), space.size()), at_boundary, use_nothrow);
     if (ec) {
       log()->info("[c{}] {} disconnected during authentication", id_, peer_);
       co_return std::nullopt;

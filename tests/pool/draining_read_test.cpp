@@ -258,6 +258,79 @@ TEST(ClientRequestReadTest, AClientThatClosedIsFoundWhenItsAnswerIsWritten) {
   EXPECT_TRUE(*second_ec == asio::error::eof || *second_ec == asio::error::connection_reset) << second_ec->message();
 }
 
+bool login_awaits_answer(const std::string& bytes) {
+  return is_login_message_awaiting_answer(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+}
+
+TEST(ClientLoginReadTest, RecognizesOneWholeLoginMessage) {
+  std::string startup, ssl, password, sasl;
+  const std::pair<std::string, std::string> parameters[] = {{"user", "bench"}, {"database", "bench"}};
+  protocol::append_startup_message(startup, parameters);
+  protocol::append_ssl_request(ssl);
+  protocol::append_password_message(password, "secret");
+  protocol::append_sasl_initial_response(sasl, "SCRAM-SHA-256", "n,,n=,r=abc");
+  EXPECT_TRUE(login_awaits_answer(startup));
+  EXPECT_TRUE(login_awaits_answer(ssl));
+  EXPECT_TRUE(login_awaits_answer(password));
+  EXPECT_TRUE(login_awaits_answer(sasl));
+  EXPECT_FALSE(login_awaits_answer(""));
+  EXPECT_FALSE(login_awaits_answer(startup.substr(0, startup.size() - 1)));  // cut short
+  EXPECT_FALSE(login_awaits_answer(startup + password));                     // more than one message
+  EXPECT_FALSE(login_awaits_answer(password.substr(0, 4)));
+  EXPECT_FALSE(login_awaits_answer(password + "p"));
+  EXPECT_FALSE(login_awaits_answer(query("SELECT 1")));  // not a login message: no promise of silence
+  EXPECT_FALSE(login_awaits_answer(std::string("\0\0\0\4", 4)));  // a length below a startup packet's
+}
+
+TEST(ClientLoginReadTest, ShortReadOfOneWholeLoginMessageIsExhausted) {
+  std::string password;
+  protocol::append_password_message(password, "secret");
+  EXPECT_EQ(perform_after(password, 512, DrainedWhen::login_message_awaits_answer).status,
+            reactor_op::done_and_exhausted);
+  EXPECT_EQ(perform_after(password, 4, DrainedWhen::login_message_awaits_answer).status, reactor_op::done);
+  EXPECT_EQ(perform_after(password + password, 512, DrainedWhen::login_message_awaits_answer).status,
+            reactor_op::done);
+}
+
+// Through Stream::async_read_login, as a login reads a client: after an exhausted
+// read the next one waits for the client's answer and gets it.
+TEST(ClientLoginReadTest, NoByteIsMissedAfterAnExhaustedRead) {
+  Connected c;
+  Stream stream(std::move(c.near));
+  std::array<char, 512> buffer{};
+  std::optional<std::string> got;
+  auto read = [&] {
+    got.reset();
+    stream.async_read_login(asio::buffer(buffer), true, [&](error_code ec, std::size_t n) {
+      got = ec ? "error: " + ec.message() : std::string(buffer.data(), n);
+    });
+  };
+  std::string startup, password;
+  const std::pair<std::string, std::string> parameters[] = {{"user", "bench"}};
+  protocol::append_startup_message(startup, parameters);
+  protocol::append_password_message(password, "secret");
+
+  c.send_from_far(startup);
+  wait_until_readable(stream.socket(), startup.size());
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, startup);  // the socket is now marked drained
+
+  read();  // queued first, the answer later
+  poll(c.context);
+  EXPECT_FALSE(got.has_value());
+  c.send_from_far(password);
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, password);
+
+  c.send_from_far(password);  // bytes first, their event handled while no read was queued
+  wait_until_readable(stream.socket(), password.size());
+  for (int i = 0; i < 5; ++i) poll(c.context);
+  read();
+  run_until(c.context, [&] { return got.has_value(); });
+  EXPECT_EQ(*got, password);
+}
+
 // A parked client's peek (PeekBuffer) that finds the end of stream, queued after a
 // drained request read and woken by the FIN's event: the read that follows must find
 // the end at once. (With Asio's own peek it waits for ever: the peek counted the
