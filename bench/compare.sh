@@ -30,6 +30,9 @@
 #                          backend connection per client, bytes copied untouched, one recv and one send
 #                          per chunk): what merely being in the path costs, the yardstick for CPU/txn
 #                          (not run for idleN: each of its clients is a PostgreSQL backend)
+#   --floor-uring          one more target, "uring": bench/floor_uring.c, the same transparent relay on
+#                          io_uring (liburing), all reads and writes queued while handling a batch of
+#                          completions handed over in one io_uring_enter: what batching syscalls could save
 #   --results-dir DIR      where the .md and .png go (default bench/results)
 #   --no-chart             do not draw the PNG
 #   --no-install           never apt-get install gnuplot; without it the chart is skipped
@@ -52,7 +55,7 @@ DB_PASSWORD=bench_pw
 # --- options --------------------------------------------------------------------------------
 ROUNDS="" DURATION="" SCENARIOS="" SCALE="" POOL_MODE=session POOL_SIZE="" WORKERS=0
 QUICK="" QUIET_LOGS="" SLUICE_BIN="" PGBOUNCER_BIN="" RESULTS_DIR="$ROOT/bench/results"
-NO_CHART="" NO_INSTALL="" KEEP="" TLS="" FLOOR=""
+NO_CHART="" NO_INSTALL="" KEEP="" TLS="" FLOOR="" FLOOR_URING=""
 EXTRA_SPECS=()
 SLUICE_TOML="" SLUICE_VARIANTS=()
 
@@ -80,6 +83,7 @@ while (($#)); do
     --keep) KEEP=1 ;;
     --tls) TLS=1 ;;
     --floor) FLOOR=1 ;;
+    --floor-uring) FLOOR_URING=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -336,6 +340,13 @@ if [[ -n $FLOOR ]]; then
   cc -O2 -o "$FLOOR_BIN" "$ROOT/bench/floor_relay.c" 2>"$TMP/floor_relay.build.log" ||
     { cat "$TMP/floor_relay.build.log" >&2; die "building bench/floor_relay.c failed"; }
   EXTRA_SPECS+=("floor=$FLOOR_BIN {port} {pg_port}")
+fi
+if [[ -n $FLOOR_URING ]]; then
+  [[ -z $TLS ]] || die "--floor-uring relays plain TCP only; it cannot be combined with --tls"
+  URING_BIN="$TMP/floor_uring"
+  cc -O2 -o "$URING_BIN" "$ROOT/bench/floor_uring.c" -luring 2>"$TMP/floor_uring.build.log" ||
+    { cat "$TMP/floor_uring.build.log" >&2; die "building bench/floor_uring.c failed (liburing-dev: scripts/install-deps.sh)"; }
+  EXTRA_SPECS+=("uring=$URING_BIN {port} {pg_port}")
 fi
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -675,7 +686,7 @@ for s in "${SCENARIO_LIST[@]}"; do
       if [[ $(scenario_spec "$s") == idle:* ]]; then
         # A direct connection is a PostgreSQL backend process each, and so is a floor relay's
         # client (one backend connection per client): neither is a pooler's idle client.
-        [[ $t == direct || $t == floor ]] && continue
+        [[ $t == direct || $t == floor || $t == uring ]] && continue
         run_idle "$s" "$t" "$r"
       else
         run_pgbench "$s" "$t" "$r"
@@ -783,7 +794,7 @@ GIT_DIRTY=$(git -C "$SLUICE_SRC" status --porcelain --untracked-files=no -- . ':
     : >"$CHART_DATA.idle"
     for s in "${IDLE_SCENARIOS[@]}"; do
       for t in "${TARGETS[@]}"; do
-        [[ $t == direct || $t == floor ]] && continue  # not run (see the scenario loop)
+        [[ $t == direct || $t == floor || $t == uring ]] && continue  # not run (see the scenario loop)
         n=$(scenario_spec "$s"); n=${n#idle:}
         ok=$(rounds_ok "$s" "$t" "$IDLE_RESULTS")
         per_round=$(awk -F'\t' -v s="$s" -v t="$t" '$1 == s && $2 == t { printf "%s%s", sep, ($4 == "ok" ? $9 : $4); sep = " / " }' "$IDLE_RESULTS")

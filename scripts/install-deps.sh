@@ -7,7 +7,7 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libssl-dev libspdlog-dev libtomlplusplus-dev
   libgtest-dev googletest libgmock-dev libbenchmark-dev libpq-dev libpg-query-dev
-  postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox prometheus
+  postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox prometheus liburing-dev
   clang libclang-rt-14-dev openssl
 )
 
