@@ -30,8 +30,10 @@
 //   ReadyForQuery; the cost is the same rare delay.
 // - a client's login message read from a message boundary, whole: a startup packet
 //   or a password / SASL message ('p'); the client then waits for the next step of
-//   the login. A FIN riding on it ends the login at client_login_timeout at worst,
-//   or sooner when the next authentication message meets a reset.
+//   the login. A client that closed right after it is found when the next login
+//   message meets its reset. One that only half-closed (shutdown of its sending
+//   side, socket kept open) is found at client_login during the login, or, once
+//   logged in (trust), at client_idle, as an idle client that says nothing would be.
 // - a client request read from a message boundary that is whole messages, the last
 //   one a Query, Sync, FunctionCall, CopyDone or CopyFail: the client now waits for
 //   the answer. A client's FIN can ride on such a request only if it half-closes

@@ -91,7 +91,11 @@ class Sha256Contexts {
   Key hmac(std::span<const std::uint8_t> key, std::string_view data) {
     Key out{};
     std::size_t len = 0;
-    if (!ready_ || EVP_MAC_init(hmac_, key.data(), key.size(), nullptr) != 1 ||
+    // EVP_MAC_init with a null key restarts with the previous key; an empty key must
+    // still be a key (every caller passes 32 bytes today).
+    static constexpr std::uint8_t kNoKeyBytes = 0;
+    const std::uint8_t* key_data = key.empty() ? &kNoKeyBytes : key.data();
+    if (!ready_ || EVP_MAC_init(hmac_, key_data, key.size(), nullptr) != 1 ||
         EVP_MAC_update(hmac_, bytes(data), data.size()) != 1 || EVP_MAC_final(hmac_, out.data(), &len, out.size()) != 1 ||
         len != out.size())
       throw std::runtime_error("OpenSSL HMAC-SHA-256 failed");
