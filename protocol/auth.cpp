@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <initializer_list>
 #include <span>
 #include <stdexcept>
@@ -355,10 +356,45 @@ ScramSecret make_scram_secret(std::string_view password, std::string_view salt, 
   return secret;
 }
 
+namespace {
+// Each RAND_bytes call goes through OpenSSL's DRBG machinery (about 6,000
+// instructions, and a getpid for its fork check) however few bytes it gives, and a
+// login wants 26 (the SCRAM nonce, the cancel key). So each thread draws a block at
+// a time and hands it out; bytes handed out are wiped from the block. Sluice never
+// forks, so no two processes can share a block.
+class RandomBlock {
+ public:
+  ~RandomBlock() { OPENSSL_cleanse(block_.data(), block_.size()); }
+  void fill(std::uint8_t* out, std::size_t n) {
+    while (n > 0) {
+      if (used_ == block_.size()) {
+        if (RAND_bytes(block_.data(), static_cast<int>(block_.size())) != 1)
+          throw std::runtime_error("OpenSSL RAND_bytes failed");
+        used_ = 0;
+      }
+      const std::size_t take = std::min(n, block_.size() - used_);
+      std::memcpy(out, block_.data() + used_, take);
+      OPENSSL_cleanse(block_.data() + used_, take);
+      used_ += take;
+      out += take;
+      n -= take;
+    }
+  }
+
+ private:
+  std::array<std::uint8_t, 256> block_{};
+  std::size_t used_ = block_.size();
+};
+}  // namespace
+
+void fill_random(void* out, std::size_t n) {
+  thread_local RandomBlock block;
+  block.fill(static_cast<std::uint8_t*>(out), n);
+}
+
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
-  if (n > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
-    throw std::runtime_error("OpenSSL RAND_bytes failed");
+  fill_random(out.data(), n);
   return out;
 }
 

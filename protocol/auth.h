@@ -42,7 +42,8 @@ std::string format_scram_secret(const ScramSecret& secret);
 bool is_scram_secret(std::string_view password);
 // Derives a secret from a plain password (SASLprep applied as PostgreSQL does).
 ScramSecret make_scram_secret(std::string_view password, std::string_view salt, int iterations);
-// Random bytes / nonce helpers (OpenSSL RAND_bytes).
+// Random bytes / nonce helpers (OpenSSL RAND_bytes, drawn a block at a time per thread).
+void fill_random(void* out, std::size_t n);
 std::string random_bytes(std::size_t n);
 std::string random_nonce();  // printable, base64 of 18 random bytes
 

@@ -1,8 +1,8 @@
 #include "proxy/context.h"
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
+#include "protocol/auth.h"
 #include "proxy/client_session.h"
 
 namespace sluice::proxy {
@@ -11,7 +11,7 @@ protocol::BackendKey CancelRegistry::add(const CancelsInFlight& in_flight) {
   std::lock_guard lock(mutex_);
   for (;;) {
     std::uint32_t values[2];
-    RAND_bytes(reinterpret_cast<unsigned char*>(values), sizeof values);
+    protocol::auth::fill_random(values, sizeof values);
     protocol::BackendKey key{values[0] & 0x7fffffffu, values[1]};
     if (key.pid == 0 || entries_.contains(key.pid)) continue;
     entries_.emplace(key.pid, Entry{{}, in_flight, key.secret, false});

@@ -6,6 +6,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -270,6 +271,22 @@ TEST(ScramNonce, IsPrintableAndFresh) {
   for (char c : a) EXPECT_TRUE(c > 0x20 && c < 0x7f && c != ',') << c;
   EXPECT_EQ(random_bytes(0), "");
   EXPECT_EQ(random_bytes(33).size(), 33u);
+}
+
+// random_bytes hands out a per-thread block drawn from OpenSSL and wipes what it gave:
+// draws that cross blocks, or are larger than one, must still be fresh random bytes
+// (a wiped byte handed out would show as a run of zeros).
+TEST(RandomBytes, DrawsAcrossAndBeyondBlocksAreFresh) {
+  std::set<std::string> draws;
+  for (int i = 0; i < 200; ++i) draws.insert(random_bytes(26));
+  EXPECT_EQ(draws.size(), 200u);
+  const std::string big = random_bytes(1000), other = random_bytes(1000);
+  EXPECT_NE(big, other);
+  for (const std::string& bytes : {big, other})
+    EXPECT_EQ(bytes.find(std::string(16, '\0')), std::string::npos) << "a run of zeros: wiped bytes handed out";
+  std::uint32_t values[2] = {0, 0};
+  fill_random(values, sizeof values);
+  EXPECT_FALSE(values[0] == 0 && values[1] == 0);
 }
 
 // ---- RFC 7677 exchange ----------------------------------------------------------------
