@@ -26,6 +26,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "floor_common.h"
+
 enum { kMaxEvents = 256, kChunk = 16384 };
 
 struct end {
@@ -34,11 +36,6 @@ struct end {
 };
 
 static char buffer[kChunk];
-
-static void no_delay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
 
 static int send_all(int fd, const char *data, size_t size) {
   while (size > 0) {
@@ -70,22 +67,9 @@ static void close_pair(int epoll, struct end *e) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s LISTEN_PORT BACKEND_PORT\n", argv[0]);
-    return 2;
-  }
-  struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1]))};
-  struct sockaddr_in backend = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2]))};
-  inet_pton(AF_INET, "127.0.0.1", &listen_at.sin_addr);
-  inet_pton(AF_INET, "127.0.0.1", &backend.sin_addr);
-
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(listener, (struct sockaddr *)&listen_at, sizeof listen_at) != 0 || listen(listener, 4096) != 0) {
-    perror("floor_relay: listen");
-    return 1;
-  }
+  struct sockaddr_in backend;
+  int listener = listen_from_args(argc, argv, "floor_relay", &backend);
+  if (listener < 0) return argc != 3 ? 2 : 1;
   int epoll = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};  /* NULL = the listener */
   epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &ev);

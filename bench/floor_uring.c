@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "floor_common.h"
+
 enum { kEntries = 4096, kChunk = 16384 };
 
 struct end {
@@ -73,11 +75,6 @@ static void start_send(struct end *e) {
   ++e->pending;
 }
 
-static void no_delay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 /* Shut both sockets down so that the other end's recv completes too; free the
  * pair once neither end has an operation left in the ring. */
 static void tear_down(struct end *e) {
@@ -113,22 +110,9 @@ static void accepted(int client, const struct sockaddr_in *backend) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s LISTEN_PORT BACKEND_PORT\n", argv[0]);
-    return 2;
-  }
-  struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1]))};
-  struct sockaddr_in backend = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2]))};
-  inet_pton(AF_INET, "127.0.0.1", &listen_at.sin_addr);
-  inet_pton(AF_INET, "127.0.0.1", &backend.sin_addr);
-
-  listener = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(listener, (struct sockaddr *)&listen_at, sizeof listen_at) != 0 || listen(listener, 4096) != 0) {
-    perror("floor_uring: listen");
-    return 1;
-  }
+  struct sockaddr_in backend;
+  listener = listen_from_args(argc, argv, "floor_uring", &backend);
+  if (listener < 0) return argc != 3 ? 2 : 1;
   int err = io_uring_queue_init(kEntries, &ring, 0);
   if (err < 0) {
     fprintf(stderr, "floor_uring: io_uring_queue_init: %s\n", strerror(-err));

@@ -63,25 +63,15 @@ class Stream {
     return asio::async_compose<Token, void(error_code, std::size_t)>(
         TlsOp{this, Step::read, buffer.data(), buffer.size()}, token, socket_);
   }
-  // The relay's read of a client's requests: over plain TCP, and when the last read
-  // ended at a message boundary, a short read of whole messages ending with a request
-  // the client waits on makes the next read wait for readiness (pool/draining_read.h).
-  // Otherwise as async_read_some.
+  // A read of a client: its requests (relay) or its login messages. Over plain TCP
+  // and when the last read ended at a message boundary, a short read that `when`
+  // takes as the end (whole requests ending with one the client waits on, or one
+  // whole login message) makes the next read wait for readiness
+  // (pool/draining_read.h). Otherwise as async_read_some.
   template <class Token>
-  auto async_read_request(asio::mutable_buffer buffer, bool from_message_boundary, Token&& token) {
+  auto async_read_client(asio::mutable_buffer buffer, DrainedWhen when, bool from_message_boundary, Token&& token) {
     if (!ssl_ && from_message_boundary)
-      return socket_.async_read_some(DrainingBuffer(buffer, DrainedWhen::request_awaits_answer),
-                                     std::forward<Token>(token));
-    return async_read_some(buffer, std::forward<Token>(token));
-  }
-  // A login read (startup packet, password and SASL messages): over plain TCP and
-  // from a message boundary, a short read of one whole message makes the next read
-  // wait for readiness (pool/draining_read.h). Otherwise as async_read_some.
-  template <class Token>
-  auto async_read_login(asio::mutable_buffer buffer, bool from_message_boundary, Token&& token) {
-    if (!ssl_ && from_message_boundary)
-      return socket_.async_read_some(DrainingBuffer(buffer, DrainedWhen::login_message_awaits_answer),
-                                     std::forward<Token>(token));
+      return socket_.async_read_some(DrainingBuffer(buffer, when), std::forward<Token>(token));
     return async_read_some(buffer, std::forward<Token>(token));
   }
   template <class Buffers, class Token>

@@ -62,7 +62,8 @@ class Sha256Contexts {
     mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
     if (mac_ != nullptr) hmac_ = EVP_MAC_CTX_new(mac_);
     char name[] = "SHA256";
-    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, name, 0), OSSL_PARAM_construct_end()};
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, name, 0),
+                                 OSSL_PARAM_construct_end()};
     ready_ = md_ != nullptr && digest_ != nullptr && hmac_ != nullptr && EVP_MAC_CTX_set_params(hmac_, params) == 1;
   }
   ~Sha256Contexts() {
@@ -83,8 +84,8 @@ class Sha256Contexts {
     Key out{};
     unsigned int len = 0;
     if (!ready_ || EVP_DigestInit_ex2(digest_, md_, nullptr) != 1 ||
-        EVP_DigestUpdate(digest_, data.data(), data.size()) != 1 || EVP_DigestFinal_ex(digest_, out.data(), &len) != 1 ||
-        len != out.size())
+        EVP_DigestUpdate(digest_, data.data(), data.size()) != 1 ||
+        EVP_DigestFinal_ex(digest_, out.data(), &len) != 1 || len != out.size())
       throw std::runtime_error("OpenSSL SHA-256 failed");
     return out;
   }
@@ -97,8 +98,8 @@ class Sha256Contexts {
     static constexpr std::uint8_t kNoKeyBytes = 0;
     const std::uint8_t* key_data = key.empty() ? &kNoKeyBytes : key.data();
     if (!ready_ || EVP_MAC_init(hmac_, key_data, key.size(), nullptr) != 1 ||
-        EVP_MAC_update(hmac_, bytes(data), data.size()) != 1 || EVP_MAC_final(hmac_, out.data(), &len, out.size()) != 1 ||
-        len != out.size())
+        EVP_MAC_update(hmac_, bytes(data), data.size()) != 1 ||
+        EVP_MAC_final(hmac_, out.data(), &len, out.size()) != 1 || len != out.size())
       throw std::runtime_error("OpenSSL HMAC-SHA-256 failed");
     return out;
   }
@@ -220,7 +221,8 @@ constexpr std::array<std::int8_t, 256> kBase64Values = [] {
   std::array<std::int8_t, 256> values{};
   values.fill(-1);
   constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (std::size_t i = 0; i < kAlphabet.size(); ++i) values[static_cast<unsigned char>(kAlphabet[i])] = static_cast<std::int8_t>(i);
+  for (std::size_t i = 0; i < kAlphabet.size(); ++i)
+    values[static_cast<unsigned char>(kAlphabet[i])] = static_cast<std::int8_t>(i);
   return values;
 }();
 

@@ -174,7 +174,8 @@ awaitable<bool> ClientSession::write_client(std::string_view bytes) {
     sent = *now;
     if (sent == bytes.size()) co_return true;
   }
-  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data() + sent, bytes.size() - sent), use_nothrow);
+  auto [ec, n] =
+      co_await asio::async_write(client_, asio::buffer(bytes.data() + sent, bytes.size() - sent), use_nothrow);
   co_return !ec;
 }
 
@@ -598,8 +599,9 @@ awaitable<bool> ClientSession::read_startup() {
     if (*peeked == 0) {
       const bool at_boundary = login_buffer_.empty();
       auto space = login_buffer_.prepare(512);
-      auto [ec, n] =
-          co_await client_.async_read_login(asio::buffer(space.data(), space.size()), at_boundary, use_nothrow);
+      auto [ec, n] = co_await client_.async_read_client(asio::buffer(space.data(), space.size()),
+                                                         pool::DrainedWhen::login_message_awaits_answer, at_boundary,
+                                                         use_nothrow);
       if (ec) {
         log()->debug("[c{}] {} closed before sending a startup packet", id_, peer_);
         co_return false;
@@ -789,8 +791,9 @@ awaitable<std::optional<protocol::Message>> ClientSession::read_client_message(s
     }
     const bool at_boundary = login_buffer_.empty();
     auto space = login_buffer_.prepare(512);
-    auto [ec, n] =
-        co_await client_.async_read_login(asio::buffer(space.data(), space.size()), at_boundary, use_nothrow);
+    auto [ec, n] = co_await client_.async_read_client(asio::buffer(space.data(), space.size()),
+                                                       pool::DrainedWhen::login_message_awaits_answer, at_boundary,
+                                                       use_nothrow);
     if (ec) {
       log()->info("[c{}] {} disconnected during authentication", id_, peer_);
       co_return std::nullopt;
@@ -2140,7 +2143,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     std::size_t n = carried;
     carried = 0;
     if (n == 0) {
-      auto [ec, read] = co_await client_.async_read_request(asio::buffer(relay_->client_buffer),
+      auto [ec, read] = co_await client_.async_read_client(asio::buffer(relay_->client_buffer),
+                                                            pool::DrainedWhen::request_awaits_answer,
                                                             relay_->client_scanner.at_boundary(), use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) {
@@ -2566,7 +2570,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
     if (in.empty() || wanted > 0) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
       const bool from_boundary = client_side_at_boundary();
-      auto [ec, n] = co_await client_.async_read_request(asio::buffer(space.data(), space.size()), from_boundary,
+      auto [ec, n] = co_await client_.async_read_client(asio::buffer(space.data(), space.size()),
+                                                         pool::DrainedWhen::request_awaits_answer, from_boundary,
                                                          use_nothrow);
       if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
       if (ec) {

@@ -188,50 +188,58 @@ TEST(ClientRequestReadTest, ReadsThatMayHaveMoreComingAreNotExhausted) {
   EXPECT_EQ(perform_after(terminate(), 64, DrainedWhen::request_awaits_answer).status, reactor_op::done);
 }
 
-// Through Stream::async_read_request, as the relay reads a client.
-TEST(ClientRequestReadTest, NoByteIsMissedAfterAnExhaustedRead) {
+// A client read through Stream::async_read_client, as the relay or a login reads it.
+struct ClientReads {
   Connected c;
-  Stream stream(std::move(c.near));
-  std::array<char, 64> buffer{};
+  Stream stream{std::move(c.near)};
+  std::array<char, 512> buffer{};
   std::optional<std::string> got;
-  auto read = [&](bool from_boundary = true) {
+
+  void read(DrainedWhen when, bool from_boundary = true) {
     got.reset();
-    stream.async_read_request(asio::buffer(buffer), from_boundary, [&](error_code ec, std::size_t n) {
+    stream.async_read_client(asio::buffer(buffer), when, from_boundary, [this](error_code ec, std::size_t n) {
       got = ec ? "error: " + ec.message() : std::string(buffer.data(), n);
     });
-  };
+  }
+  std::string next_read(DrainedWhen when, bool from_boundary = true) {
+    read(when, from_boundary);
+    run_until(c.context, [this] { return got.has_value(); });
+    return got.value_or("no read");
+  }
+
+  // `first` is read whole, which marks the socket drained; then `next`, the client's
+  // answer, is read both when the read is queued before it arrives and when its event
+  // was handled while no read was queued (a pipelining client).
+  void expect_no_byte_missed(DrainedWhen when, const std::string& first, const std::string& next) {
+    c.send_from_far(first);
+    wait_until_readable(stream.socket(), first.size());
+    EXPECT_EQ(next_read(when), first);
+
+    read(when);
+    poll(c.context);
+    EXPECT_FALSE(got.has_value());
+    c.send_from_far(next);
+    run_until(c.context, [this] { return got.has_value(); });
+    EXPECT_EQ(got.value_or("no read"), next);
+
+    c.send_from_far(next);
+    wait_until_readable(stream.socket(), next.size());
+    for (int i = 0; i < 5; ++i) poll(c.context);
+    EXPECT_EQ(next_read(when), next);
+  }
+};
+
+TEST(ClientRequestReadTest, NoByteIsMissedAfterAnExhaustedRead) {
+  ClientReads reads;
   const std::string request = query("SELECT 1");
-
-  c.send_from_far(request);
-  wait_until_readable(stream.socket(), request.size());
-  read();
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, request);  // the socket is now marked drained
-
-  // Queued first, bytes later (the next request, after the answer).
-  read();
-  poll(c.context);
-  EXPECT_FALSE(got.has_value());
-  c.send_from_far(request);
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, request);
-
-  // Bytes first, their event handled while no read was queued (a pipelining client).
-  c.send_from_far(request);
-  wait_until_readable(stream.socket(), request.size());
-  for (int i = 0; i < 5; ++i) poll(c.context);
-  read();
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, request);
+  reads.expect_no_byte_missed(DrainedWhen::request_awaits_answer, request, request);
 
   // A read that starts inside a message (the relay's scanner is mid-message) never
   // marks the socket drained: the bytes after it are read at once.
   const std::string second = request.substr(4);
-  c.send_from_far(second);
-  wait_until_readable(stream.socket(), second.size());
-  read(false);
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, second);
+  reads.c.send_from_far(second);
+  wait_until_readable(reads.stream.socket(), second.size());
+  EXPECT_EQ(reads.next_read(DrainedWhen::request_awaits_answer, false), second);
 }
 
 // A client that closes right after a request whose end of stream was queued behind
@@ -247,10 +255,12 @@ TEST(ClientRequestReadTest, AClientThatClosedIsFoundWhenItsAnswerIsWritten) {
   for (int i = 0; i < 5; ++i) poll(c.context);
   std::array<char, 64> buffer{};
   std::optional<error_code> first_ec, second_ec;
-  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { first_ec = ec; });
+  stream.async_read_client(asio::buffer(buffer), DrainedWhen::request_awaits_answer, true,
+                           [&](error_code ec, std::size_t) { first_ec = ec; });
   run_until(c.context, [&] { return first_ec.has_value(); });
   EXPECT_FALSE(*first_ec);
-  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { second_ec = ec; });
+  stream.async_read_client(asio::buffer(buffer), DrainedWhen::request_awaits_answer, true,
+                           [&](error_code ec, std::size_t) { second_ec = ec; });
   const std::string answer = command_complete() + ready_for_query('I');
   error_code write_error;
   asio::write(stream.socket(), asio::buffer(answer), write_error);
@@ -292,43 +302,15 @@ TEST(ClientLoginReadTest, ShortReadOfOneWholeLoginMessageIsExhausted) {
             reactor_op::done);
 }
 
-// Through Stream::async_read_login, as a login reads a client: after an exhausted
-// read the next one waits for the client's answer and gets it.
+// As a login reads a client: after an exhausted read of one login message the next
+// read waits for the client's answer and gets it.
 TEST(ClientLoginReadTest, NoByteIsMissedAfterAnExhaustedRead) {
-  Connected c;
-  Stream stream(std::move(c.near));
-  std::array<char, 512> buffer{};
-  std::optional<std::string> got;
-  auto read = [&] {
-    got.reset();
-    stream.async_read_login(asio::buffer(buffer), true, [&](error_code ec, std::size_t n) {
-      got = ec ? "error: " + ec.message() : std::string(buffer.data(), n);
-    });
-  };
   std::string startup, password;
   const std::pair<std::string, std::string> parameters[] = {{"user", "bench"}};
   protocol::append_startup_message(startup, parameters);
   protocol::append_password_message(password, "secret");
-
-  c.send_from_far(startup);
-  wait_until_readable(stream.socket(), startup.size());
-  read();
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, startup);  // the socket is now marked drained
-
-  read();  // queued first, the answer later
-  poll(c.context);
-  EXPECT_FALSE(got.has_value());
-  c.send_from_far(password);
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, password);
-
-  c.send_from_far(password);  // bytes first, their event handled while no read was queued
-  wait_until_readable(stream.socket(), password.size());
-  for (int i = 0; i < 5; ++i) poll(c.context);
-  read();
-  run_until(c.context, [&] { return got.has_value(); });
-  EXPECT_EQ(*got, password);
+  ClientReads reads;
+  reads.expect_no_byte_missed(DrainedWhen::login_message_awaits_answer, startup, password);
 }
 
 // A parked client's peek (PeekBuffer) that finds the end of stream, queued after a
@@ -343,7 +325,8 @@ TEST(ClientPeekTest, AReadAfterAPeekThatFoundTheEndFindsItToo) {
   wait_until_readable(stream.socket(), request.size());
   std::array<char, 64> buffer{};
   std::optional<error_code> read_ec;
-  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { read_ec = ec; });
+  stream.async_read_client(asio::buffer(buffer), DrainedWhen::request_awaits_answer, true,
+                           [&](error_code ec, std::size_t) { read_ec = ec; });
   run_until(c.context, [&] { return read_ec.has_value(); });
   ASSERT_FALSE(*read_ec);
 
@@ -358,7 +341,8 @@ TEST(ClientPeekTest, AReadAfterAPeekThatFoundTheEndFindsItToo) {
   EXPECT_EQ(*peek_ec, asio::error::eof) << peek_ec->message();
 
   std::optional<error_code> after_ec;
-  stream.async_read_request(asio::buffer(buffer), true, [&](error_code ec, std::size_t) { after_ec = ec; });
+  stream.async_read_client(asio::buffer(buffer), DrainedWhen::request_awaits_answer, true,
+                           [&](error_code ec, std::size_t) { after_ec = ec; });
   run_until(c.context, [&] { return after_ec.has_value(); });
   EXPECT_EQ(*after_ec, asio::error::eof) << after_ec->message();
 }
