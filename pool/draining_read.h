@@ -54,6 +54,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/detail/reactive_socket_recv_op.hpp>
 
+#include "protocol/wire.h"
+
 namespace sluice::pool {
 
 // What a read holds, and so when it is the end of what the peer says for now.
@@ -85,8 +87,7 @@ inline bool is_whole_request_awaiting_answer(const std::uint8_t* data, std::size
   std::size_t at = 0;
   std::uint8_t last = 0;
   while (size - at >= 5) {
-    const std::uint32_t length = (std::uint32_t{data[at + 1]} << 24) | (std::uint32_t{data[at + 2]} << 16) |
-                                 (std::uint32_t{data[at + 3]} << 8) | std::uint32_t{data[at + 4]};
+    const std::uint32_t length = protocol::read_u32(data + at + 1);
     if (length < 4 || length > size - at - 1) return false;
     last = data[at];
     at += 1 + length;
@@ -100,12 +101,8 @@ inline bool is_whole_request_awaiting_answer(const std::uint8_t* data, std::size
 // sends nothing more until it has the answer (the same reasoning as a request's).
 inline bool is_login_message_awaiting_answer(const std::uint8_t* data, std::size_t size) {
   if (size < 5) return false;
-  const auto length_at = [data](std::size_t at) {
-    return (std::uint32_t{data[at]} << 24) | (std::uint32_t{data[at + 1]} << 16) | (std::uint32_t{data[at + 2]} << 8) |
-           std::uint32_t{data[at + 3]};
-  };
-  if (data[0] == 'p') return length_at(1) == size - 1;
-  return size >= 8 && length_at(0) == size;
+  if (data[0] == 'p') return protocol::read_u32(data + 1) == size - 1;
+  return size >= 8 && protocol::read_u32(data) == size;
 }
 
 // Whether a short read of `size` bytes is all the peer has to say for now.
