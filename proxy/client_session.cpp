@@ -55,10 +55,11 @@ constexpr std::size_t kParkedTlsRead = 512;
 // message would leave the peer's byte stream unusable.
 auto uncancellable() { return asio::bind_cancellation_slot(asio::cancellation_slot(), use_nothrow); }
 
-awaitable<bool> cancelled() {
-  auto state = co_await asio::this_coro::cancellation_state;
-  co_return state.cancelled() != asio::cancellation_type::none;
-}
+// Asked as is_cancelled(co_await kCancellationState): awaiting that never
+// suspends and needs no coroutine frame, which a helper coroutine did (twice
+// per round trip).
+constexpr asio::this_coro::cancellation_state_t kCancellationState{};
+bool is_cancelled(const asio::cancellation_state& state) { return state.cancelled() != asio::cancellation_type::none; }
 
 // A SQL string literal that means `value` whatever standard_conforming_strings is.
 std::string quote_literal(std::string_view value) {
@@ -2146,7 +2147,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
       auto [ec, read] = co_await client_.async_read_client(asio::buffer(relay_->client_buffer),
                                                             pool::DrainedWhen::request_awaits_answer,
                                                             relay_->client_scanner.at_boundary(), use_nothrow);
-      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+      if (ec == asio::error::operation_aborted && is_cancelled(co_await kCancellationState))
+        co_return RelayEnd::cancelled;
       if (ec) {
         client_gone_ = true;
         co_return RelayEnd::client_closed;
@@ -2190,7 +2192,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     }
     if (relay_->state.pending > 0) request_sent();
     if (outcome->stopped) co_return RelayEnd::client_terminated;
-    if (co_await cancelled()) co_return RelayEnd::cancelled;
+    if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
     maybe_grow(relay_->client_buffer, n);
   }
 }
@@ -2202,7 +2204,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
                                                                   recording_ ? this : nullptr};
   for (;;) {
     auto [ec, n] = co_await server_->stream().async_read_reply(asio::buffer(relay_->server_buffer), use_nothrow);
-    if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+    if (ec == asio::error::operation_aborted && is_cancelled(co_await kCancellationState))
+      co_return RelayEnd::cancelled;
     if (ec) co_return RelayEnd::server_closed;
     relay_->bytes_out += n;
     auto outcome = relay_->server_scanner.feed(protocol::Bytes(relay_->server_buffer.data(), n), observer);
@@ -2229,7 +2232,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
         co_return RelayEnd::transaction_block;
       }
     }
-    if (co_await cancelled()) co_return RelayEnd::cancelled;
+    if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
     maybe_grow(relay_->server_buffer, n);
   }
 }
@@ -2564,7 +2567,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
       while (relay_->requests.size() > kMaxQueuedRequests / 2) {
         tick.expires_after(std::chrono::milliseconds(1));
         co_await tick.async_wait(use_nothrow);
-        if (co_await cancelled()) co_return RelayEnd::cancelled;
+        if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
       }
     }
     if (in.empty() || wanted > 0) {
@@ -2573,7 +2576,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
       auto [ec, n] = co_await client_.async_read_client(asio::buffer(space.data(), space.size()),
                                                          pool::DrainedWhen::request_awaits_answer, from_boundary,
                                                          use_nothrow);
-      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+      if (ec == asio::error::operation_aborted && is_cancelled(co_await kCancellationState))
+        co_return RelayEnd::cancelled;
       if (ec) {
         client_gone_ = true;
         co_return RelayEnd::client_closed;
@@ -2664,7 +2668,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
           in.empty() && relay_->client_passing == 0 && state.pending > 0 && !state.unsynced && !state.copy_in;
       co_return whole_requests_out ? RelayEnd::awaiting_answer : RelayEnd::needs_both;
     }
-    if (co_await cancelled()) co_return RelayEnd::cancelled;
+    if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
   }
 }
 
@@ -2738,7 +2742,8 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked(bool solo)
       if (solo && ec == asio::error::operation_aborted && client_watch_ == ClientWatch::fired) {
         co_return RelayEnd::needs_both;  // cut short by the client watch: nothing was read
       }
-      if (ec == asio::error::operation_aborted && co_await cancelled()) co_return RelayEnd::cancelled;
+      if (ec == asio::error::operation_aborted && is_cancelled(co_await kCancellationState))
+        co_return RelayEnd::cancelled;
       if (ec && !(ec == asio::error::operation_aborted && relay_->wake_requested)) co_return RelayEnd::server_closed;
       if (!ec) in.commit(n);
     }
@@ -2878,7 +2883,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked(bool solo)
     // Alone, the client must be read once it owes the next move: all answers are
     // in (a transaction stays open), or the server waits for COPY data.
     if (solo && (relay_->state.pending == 0 || relay_->state.copy_in)) co_return RelayEnd::needs_both;
-    if (co_await cancelled()) co_return RelayEnd::cancelled;
+    if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
   }
 }
 
