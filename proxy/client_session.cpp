@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cctype>
 #include <charconv>
@@ -396,6 +397,8 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
         alone = false;
         continue;
       }
+    } else if (!tracking_statements_ && !client_.is_tls() && !server_->stream().is_tls()) {
+      end = co_await relay_plain_session();
     } else {
       auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
                                         : co_await (pump_client_to_server() || pump_server_to_client());
@@ -451,6 +454,15 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     case RelayEnd::awaiting_answer:
     case RelayEnd::needs_both:
       break;  // not an end of the relay (released, the lone exchange's steps) or never first (cancelled)
+    case RelayEnd::internal_error:
+      log()->error("[c{}] relay of client {} failed: {}", id_, peer_, relay_->protocol_error);
+      server_.discard();  // its stream may be anywhere
+      if (client_stream_at_boundary()) {
+        co_await send_fatal("XX000", "internal error in Sluice's relay");
+      } else {
+        close_client();
+      }
+      break;
     case RelayEnd::server_closed:
     case RelayEnd::server_protocol_error:
       // Whatever the server said (FATAL included) has been relayed; the client sees
@@ -2235,6 +2247,186 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_to_client() {
     if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
     maybe_grow(relay_->server_buffer, n);
   }
+}
+
+// ---- Session mode over plain TCP: the pumps as handler chains ----------------------
+// What pump_client_to_server and pump_server_to_client do, step for step, with a
+// completion handler where they co_await. Resuming a coroutine in a `||` group
+// costs several hundred instructions per read (its frame, executor and
+// cancellation slot bookkeeping); calling a handler costs a call. The chains run
+// on the session's executor, one step at a time, like the two pumps did.
+
+template <class Initiate, class Handler>
+void ClientSession::on_session_executor(Initiate&& initiate, Handler&& handler) {
+  if (relay_->server_on_session_executor) {
+    initiate(std::forward<Handler>(handler));
+  } else {
+    initiate(asio::bind_executor(executor(), std::forward<Handler>(handler)));
+  }
+}
+
+template <class Step>
+void ClientSession::plain_step(Step&& step) noexcept {
+  try {
+    step();
+  } catch (const std::exception& e) {
+    relay_->protocol_error = e.what();
+    plain_direction_done(RelayEnd::internal_error);
+  }
+}
+
+awaitable<ClientSession::RelayEnd> ClientSession::relay_plain_session() {
+  auto& relay = *relay_;
+  relay.plain_end.reset();
+  relay.plain_stopping = false;
+  relay.client_reading = relay.server_reading = false;
+  relay.server_on_session_executor = server_->socket().get_executor() == executor();
+  co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(RelayEnd)>(
+      [this](auto waiter) {
+        auto& relay = *relay_;
+        struct Waiter final : RelayWaiter {
+          explicit Waiter(decltype(waiter) w) : handler(std::move(w)) {}
+          void complete(RelayEnd end) override { std::move(handler)(end); }
+          decltype(waiter) handler;
+        };
+        relay.plain_waiter = std::make_unique<Waiter>(std::move(waiter));
+        relay.plain_running = 2;
+        plain_step([&] { read_server_plain(); });
+        // Bytes that arrived with the last login message belong to the relay.
+        const std::size_t carried = login_buffer_.size();
+        plain_step([&] {
+          if (carried == 0) return read_client_plain();
+          relay.bytes_in += carried;
+          if (relay.client_buffer.size() < carried) relay.client_buffer.resize(carried);
+          std::memcpy(relay.client_buffer.data(), login_buffer_.data().data(), carried);
+          login_buffer_.consume(carried);
+          relay_client_plain(carried);
+        });
+      },
+      asio::use_awaitable);
+}
+
+void ClientSession::plain_direction_done(RelayEnd end) {
+  auto& relay = *relay_;
+  if (!relay.plain_end) {
+    // The first end is the relay's; the other direction stops at its next read (a
+    // write under way finishes first, as in the `||` of the pumps).
+    relay.plain_end = end;
+    relay.plain_stopping = true;
+    error_code ignored;
+    if (relay.client_reading) client_.socket().cancel(ignored);
+    if (relay.server_reading && server_) server_->socket().cancel(ignored);
+  }
+  if (--relay.plain_running > 0) return;
+  // Posted: the last stop may come inside relay_plain_session's initiation.
+  asio::post(executor(), [waiter = std::move(relay.plain_waiter), end = *relay.plain_end] { waiter->complete(end); });
+}
+
+void ClientSession::read_client_plain() {
+  auto& relay = *relay_;
+  if (relay.plain_stopping) return plain_direction_done(RelayEnd::cancelled);
+  relay.client_reading = true;
+  // The client socket's executor is the session's.
+  client_.async_read_client(asio::buffer(relay.client_buffer), pool::DrainedWhen::request_awaits_answer,
+                            relay.client_scanner.at_boundary(), [this](error_code ec, std::size_t n) {
+                              relay_->client_reading = false;
+                              if (ec == asio::error::operation_aborted && relay_->plain_stopping)
+                                return plain_direction_done(RelayEnd::cancelled);
+                              if (ec) {
+                                client_gone_ = true;
+                                return plain_direction_done(RelayEnd::client_closed);
+                              }
+                              relay_->bytes_in += n;
+                              plain_step([&] {
+                                disarm_idle_timer();
+                                relay_client_plain(n);
+                              });
+                            });
+}
+
+void ClientSession::relay_client_plain(std::size_t n) {
+  auto& relay = *relay_;
+  RecordingFrontend<protocol::FrontendObserver> observer{{relay.state}, recording_ ? this : nullptr};
+  auto outcome = relay.client_scanner.feed(protocol::Bytes(relay.client_buffer.data(), n), observer);
+  if (!outcome) {
+    relay.protocol_error = outcome.error() == protocol::errc::message_too_large
+                               ? "message length exceeds max_message_size (" +
+                                     std::to_string(context_.config().max_message_size) + " bytes)"
+                               : "invalid message length";
+    return plain_direction_done(RelayEnd::client_protocol_error);
+  }
+  const std::size_t forward = forward_length(*outcome, n);
+  const bool terminated = outcome->stopped;
+  if (forward > 0) {
+    relay.forwarding = true;  // stays set if this write is cut short
+    auto sent = server_->stream().send_now(relay.client_buffer.data(), forward);
+    if (!sent) return plain_direction_done(RelayEnd::server_closed);
+    if (*sent < forward) {
+      on_session_executor(
+          [&](auto handler) {
+            asio::async_write(server_->stream(),
+                              asio::buffer(relay.client_buffer.data() + *sent, forward - *sent), std::move(handler));
+          },
+          [this, n, terminated](error_code ec, std::size_t) {
+            if (ec) return plain_direction_done(RelayEnd::server_closed);
+            relay_->forwarding = false;
+            plain_step([&] { client_plain_relayed(n, terminated); });
+          });
+      return;
+    }
+    relay.forwarding = false;
+  }
+  client_plain_relayed(n, terminated);
+}
+
+void ClientSession::client_plain_relayed(std::size_t n, bool terminated) {
+  if (relay_->state.pending > 0) request_sent();
+  if (terminated) return plain_direction_done(RelayEnd::client_terminated);
+  maybe_grow(relay_->client_buffer, n);
+  read_client_plain();
+}
+
+void ClientSession::read_server_plain() {
+  auto& relay = *relay_;
+  if (relay.plain_stopping) return plain_direction_done(RelayEnd::cancelled);
+  relay.server_reading = true;
+  on_session_executor(
+      [&](auto handler) { server_->stream().async_read_reply(asio::buffer(relay.server_buffer), std::move(handler)); },
+      [this](error_code ec, std::size_t n) {
+        relay_->server_reading = false;
+        plain_step([&] { relay_server_plain(ec, n); });
+      });
+}
+
+void ClientSession::relay_server_plain(error_code ec, std::size_t n) {
+  auto& relay = *relay_;
+  if (ec == asio::error::operation_aborted && relay.plain_stopping) return plain_direction_done(RelayEnd::cancelled);
+  if (ec) return plain_direction_done(RelayEnd::server_closed);
+  relay.bytes_out += n;
+  ParameterSink parameters{&*server_, this};
+  RecordingBackend<protocol::BackendObserver<ParameterSink>> observer{{relay.state, &parameters},
+                                                                  recording_ ? this : nullptr};
+  const bool scanned = relay.server_scanner.feed(protocol::Bytes(relay.server_buffer.data(), n), observer).has_value();
+  auto sent = client_.send_now(relay.server_buffer.data(), n);
+  if (sent && *sent < n) {
+    client_write_busy_ = true;
+    asio::async_write(client_, asio::buffer(relay.server_buffer.data() + *sent, n - *sent),
+                      [this, n, scanned](error_code wec, std::size_t) {
+                        client_write_busy_ = false;
+                        plain_step([&] { server_plain_relayed(n, scanned, !wec); });
+                      });
+    return;
+  }
+  server_plain_relayed(n, scanned, sent.has_value());
+}
+
+void ClientSession::server_plain_relayed(std::size_t n, bool scanned, bool delivered) {
+  if (!scanned) return plain_direction_done(RelayEnd::server_protocol_error);
+  if (!delivered) return plain_direction_done(RelayEnd::client_closed);
+  if (relay_->state.pending == 0) round_trip_done();
+  arm_idle_timer();
+  maybe_grow(relay_->server_buffer, n);
+  read_server_plain();
 }
 
 // ---- Relay with shared prepared statements (transaction/statement mode) ----------------

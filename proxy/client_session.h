@@ -90,6 +90,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     // The exchange without the `||` of two pumps (see resume):
     awaiting_answer,  // the client step sent whole requests that await their answers
     needs_both,    // the exchange must go on with both pumps
+    internal_error,  // a handler chain step threw (see relay_plain_session)
   };
 
   awaitable<void> serve();
@@ -156,6 +157,25 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
+  // Session mode over plain TCP: the same two pumps as chains of completion
+  // handlers, which resume() awaits once per attach instead of resuming two
+  // coroutines per round trip.
+  awaitable<RelayEnd> relay_plain_session();
+  void read_client_plain();
+  void relay_client_plain(std::size_t n);
+  void client_plain_relayed(std::size_t n, bool terminated);
+  void read_server_plain();
+  void relay_server_plain(error_code ec, std::size_t n);
+  void server_plain_relayed(std::size_t n, bool scanned, bool delivered);
+  void plain_direction_done(RelayEnd end);
+  // Runs one step of a chain: what would have ended the session coroutine (and
+  // been logged) ends the relay instead of escaping io_context::run.
+  template <class Step>
+  void plain_step(Step&& step) noexcept;
+  // Starts an operation on the server socket whose completion must run on the
+  // session's executor (a pooled server's socket may have another's).
+  template <class Initiate, class Handler>
+  void on_session_executor(Initiate&& initiate, Handler&& handler);
   // The same, message by message, for transaction/statement mode with shared
   // prepared statements: client statement names are mapped to server-side ones,
   // a Parse the server already has is answered here, one it lacks is sent first.
@@ -255,6 +275,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // ParameterStatus relayed); shared with the pool's cache until one changes.
   std::shared_ptr<const pool::ParameterList> sent_parameters_;
   pool::Lease server_;
+  // resume()'s wait for the session-mode handler chains, type-erased by hand:
+  // asio::any_completion_handler of Boost 1.81 recurses without end when it
+  // allocates.
+  struct RelayWaiter {
+    virtual ~RelayWaiter() = default;
+    virtual void complete(RelayEnd end) = 0;
+  };
   // What only an attached session needs, allocated on attach so that a parked
   // (idle, logged-in) client carries none of it.
   struct Relay {
@@ -299,6 +326,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     std::chrono::steady_clock::time_point busy_since;
     std::chrono::steady_clock::time_point transaction_since;
     std::string protocol_error;  // why the client's stream was refused (client_protocol_error)
+    // Session mode over plain TCP: the directions as handler chains (see
+    // relay_plain_session).
+    std::unique_ptr<RelayWaiter> plain_waiter;  // resume(), until both chains stop
+    std::optional<RelayEnd> plain_end;  // the first direction's end
+    int plain_running = 0;              // directions not stopped yet
+    bool plain_stopping = false;        // one ended: the other stops at its next read
+    bool client_reading = false;        // a read of the client is pending (a stop cancels it)
+    bool server_reading = false;
+    bool server_on_session_executor = true;  // else server completions are bound to the session's
   };
   std::unique_ptr<Relay> relay_;
   // [timeouts] idle_transaction and client_idle: armed when a reply leaves the
