@@ -2035,7 +2035,8 @@ void ClientSession::note_server_message(char type, protocol::Bytes body) {
 namespace {
 void record_shape_sample(Context& context, std::string_view database, std::string_view user, const QueryShape& shape,
                          std::chrono::nanoseconds duration, std::chrono::nanoseconds wait,
-                         std::optional<std::int64_t> rows, bool error, std::chrono::system_clock::time_point at) {
+                         std::optional<std::int64_t> rows, bool error, std::chrono::system_clock::time_point at,
+                         QuerySlotHint* hint = nullptr) {
   QuerySample sample;
   sample.database = database;
   sample.user = user;
@@ -2047,6 +2048,7 @@ void record_shape_sample(Context& context, std::string_view database, std::strin
   sample.rows = rows ? static_cast<std::uint64_t>(std::max<std::int64_t>(0, *rows)) : 0;
   sample.error = error;
   sample.at = at;
+  sample.hint = hint;
   context.query_stats_shard().record(sample);
 }
 
@@ -2100,10 +2102,12 @@ void ClientSession::finish_statement(InFlightStatement& statement) {
   const std::string& text = statement.text ? *statement.text : kNoText;
   // The shape: found when the statement started, or a per-thread cache hit for any
   // statement seen before (literal values aside), or one the shape service published.
-  auto shape = statement.shape;
-  if (!shape && statement.text) shape = context_.shapes().find(text);
+  std::shared_ptr<const QueryShape> found;
+  if (!statement.shape && statement.text) found = context_.shapes().find(text);
+  const auto& shape = statement.shape ? statement.shape : found;
   if (shape) {
-    record_shape_sample(context_, database_, user_, *shape, duration, wait, statement.rows, error, at);
+    record_shape_sample(context_, database_, user_, *shape, duration, wait, statement.rows, error, at,
+                        timing_ ? &timing_->stats_hint : nullptr);
     if (slow) publish_slow(context_, std::move(*slow), shape.get(), text, log_parameters_);
     return;
   }

@@ -396,6 +396,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     // first statement's wait.
     std::optional<std::chrono::steady_clock::time_point> attach_started;
     std::chrono::steady_clock::duration attach_wait{};
+    QuerySlotHint stats_hint;  // where this thread's last statement was counted
   };
   std::unique_ptr<StatementTiming> timing_;
   StatementTiming& timing() {

@@ -62,6 +62,7 @@ void QueryStats::Shard::record(const QuerySample& sample) {
       kept.user = sample.user;
       kept.query = sample.query;
       kept.sample = sample;
+      kept.sample.hint = nullptr;  // added later, maybe after its owner is gone
       return;
     }
     // A reader has held on through kMaxDeferred samples: wait for its chunk
@@ -88,8 +89,18 @@ void QueryStats::Shard::add_deferred_locked() {
 }
 
 void QueryStats::Shard::record_locked(const QuerySample& sample) {
+  QuerySlotHint* hint = sample.hint;
+  if (hint != nullptr && hint->shard == this && hint->epoch == epoch_) {
+    QueryShapeStats& hinted = *hint->slot;
+    if (hinted.fingerprint == sample.fingerprint && hinted.database == sample.database &&
+        hinted.user == sample.user) {
+      hinted.record(sample);
+      return;
+    }
+  }
   const auto it = index_.find(KeyRef{sample.database, sample.user, sample.fingerprint});
   QueryShapeStats& stats = it != index_.end() ? *slots_[it->second] : insert(sample);
+  if (hint != nullptr) *hint = {this, epoch_, &stats};
   stats.record(sample);
 }
 
@@ -113,6 +124,7 @@ QueryShapeStats& QueryStats::Shard::insert(const QuerySample& sample) {
 }
 
 void QueryStats::Shard::evict() {
+  ++epoch_;
   std::vector<std::uint32_t> live;
   live.reserve(index_.size());
   for (const auto& entry : index_) live.push_back(entry.second);
@@ -135,6 +147,7 @@ void QueryStats::Shard::evict() {
 
 void QueryStats::Shard::clear() {
   std::lock_guard lock(mutex_);
+  ++epoch_;
   index_.clear();
   slots_.clear();
   free_.clear();

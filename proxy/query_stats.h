@@ -51,6 +51,19 @@
 namespace sluice::proxy {
 
 // One finished statement, as the session saw it.
+class QueryStats;
+struct QueryShapeStats;
+
+// Where a recorder's last sample went: the next sample of the same shape, database
+// and user skips the shard's index (three hashes and a probe). Checked against
+// the slot's own key under the shard's lock, and void once the shard evicts or is
+// reset, so a stale or shared hint only costs a lookup.
+struct QuerySlotHint {
+  const void* shard = nullptr;
+  std::uint64_t epoch = 0;
+  QueryShapeStats* slot = nullptr;
+};
+
 struct QuerySample {
   std::string_view database;
   std::string_view user;
@@ -62,6 +75,7 @@ struct QuerySample {
   std::uint64_t rows = 0;                // from the CommandComplete tag
   bool error = false;                    // ended in an ErrorResponse
   std::chrono::system_clock::time_point at;  // when it finished
+  QuerySlotHint* hint = nullptr;             // the recorder's own, owner thread only
 };
 
 // The statistics of one shape: one shard's, or all shards merged.
@@ -148,6 +162,7 @@ class QueryStats {
     std::vector<std::uint32_t> free_;
     std::unordered_map<KeyRef, std::uint32_t, KeyHash> index_;
     std::uint64_t evictions_ = 0;
+    std::uint64_t epoch_ = 0;  // bumped whenever slots are reset or freed (hints go stale)
   };
 
   explicit QueryStats(std::size_t max_shapes = kDefaultMaxShapes);

@@ -218,6 +218,42 @@ TEST(QueryStatsTest, EvictsTheLeastUsedAtTheCap) {
   EXPECT_EQ(stats.evictions(), 3u);
 }
 
+TEST(QueryStatsTest, ASlotHintNeverCountsASampleForAnotherShape) {
+  QueryStats stats(2);
+  QueryStats::Shard& shard = stats.add_shard();
+  QueryStats::Shard& other = stats.add_shard();
+  QuerySlotHint a;  // two recorders' hints, as two sessions hold them
+  QuerySlotHint b;
+  const auto record = [&](QueryStats::Shard& into, QuerySlotHint& hint, std::uint64_t fp) {
+    QuerySample s = sample(fp, 1ms, kT0);
+    s.hint = &hint;
+    into.record(s);
+  };
+  record(shard, a, 10);
+  record(shard, b, 20);
+  record(shard, a, 10);
+  record(shard, a, 10);  // through the hint
+  EXPECT_EQ(find(stats.snapshot(), 10)->calls, 3u);
+  record(shard, a, 30);  // another shape: evicts 20 (fewest calls) and takes its slot
+  record(shard, b, 20);  // b's hint names that slot, which now holds 30: 20 is new again (30 evicted)
+  auto all = stats.snapshot();
+  EXPECT_EQ(find(all, 10)->calls, 3u);
+  ASSERT_NE(find(all, 20), nullptr);
+  EXPECT_EQ(find(all, 20)->calls, 1u);
+  EXPECT_EQ(find(all, 30), nullptr);
+  EXPECT_EQ(stats.evictions(), 2u);
+
+  stats.reset();  // the slots a and b name are freed (ASan would see a use)
+  record(shard, a, 10);
+  record(shard, b, 20);
+  record(other, a, 10);  // a names a slot of the first shard
+  all = stats.snapshot();
+  EXPECT_EQ(find(all, 10)->calls, 2u);
+  EXPECT_EQ(find(all, 20)->calls, 1u);
+  EXPECT_EQ(shard.size(), 2u);
+  EXPECT_EQ(other.size(), 1u);
+}
+
 TEST(QueryStatsTest, EvictsFivePercentAtATime) {
   QueryStats stats(100);
   QueryStats::Shard& shard = stats.add_shard();
