@@ -5,6 +5,8 @@
 //   auth_bench.cpp      SCRAM-SHA-256 in both roles, make_scram_secret, MD5; per exchange
 //   builders_bench.cpp  messages Sluice writes itself: ErrorResponse, a login's ParameterStatus set,
 //                       ReadyForQuery
+//   stats_bench.cpp     per-statement statistics: literal-blanked cache key, shape cache hit,
+//                       a sample into a shard (index or slot hint); per statement
 //   fixtures.h          the wire streams, and observers mirroring proxy/client_session.cpp
 //
 // Run (Release; the tests are not needed):

@@ -289,6 +289,13 @@ TEST(LiteralKeyTest, MatchesACharacterByCharacterScan) {
     literal_key(text, key);
     ASSERT_EQ(key, reference_literal_key(text)) << "text: " << text;
   }
+  // Keys longer than their texts: empty literals, and a quote that ends the text.
+  literal_key("'' '' ''", key);
+  EXPECT_EQ(key, "'?' '?' '?'");
+  literal_key("'", key);
+  EXPECT_EQ(key, "'?'");
+  literal_key("x''", key);
+  EXPECT_EQ(key, "x'?'");
   literal_key("SELECT abalance FROM pgbench_accounts WHERE aid = 79462;", key);
   EXPECT_EQ(key, "SELECT abalance FROM pgbench_accounts WHERE aid = ?;");
   literal_key("SELECT t1.c2 FROM t1 WHERE name = 'O''Brien' AND x > 1.5e+3 AND \"col 9\" = E'\\'9'", key);
