@@ -176,8 +176,12 @@ awaitable<bool> ClientSession::write_client(std::string_view bytes) {
     sent = *now;
     if (sent == bytes.size()) co_return true;
   }
+  // Marked busy like the relay's writes: a FATAL from request_close must not land
+  // inside the part still going out.
+  client_write_busy_ = true;
   auto [ec, n] =
       co_await asio::async_write(client_, asio::buffer(bytes.data() + sent, bytes.size() - sent), use_nothrow);
+  client_write_busy_ = false;
   co_return !ec;
 }
 
@@ -1028,7 +1032,11 @@ std::shared_ptr<pool::Pool> ClientSession::find_pool() {
 }
 
 ClientSession::ClientReadiness ClientSession::client_readiness() {
-  if (!login_buffer_.empty()) return ClientReadiness::has_bytes;
+  // Bytes kept from earlier start at a message boundary (a release happens only
+  // there): a Terminate first needs no server, as on the socket below.
+  if (!login_buffer_.empty()) {
+    return login_buffer_.data()[0] == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
+  }
   if (client_.is_tls()) {
     // The socket holds TLS records: decrypt what is there into the buffer the next
     // server gets first (a Terminate or a close needs no server).
