@@ -90,6 +90,41 @@ StartupParams Pool::key_for(const StartupParams& params) const {
   return share_tracked_ ? sharing_key(params) : params;
 }
 
+bool Pool::key_matches(const StartupParams& key, const StartupParams& params) const {
+  if (!share_tracked_) return key == params;
+  auto next = key.begin();
+  for (const auto& param : params) {
+    if (is_tracked_parameter(param.first)) continue;
+    if (next == key.end() || *next != param) return false;
+    ++next;
+  }
+  return next == key.end();
+}
+
+Lease Pool::try_acquire_idle(const StartupParams& params) {
+  const auto now = Clock::now();
+  std::unique_ptr<ServerConnection> found;
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_ || paused_ || !waiters_.empty()) return {};
+    for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+      if (!key_matches((*it)->pool_key, params)) continue;
+      // As acquire() would take it, or leave it for acquire() to deal with.
+      const auto& conn = **it;
+      if (expired(conn, now) || conn.generation != generation_ || now - conn.last_used_at >= settings_->check_delay ||
+          !(*it)->idle_and_clean()) {
+        return {};
+      }
+      found = std::move(*it);
+      idle_.erase(std::next(it).base());
+      break;
+    }
+  }
+  if (!found) return {};
+  found->last_used_at = now;
+  return Lease(shared_from_this(), std::move(found));
+}
+
 Pool::SlotRefusal Pool::take_slot_locked(int cap) {
   if (open_ >= cap) return SlotRefusal::pool_full;
   if (!ConnectionLimit::try_take_both(limits_.database.get(), limits_.user.get())) return SlotRefusal::limit_reached;

@@ -120,6 +120,11 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   // Waits (FIFO) for a server connection opened with `params`.
   awaitable<AcquireResult> acquire(const StartupParams& params, std::uint64_t client_id);
+  // The usual checkout without a coroutine: the most recently used idle connection
+  // for these parameters, when nobody waits, the pool is not paused or closing, and
+  // that connection is current, clean and not due for a health check. Empty
+  // otherwise, with nothing changed: acquire() then does the whole job.
+  Lease try_acquire_idle(const StartupParams& params);
 
   const std::string& name() const { return name_; }
   const std::string& database() const { return database_; }
@@ -220,6 +225,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   awaitable<bool> healthy(ServerConnection& conn, const PoolSettingsSnapshot& settings, std::uint64_t client_id);
   bool expired(const ServerConnection& conn, Clock::time_point now) const;
   StartupParams key_for(const StartupParams& params) const;
+  // key == key_for(params), without building key_for(params).
+  bool key_matches(const StartupParams& key, const StartupParams& params) const;
   void remember_locked(const StartupParams& params, std::shared_ptr<const ParameterList> reported);
 
   const std::string database_;

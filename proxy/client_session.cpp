@@ -364,7 +364,12 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       park();
       co_return;
     }
-    if (!co_await attach_timed()) co_return;
+    const auto attached = attach_now();
+    if (attached == AttachNow::settle) {
+      if (!co_await settle_parameters()) co_return;
+    } else if (attached == AttachNow::none && !co_await attach_timed()) {
+      co_return;
+    }
   }
 
   using namespace asio::experimental::awaitable_operators;
@@ -424,7 +429,12 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
         park();
         co_return;
       }
-      if (!co_await attach_timed()) co_return;
+      const auto attached = attach_now();
+      if (attached == AttachNow::settle) {
+        if (!co_await settle_parameters()) co_return;
+      } else if (attached == AttachNow::none && !co_await attach_timed()) {
+        co_return;
+      }
       alone = tracking_statements_ && !client_.is_tls();
     }
     // Otherwise the client pump relayed a new request while it was being stopped:
@@ -1124,16 +1134,43 @@ awaitable<bool> ClientSession::attach_server() {
     }
     co_return false;
   }
-  server_ = std::move(acquired.lease);
+  adopt_server(std::move(acquired.lease));
+  if (parameters_known()) co_return true;
+  co_return co_await settle_parameters();
+}
+
+void ClientSession::adopt_server(pool::Lease lease) {
+  server_ = std::move(lease);
   relay_ = take_relay(max_message_size_);
   context_.cancels().set_target(client_key_.pid,
                                 CancelTarget{server_->host, server_->port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
-  if (sent_parameters_ && sent_parameters_ == server_->reports_as) co_return true;  // the usual case
-  if (sent_parameters_ && *sent_parameters_ == server_->parameters) {
+}
+
+bool ClientSession::parameters_known() {
+  if (!sent_parameters_) return false;
+  if (sent_parameters_ == server_->reports_as) return true;  // the usual case
+  if (*sent_parameters_ == server_->parameters) {
     server_->reports_as = sent_parameters_;  // the next client told the same list compares pointers
-    co_return true;  // the connection reports exactly what the client knows
+    return true;
   }
+  return false;
+}
+
+ClientSession::AttachNow ClientSession::attach_now() {
+  // Logging in (nothing told yet) takes attach_server's whole path.
+  if (!sent_parameters_) return AttachNow::none;
+  auto lease = pool_->try_acquire_idle(startup_params_);
+  if (!lease) return AttachNow::none;
+  if (recording_) {
+    timing().attach_started = std::chrono::steady_clock::now();  // no wait to charge
+    timing().attach_wait = {};
+  }
+  adopt_server(std::move(lease));
+  return parameters_known() ? AttachNow::attached : AttachNow::settle;
+}
+
+awaitable<bool> ClientSession::settle_parameters() {
   if (pool_mode_ != config::PoolMode::session) {
     // The connection may have served clients with other tracked values. At login
     // the client's wishes are its startup values, unless the connection was opened

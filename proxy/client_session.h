@@ -126,6 +126,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<bool> attach_server();
   // attach_server, noting how long the client's request waited for it.
   awaitable<bool> attach_timed();
+  // Attaching without a coroutine when the pool has an idle connection ready
+  // (Pool::try_acquire_idle): attached, attached but the connection's reported
+  // parameters still to be settled (settle_parameters), or not attached.
+  enum class AttachNow : std::uint8_t { attached, settle, none };
+  AttachNow attach_now();
+  void adopt_server(pool::Lease lease);
+  // The attached connection reports exactly what the client was told.
+  bool parameters_known();
+  // Otherwise: SETs (transaction mode) and ParameterStatus for what differs.
+  awaitable<bool> settle_parameters();
   // Transaction/statement mode: SETs the client's tracked parameters that differ
   // on the connection it was just given; false (client told) if the server refuses.
   awaitable<bool> sync_parameters(const pool::ParameterList& wanted);
