@@ -2174,6 +2174,12 @@ void ClientSession::finish_statement(InFlightStatement& statement) {
 
 // ---- Relay ------------------------------------------------------------------------
 
+std::string ClientSession::client_length_error(bool too_large) const {
+  if (!too_large) return "invalid message length";
+  return "message length exceeds max_message_size (" + std::to_string(context_.config().max_message_size) +
+         " bytes)";
+}
+
 // Bytes of a scanned client chunk to pass on. Terminate is the last thing a
 // client sends and is not forwarded; everything before it is. If the Terminate's
 // first bytes already went out with an earlier chunk, the server holds part of a
@@ -2229,10 +2235,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_to_server() {
     }
     auto outcome = relay_->client_scanner.feed(protocol::Bytes(relay_->client_buffer.data(), n), observer);
     if (!outcome) {
-      relay_->protocol_error = outcome.error() == protocol::errc::message_too_large
-                                   ? "message length exceeds max_message_size (" +
-                                         std::to_string(context_.config().max_message_size) + " bytes)"
-                                   : "invalid message length";
+      relay_->protocol_error = client_length_error(outcome.error() == protocol::errc::message_too_large);
       co_return RelayEnd::client_protocol_error;
     }
     const std::size_t forward = forward_length(*outcome, n);
@@ -2398,10 +2401,7 @@ void ClientSession::relay_client_plain(std::size_t n) {
   RecordingFrontend<protocol::FrontendObserver> observer{{relay.state}, recording_ ? this : nullptr};
   auto outcome = relay.client_scanner.feed(protocol::Bytes(relay.client_buffer.data(), n), observer);
   if (!outcome) {
-    relay.protocol_error = outcome.error() == protocol::errc::message_too_large
-                               ? "message length exceeds max_message_size (" +
-                                     std::to_string(context_.config().max_message_size) + " bytes)"
-                               : "invalid message length";
+    relay.protocol_error = client_length_error(outcome.error() == protocol::errc::message_too_large);
     return plain_direction_done(RelayEnd::client_protocol_error);
   }
   const std::size_t forward = forward_length(*outcome, n);
@@ -2855,9 +2855,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
       const char type = static_cast<char>(data[0]);
       const std::uint32_t length = protocol::read_u32(data.data() + 1);
       if (length < 4 || length - 4 > max_message_size_) {
-        relay_->protocol_error = length < 4 ? "invalid message length"
-                                            : "message length exceeds max_message_size (" +
-                                                  std::to_string(context_.config().max_message_size) + " bytes)";
+        relay_->protocol_error = client_length_error(length >= 4);
         co_return RelayEnd::client_protocol_error;
       }
       const std::size_t total = std::size_t{length} + 1;

@@ -165,6 +165,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // or nothing after all (from the byte the park peeked, when it did).
   ClientReadiness client_readiness();
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
+  // Why a client's message length was refused (RelayEnd::client_protocol_error).
+  std::string client_length_error(bool too_large) const;
   awaitable<RelayEnd> pump_client_to_server();
   awaitable<RelayEnd> pump_server_to_client();
   // Session mode over plain TCP: the same two pumps as chains of completion
