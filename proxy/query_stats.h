@@ -50,8 +50,6 @@
 
 namespace sluice::proxy {
 
-// One finished statement, as the session saw it.
-class QueryStats;
 struct QueryShapeStats;
 
 // Where a recorder's last sample went: the next sample of the same shape, database
@@ -64,6 +62,7 @@ struct QuerySlotHint {
   QueryShapeStats* slot = nullptr;
 };
 
+// One finished statement, as the session saw it.
 struct QuerySample {
   std::string_view database;
   std::string_view user;
