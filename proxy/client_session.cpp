@@ -472,7 +472,9 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       log()->error("[c{}] relay of client {} failed: {}", id_, peer_, relay_->protocol_error);
       server_.discard();  // its stream may be anywhere
       if (client_stream_at_boundary()) {
-        co_await send_fatal("XX000", "internal error in Sluice's relay");
+        co_await send_fatal("XX000", "internal error in Sluice's relay",
+                            "The connection is closed and its server connection discarded; a transaction in "
+                            "progress was rolled back by PostgreSQL. Reconnect; Sluice's log has the cause.");
       } else {
         close_client();
       }

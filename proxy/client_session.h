@@ -337,7 +337,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool in_transaction = false;  // a transaction began in this relay and has not ended
     std::chrono::steady_clock::time_point busy_since;
     std::chrono::steady_clock::time_point transaction_since;
-    std::string protocol_error;  // why the client's stream was refused (client_protocol_error)
+    // Why the client's stream was refused (client_protocol_error), or what a
+    // handler chain step threw (internal_error).
+    std::string protocol_error;
     // Session mode over plain TCP: the directions as handler chains (see
     // relay_plain_session).
     std::unique_ptr<RelayWaiter> plain_waiter;  // resume(), until both chains stop
