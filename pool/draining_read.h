@@ -54,6 +54,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/detail/reactive_socket_recv_op.hpp>
 
+#include "protocol/read_buffer.h"
 #include "protocol/wire.h"
 
 namespace sluice::pool {
@@ -118,12 +119,25 @@ inline bool is_drained(DrainedWhen when, const std::uint8_t* data, std::size_t s
   return false;
 }
 
-// A one-byte MSG_PEEK receive that waits for a client's next bytes (a parked
-// client's wait, the client watch). Asio counts a receive that finds the end of
-// stream as exhausting the socket, so a read after such a peek would wait for an
-// event that has come already; with this buffer the end stays for that read to find.
-struct PeekBuffer : boost::asio::mutable_buffer {
-  explicit PeekBuffer(boost::asio::mutable_buffer buffer) : boost::asio::mutable_buffer(buffer) {}
+// How much a waiting client's read (StashBuffer) takes at once.
+inline constexpr std::size_t kStashReadSize = 16 * 1024;
+
+// A client's read while it waits to be served (a parked client, the client watch of
+// a lone exchange): what arrives is stored in `into`, allocated to the size of what
+// came, so an idle client holds no read buffer. The reactor's perform step reads into
+// a per-thread block and copies it out, which makes the wait's read the request's
+// read too: one recv() where a one-byte peek and then the relay's read took two.
+// `into` is the waiting session's, touched by nothing else until the completion
+// handler runs (the perform step happens before it) or the wait is cancelled.
+// A client waits only at a message boundary, so a short read of whole requests it
+// waits on exhausts the socket as a relay read does. An end of stream does not:
+// Asio would count it as exhausting, and the relay's read after it would then wait
+// for an event that has come already; left alone, that read finds the end too.
+struct StashBuffer : boost::asio::mutable_buffer {
+  explicit StashBuffer(protocol::ByteBuffer* into) : boost::asio::mutable_buffer(&unused_byte, 1), into(into) {}
+  protocol::ByteBuffer* into;
+  // Never written: Asio completes a zero-length stream read without waiting.
+  static inline std::uint8_t unused_byte = 0;
 };
 
 // Whether a completed receive tells the reactor that the socket is empty for now.
@@ -131,9 +145,6 @@ inline bool exhausts(const DrainingBuffer& buffer, bool stream, bool peek, std::
   if (n == 0) return true;  // EOF or an error, as Asio's own read
   return stream && !peek && n < buffer.size() &&
          is_drained(buffer.drained_when, static_cast<const std::uint8_t*>(buffer.data()), n);
-}
-inline bool exhausts(const PeekBuffer&, bool, bool, std::size_t) {
-  return false;  // bytes, the end of stream or an error: the next read tries at once
 }
 
 }  // namespace sluice::pool
@@ -177,10 +188,39 @@ class reactive_socket_recv_op_base<sluice::pool::DrainingBuffer>
   using sluice_recv_op_base::sluice_recv_op_base;
 };
 
+// Asio's receive operation for a waiting client (sluice::pool::StashBuffer).
 template <>
-class reactive_socket_recv_op_base<sluice::pool::PeekBuffer> : public sluice_recv_op_base<sluice::pool::PeekBuffer> {
+class reactive_socket_recv_op_base<sluice::pool::StashBuffer> : public reactor_op {
  public:
-  using sluice_recv_op_base::sluice_recv_op_base;
+  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
+                               socket_ops::state_type state, const sluice::pool::StashBuffer& buffer,
+                               socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
+        socket_(socket),
+        state_(state),
+        buffer_(buffer),
+        flags_(flags) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* op = static_cast<reactive_socket_recv_op_base*>(base);
+    thread_local std::uint8_t block[sluice::pool::kStashReadSize];
+    const bool stream = (op->state_ & socket_ops::stream_oriented) != 0;
+    if (!socket_ops::non_blocking_recv1(op->socket_, block, sizeof block, op->flags_, stream, op->ec_,
+                                        op->bytes_transferred_))
+      return not_done;  // EAGAIN: queued until epoll reports the socket readable
+    const std::size_t n = op->bytes_transferred_;
+    if (n == 0) return done;  // the end of stream or an error: the next read finds it too (see above)
+    op->buffer_.into->assign(block, block + n);
+    return stream && n < sizeof block && sluice::pool::is_whole_request_awaiting_answer(block, n)
+               ? done_and_exhausted
+               : done;
+  }
+
+ private:
+  socket_type socket_;
+  socket_ops::state_type state_;
+  sluice::pool::StashBuffer buffer_;
+  socket_base::message_flags flags_;
 };
 
 }  // namespace boost::asio::detail

@@ -59,6 +59,12 @@ class ReadBuffer {
   std::size_t size() const noexcept { return end_ - begin_; }
   std::size_t capacity() const noexcept { return storage_.size(); }
   bool empty() const noexcept { return begin_ == end_; }
+  // Takes `bytes` as what is buffered, without a copy; the buffer must be empty.
+  void adopt(ByteBuffer&& bytes) noexcept {
+    storage_ = std::move(bytes);
+    begin_ = 0;
+    end_ = storage_.size();
+  }
   // Gives the memory back while nothing is buffered (an idle client keeps none).
   void release_if_empty() {
     if (begin_ != end_) return;

@@ -280,11 +280,12 @@ void ClientSession::park() {
                              [self = shared_from_this()](error_code ec) { wake_parked(self, ec); }));
     return;
   }
-  // Plain TCP: the client watch, a one-byte peek rather than a readiness wait. Asio
-  // re-arms epoll (epoll_ctl) for every wait, but not for a read; after a request
-  // read that left the socket drained (pool/draining_read.h) the peek waits for the
-  // event without a syscall, and when it completes it has told what
-  // client_readiness() needs. A watch started during the exchange just ended is
+  // Plain TCP: the client watch, a read rather than a readiness wait. Asio re-arms
+  // epoll (epoll_ctl) for every wait, but not for a read; after a request read that
+  // left the socket drained (pool/draining_read.h) the read waits for the event
+  // without a syscall, and when it completes the client's next bytes are in
+  // login_buffer_, where the relay takes them from (pool::StashBuffer: no buffer is
+  // held while the client idles). A watch started during the exchange just ended is
   // already that wait.
   switch (client_watch_) {
     case ClientWatch::watching:
@@ -306,20 +307,19 @@ void ClientSession::park() {
 void ClientSession::start_client_watch() {
   if (client_watch_ != ClientWatch::none) return;
   client_watch_ = ClientWatch::watching;
-  parked_peeked_ = false;
   client_.socket().async_receive(
-      pool::PeekBuffer(asio::buffer(&parked_first_byte_, 1)), tcp::socket::message_peek,
+      pool::StashBuffer(&watched_bytes_), 0,
       asio::bind_allocator(UncachedAllocator<void>(),
                            [self = shared_from_this(), generation = ++watch_generation_](error_code ec, std::size_t n) {
                              self->client_watch_done(generation, ec, n);
                            }));
 }
 
-void ClientSession::client_watch_done(std::uint32_t generation, error_code ec, std::size_t n) {
-  // Abandoned: the relay reads the client itself (a peek that found the end of
-  // stream left it for that read: pool::PeekBuffer).
+void ClientSession::client_watch_done(std::uint32_t generation, error_code ec, std::size_t) {
+  // Abandoned: what it read was taken then, and the relay reads the client itself
+  // (an end of stream is left for that read: pool::StashBuffer).
   if (generation != watch_generation_) return;
-  parked_peeked_ = !ec && n == 1;
+  take_watched_bytes();
   if (parked_) {
     parked_ = false;
     client_watch_ = ClientWatch::none;
@@ -327,7 +327,7 @@ void ClientSession::client_watch_done(std::uint32_t generation, error_code ec, s
     return;
   }
   // During a lone exchange: the client spoke (or left) before its answer was all
-  // out. The server pump hands over to both pumps, which read what it sent.
+  // out. The server pump hands over to both pumps, which relay what it sent.
   client_watch_ = ClientWatch::fired;
   watch_failed_ = static_cast<bool>(ec);
   if (solo_server_read_ && server_) {
@@ -344,9 +344,22 @@ void ClientSession::abandon_client_watch() {
     error_code ignored;
     client_.socket().cancel(ignored);
   }
+  // Cancelled, it can read no more; what it read before is the client's next bytes.
+  take_watched_bytes();
   client_watch_ = ClientWatch::none;
-  parked_peeked_ = false;
   parked_ = false;
+}
+
+void ClientSession::take_watched_bytes() {
+  if (watched_bytes_.empty()) return;
+  if (login_buffer_.empty()) {
+    login_buffer_.adopt(std::move(watched_bytes_));
+  } else {
+    auto space = login_buffer_.prepare(watched_bytes_.size());
+    std::memcpy(space.data(), watched_bytes_.data(), watched_bytes_.size());
+    login_buffer_.commit(watched_bytes_.size());
+  }
+  watched_bytes_ = protocol::ByteBuffer();
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {
@@ -427,6 +440,13 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       recycle_relay(std::move(relay_));
       if (login_buffer_.empty()) {
         park();
+        co_return;
+      }
+      // The client spoke while its last answer went out (a watch that fired is done).
+      abandon_client_watch();
+      if (client_readiness() == ClientReadiness::leaving) {  // a Terminate needs no server
+        close_client();
+        log()->info("[c{}] client {} disconnected", id_, peer_);
         co_return;
       }
       const auto attached = attach_now();
@@ -1062,13 +1082,8 @@ ClientSession::ClientReadiness ClientSession::client_readiness() {
     login_buffer_.commit(*n);
     return login_buffer_.data()[0] == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
   }
-  // Closed since the park's peek completed (client_idle, a shutdown): the peeked
-  // byte no longer tells anything.
+  // Closed since the park's wait completed (client_idle, a shutdown).
   if (!client_.is_open()) return ClientReadiness::leaving;
-  if (parked_peeked_) {
-    parked_peeked_ = false;
-    return parked_first_byte_ == 'X' ? ClientReadiness::leaving : ClientReadiness::has_bytes;
-  }
   // Peek without consuming: EOF, or a Terminate as the first message, needs no server.
   std::uint8_t first = 0;
   const ssize_t n = ::recv(client_.socket().native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -2799,6 +2814,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
     std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
     in.commit(login_buffer_.size());
     login_buffer_.consume(login_buffer_.size());
+    login_buffer_.release_if_empty();  // a parked client holds no buffer
   }
   std::size_t wanted = in.empty() ? kInitialRelayBuffer : 0;  // room to read into
   for (;;) {

@@ -157,6 +157,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void start_client_watch();
   void client_watch_done(std::uint32_t generation, error_code ec, std::size_t n);
   // Forgets the watch (cancelling it if pending) before the client is read again.
+  void take_watched_bytes();  // what the client watch read goes to login_buffer_
   void abandon_client_watch();
   // A ParameterStatus the client was sent: what it now believes.
   void client_parameter_changed(std::string_view name, std::string_view value);
@@ -465,16 +466,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool log_parameters_ = false;
   bool tracking_statements_ = false;
   bool client_said_goodbye_ = false;
-  // The first byte of a parked client's next message, peeked by the park's read
-  // (plain TCP): what client_readiness() would otherwise peek again.
-  std::uint8_t parked_first_byte_ = 0;
-  bool parked_peeked_ = false;
   bool client_gone_ = false;  // a relay read of the client found EOF or an error
   bool parked_ = false;       // plain TCP: the client watch wakes resume() when it completes
   bool solo_server_read_ = false;  // a lone server pump is reading (the watch cancels it)
   bool watch_failed_ = false;      // the fired watch found EOF or an error
   ClientWatch client_watch_ = ClientWatch::none;
   std::uint32_t watch_generation_ = 0;  // completions of abandoned watches are ignored
+  // What the client watch read (pool::StashBuffer): written by the reactor's perform
+  // step, so touched here only once the watch has completed or been cancelled.
+  protocol::ByteBuffer watched_bytes_;
 };
 
 }  // namespace sluice::proxy
