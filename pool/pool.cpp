@@ -111,8 +111,7 @@ Lease Pool::try_acquire_idle(const StartupParams& params) {
       if (!key_matches((*it)->pool_key, params)) continue;
       // As acquire() would take it, or leave it for acquire() to deal with.
       const auto& conn = **it;
-      if (expired(conn, now) || conn.generation != generation_ || now - conn.last_used_at >= settings_->check_delay ||
-          !(*it)->idle_and_clean()) {
+      if (expired(conn, now) || conn.generation != generation_ || now - conn.last_used_at >= settings_->check_delay) {
         return {};
       }
       found = std::move(*it);
@@ -121,6 +120,11 @@ Lease Pool::try_acquire_idle(const StartupParams& params) {
     }
   }
   if (!found) return {};
+  // The probe is a syscall: made without the pool's lock, which other workers take.
+  if (!found->idle_and_clean()) {
+    drop(std::move(found));  // closed by the server, or unsolicited bytes: as acquire() would
+    return {};
+  }
   found->last_used_at = now;
   return Lease(shared_from_this(), std::move(found));
 }

@@ -123,7 +123,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // The usual checkout without a coroutine: the most recently used idle connection
   // for these parameters, when nobody waits, the pool is not paused or closing, and
   // that connection is current, clean and not due for a health check. Empty
-  // otherwise, with nothing changed: acquire() then does the whole job.
+  // otherwise, and acquire() then does the whole job; nothing is changed, except
+  // that a connection found closed or unclean by the probe is dropped.
   Lease try_acquire_idle(const StartupParams& params);
 
   const std::string& name() const { return name_; }

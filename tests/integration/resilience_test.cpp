@@ -427,6 +427,33 @@ TEST_P(ModeTest, TerminatedIdlePooledBackendsAreReplacedWithoutAnyClientNoticing
   expect_settled({"app"}, 3);
 }
 
+// Transaction mode: a connected client whose pooled server was terminated while idle between
+// its transactions. Its next statement takes the idle connection without a coroutine
+// (Pool::try_acquire_idle), whose probe finds the close: that connection is dropped and the
+// statement runs on a new one, with nothing for the client to notice.
+TEST_P(ModeTest, TerminatedIdleServerIsSkippedByTheNextTransactionOfAConnectedClient) {
+  if (std::string(GetParam()) != "transaction") GTEST_SKIP() << "a session-mode client keeps its server";
+  ASSERT_TRUE(start(config(GetParam(), 3)));
+  PgConn client = connect_verbose(conninfo());
+  ASSERT_EQ(PQstatus(client.get()), CONNECTION_OK) << login_error(client.get());
+  const std::string first = value_of(client.get(), "SELECT pg_backend_pid()");
+  ASSERT_EQ(first.find("<error"), std::string::npos) << first << log_tail();
+  ASSERT_TRUE(wait_for([] { return try_backend_count(pg(), "app", "idle") >= 1; })) << log_tail();
+  pg().exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app' AND datname = '" +
+                std::string(kDb) + "'",
+            "postgres");
+  ASSERT_TRUE(wait_for([] { return try_backend_count(pg(), "app") == 0; })) << "terminated backends still there";
+
+  for (int i = 0; i < 3; ++i) {
+    const std::string next = value_of(client.get(), "SELECT pg_backend_pid()");
+    ASSERT_EQ(next.find("<error"), std::string::npos) << "statement " << i << ": " << next << log_tail();
+    EXPECT_NE(next, first) << "ran on the terminated backend";
+  }
+  EXPECT_EQ(PQstatus(client.get()), CONNECTION_OK);
+  client.reset();
+  expect_settled({"app"}, 3);
+}
+
 TEST_P(ModeTest, TerminatedBusyBackendFailsOnlyItsClientWithPostgresError) {
   ASSERT_TRUE(start(config(GetParam(), 3)));
   PgConn other = connect_verbose(conninfo());
