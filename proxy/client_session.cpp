@@ -464,7 +464,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
   disarm_idle_timer();
   disarm_query_timer();
   flush_counters();
-  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  cancel_slot_.set_target(std::nullopt);
   switch (end) {
     case RelayEnd::client_terminated:
     case RelayEnd::client_closed:
@@ -1100,7 +1100,7 @@ awaitable<bool> ClientSession::finish_login() {
   // A client of the pool from here on (SHOW POOLS counts one waiting at login too).
   pool_->counters().clients.fetch_add(1, std::memory_order_relaxed);
   counted_in_pool_ = true;
-  client_key_ = context_.cancels().add(cancel_counter());
+  client_key_ = context_.cancels().add(std::shared_ptr<CancelSlot>(shared_from_this(), &cancel_slot_));
   key_registered_ = true;
   std::string out;
   if (auto cached = pool_->cached_parameters(startup_params_)) {
@@ -1159,8 +1159,7 @@ awaitable<bool> ClientSession::attach_server() {
 void ClientSession::adopt_server(pool::Lease lease) {
   server_ = std::move(lease);
   relay_ = take_relay(max_message_size_);
-  context_.cancels().set_target(client_key_.pid,
-                                CancelTarget{server_->host, server_->port, server_->backend_key});
+  cancel_slot_.set_target(CancelTarget{server_->host, server_->port, server_->backend_key});
   log()->debug("[c{}] attached server connection s{} (backend pid {})", id_, server_->id(), server_->backend_key.pid);
 }
 
@@ -1386,10 +1385,10 @@ bool ClientSession::release_due() const {
 awaitable<void> ClientSession::wait_for_cancels_in_flight() {
   // A CancelRequest this client sent may still be on its way to the backend; let
   // it land (send_cancel is bounded) before the connection can serve anyone else.
-  if (cancels_in_flight_.load() == 0) co_return;
+  if (cancel_slot_.in_flight.load() == 0) co_return;
   auto executor = co_await asio::this_coro::executor;
   asio::steady_timer tick(executor);
-  while (cancels_in_flight_.load() > 0) {
+  while (cancel_slot_.in_flight.load() > 0) {
     tick.expires_after(std::chrono::milliseconds(2));
     co_await tick.async_wait(use_nothrow);
   }
@@ -1510,7 +1509,7 @@ void ClientSession::query_timer_expired() {
               limit.count(), server_->id(), server_->backend_key.pid);
   // Counted like a client's own cancel: the server is not released (nor reset)
   // until the CancelRequest has landed, so it cannot hit another client's query.
-  cancels_in_flight_.fetch_add(1);
+  cancel_slot_.in_flight.fetch_add(1);
   asio::co_spawn(
       client_.get_executor(),
       [](std::string host, std::uint16_t port, protocol::BackendKey key, CancelsInFlight counter) -> awaitable<void> {
@@ -1577,12 +1576,12 @@ bool ClientSession::client_stream_at_boundary() const {
 bool ClientSession::release_now() {
   // Done before the pumps stop, so that the connection is back in the pool
   // before this client (or any other) can send its next request.
-  if (cancels_in_flight_.load() > 0) return false;
-  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  if (cancel_slot_.in_flight.load() > 0) return false;
+  cancel_slot_.set_target(std::nullopt);
   disarm_query_timer();
   flush_counters();
   // A cancel counted just before the target went: release_server waits for it.
-  if (cancels_in_flight_.load() > 0) return false;
+  if (cancel_slot_.in_flight.load() > 0) return false;
   log()->debug("[c{}] released server connection s{}", id_, server_->id());
   if (relay_->discard_on_release) {
     server_.discard();
@@ -1593,7 +1592,7 @@ bool ClientSession::release_now() {
 }
 
 awaitable<void> ClientSession::release_server() {
-  context_.cancels().set_target(client_key_.pid, std::nullopt);
+  cancel_slot_.set_target(std::nullopt);
   disarm_query_timer();
   flush_counters();
   co_await wait_for_cancels_in_flight();

@@ -277,10 +277,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   const config::Database* database_config_ = nullptr;
   const config::User* user_config_ = nullptr;
   protocol::BackendKey client_key_{};
-  // Cancels on their way to this client's backend (see CancelsInFlight).
-  std::atomic<int> cancels_in_flight_{0};
+  // Where a cancel for this client goes, and the cancels on their way there.
+  CancelSlot cancel_slot_;
   // The counter, shared by owning the session (no allocation of its own).
-  CancelsInFlight cancel_counter() { return {shared_from_this(), &cancels_in_flight_}; }
+  CancelsInFlight cancel_counter() { return {shared_from_this(), &cancel_slot_.in_flight}; }
 
   // Relay.
   std::shared_ptr<pool::Pool> pool_;

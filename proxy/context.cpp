@@ -7,14 +7,14 @@
 
 namespace sluice::proxy {
 
-protocol::BackendKey CancelRegistry::add(const CancelsInFlight& in_flight) {
+protocol::BackendKey CancelRegistry::add(const std::shared_ptr<CancelSlot>& slot) {
   std::lock_guard lock(mutex_);
   for (;;) {
     std::uint32_t values[2];
     protocol::auth::fill_random(values, sizeof values);
     protocol::BackendKey key{values[0] & 0x7fffffffu, values[1]};
     if (key.pid == 0 || entries_.contains(key.pid)) continue;
-    entries_.emplace(key.pid, Entry{{}, in_flight, key.secret, false});
+    entries_.emplace(key.pid, Entry{slot, key.secret});
     return key;
   }
 }
@@ -24,26 +24,19 @@ void CancelRegistry::remove(std::uint32_t pid) {
   entries_.erase(pid);
 }
 
-void CancelRegistry::set_target(std::uint32_t pid, std::optional<CancelTarget> target) {
-  std::lock_guard lock(mutex_);
-  auto it = entries_.find(pid);
-  if (it == entries_.end()) return;
-  it->second.has_target = target.has_value();
-  if (target) it->second.target = std::move(*target);
-}
-
 std::optional<ForwardedCancel> CancelRegistry::find(protocol::BackendKey key) const {
-  std::lock_guard lock(mutex_);
-  auto it = entries_.find(key.pid);
-  if (it == entries_.end()) return std::nullopt;
-  if (CRYPTO_memcmp(&it->second.secret, &key.secret, sizeof key.secret) != 0) return std::nullopt;
-  if (!it->second.has_target) return std::nullopt;
-  auto in_flight = it->second.in_flight.lock();
-  if (!in_flight) return std::nullopt;  // the session is ending
-  // Counted under the lock: once set_target(nullopt) has run, no new cancel is
-  // counted, so a count of zero afterwards means none is left.
-  in_flight->fetch_add(1);
-  return ForwardedCancel(it->second.target, std::move(in_flight));
+  std::shared_ptr<CancelSlot> slot;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(key.pid);
+    if (it == entries_.end()) return std::nullopt;
+    if (CRYPTO_memcmp(&it->second.secret, &key.secret, sizeof key.secret) != 0) return std::nullopt;
+    slot = it->second.slot.lock();
+  }
+  if (!slot) return std::nullopt;  // the session is ending
+  auto target = slot->count_cancel();
+  if (!target) return std::nullopt;
+  return ForwardedCancel(std::move(*target), CancelsInFlight(slot, &slot->in_flight));
 }
 
 void Context::replace_config(std::shared_ptr<const config::Config> config) {

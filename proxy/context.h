@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -55,26 +56,64 @@ class [[nodiscard]] ForwardedCancel {
   CancelsInFlight counter_;
 };
 
-// Maps the BackendKeyData Sluice gave each client to the backend serving it.
+// One client's end of cancel forwarding, kept in its session: the backend a cancel
+// must go to while one is attached, and the cancels on their way to it. In
+// transaction mode the target changes at every attach and release, so it has a
+// lock of its own, held for a few instructions and contended only by a
+// CancelRequest, rather than the registry's lock over every client.
+class CancelSlot {
+ public:
+  void set_target(std::optional<CancelTarget> target) {
+    Guard guard(locked_);
+    has_target_ = target.has_value();
+    if (target) target_ = std::move(*target);
+  }
+  // The target, counted as in flight, or nullopt while no server is attached.
+  // Counted under the slot's lock: once set_target(nullopt) has returned, no new
+  // cancel is counted, so a count of zero afterwards means none is left.
+  std::optional<CancelTarget> count_cancel() {
+    Guard guard(locked_);
+    if (!has_target_) return std::nullopt;
+    in_flight.fetch_add(1);
+    return target_;
+  }
+  std::atomic<int> in_flight{0};
+
+ private:
+  // A spin lock: its holders never block, and it is one byte per client.
+  class Guard {
+   public:
+    explicit Guard(std::atomic_flag& flag) : flag_(flag) {
+      while (flag_.test_and_set(std::memory_order_acquire)) std::this_thread::yield();
+    }
+    ~Guard() { flag_.clear(std::memory_order_release); }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    std::atomic_flag& flag_;
+  };
+  std::atomic_flag locked_;
+  bool has_target_ = false;
+  CancelTarget target_;
+};
+
+// Maps the BackendKeyData Sluice gave each client to that client's CancelSlot.
 class CancelRegistry {
  public:
   // Issues a fresh key (random pid and secret, pid unique among live clients) for
-  // the session that owns `in_flight` (held weakly: the session removes its key
-  // when it ends).
-  protocol::BackendKey add(const CancelsInFlight& in_flight);
+  // the session that owns `slot` (held weakly: the session removes its key when it
+  // ends).
+  protocol::BackendKey add(const std::shared_ptr<CancelSlot>& slot);
   void remove(std::uint32_t pid);
-  void set_target(std::uint32_t pid, std::optional<CancelTarget> target);
   // The target for a CancelRequest, counted as in flight, or nullopt for an unknown
   // pid, a wrong secret, or a client with no server attached.
   std::optional<ForwardedCancel> find(protocol::BackendKey key) const;
 
  private:
-  // Laid out to fit 96-byte map nodes: one of these lives for every client.
   struct Entry {
-    CancelTarget target;  // valid while has_target
-    std::weak_ptr<std::atomic<int>> in_flight;
+    std::weak_ptr<CancelSlot> slot;
     std::uint32_t secret = 0;
-    bool has_target = false;
   };
   mutable std::mutex mutex_;
   std::unordered_map<std::uint32_t, Entry> entries_;
