@@ -2806,7 +2806,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
   co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
   protocol::FrontendObserver observer{relay_->state};
   auto& in = relay_->client_in;
-  auto& out = relay_->client_out;
+  const auto& out = relay_->client_out;
   if (!login_buffer_.empty()) {
     relay_->bytes_in += login_buffer_.size();  // read earlier (see pump_client_to_server)
     auto space = in.prepare(login_buffer_.size());
@@ -2853,79 +2853,94 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
         co_return RelayEnd::cancelled;
       }
     }
-    wanted = 0;
-    out.clear();
-    bool terminated = false;
-    while (!in.empty() && !terminated) {
-      auto data = in.data();
-      if (relay_->client_passing > 0) {
-        const std::size_t take = std::min<std::uint64_t>(relay_->client_passing, data.size());
-        out.append(as_text(data.first(take)));
-        relay_->client_passing -= take;
-        in.consume(take);
-        continue;
-      }
-      if (data.size() < protocol::kHeaderSize) {
-        wanted = protocol::kHeaderSize;
-        break;
-      }
-      const char type = static_cast<char>(data[0]);
-      const std::uint32_t length = protocol::read_u32(data.data() + 1);
-      if (length < 4 || length - 4 > max_message_size_) {
-        relay_->protocol_error = client_length_error(length >= 4);
-        co_return RelayEnd::client_protocol_error;
-      }
-      const std::size_t total = std::size_t{length} + 1;
-      if (data.size() < total) {
-        if (type == 'd' && total > kLargestHeldMessage) {
-          // Bulk COPY data: streamed, never rewritten.
-          record_batch(type, {});
-          observer.inspect(type);
-          out.append(as_text(data));
-          relay_->client_passing = total - data.size();
-          in.consume(data.size());
-          continue;
-        }
-        wanted = total - data.size();
-        break;
-      }
-      record_batch(type, data.first(total));
-      const bool inspected = observer.inspect(type);
-      if (inspected) observer.on_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
-      if (recording_) note_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
-      terminated = !relay_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
-                                         data.first(total), out);
-      in.consume(total);
-    }
+    const auto scan = scan_client_bytes(observer);
+    if (scan.protocol_error) co_return RelayEnd::client_protocol_error;
+    wanted = scan.wanted;
     if (!co_await send_to_server(reinterpret_cast<const std::uint8_t*>(out.data()), out.size())) {
       co_return RelayEnd::server_closed;
     }
-    if (relay_->state.pending > 0) request_sent();
-    if (terminated) {
-      relay_->server_stream_broken = relay_->server_stream_broken || !in.empty();
-      co_return RelayEnd::client_terminated;
-    }
-    if (!relay_->requests.empty() && relay_->requests.front().answer != PendingRequest::Answer::relay &&
-        relay_->requests.front().answer != PendingRequest::Answer::hide) {
-      // Answers made here with nothing from the server to carry them: wake the
-      // server pump (it alone writes to the client) to send them.
-      relay_->wake_requested = true;
-      // A write in progress (a retried batch) must not be cut: the pump looks at
-      // the flag before its next read anyway.
-      if (!relay_->server_write_busy) {
-        error_code ec;
-        server_->socket().cancel(ec);
-      }
-    }
-    if (release_due()) co_return RelayEnd::released;
-    if (one_request) {
-      const auto& state = relay_->state;
-      const bool whole_requests_out =
-          in.empty() && relay_->client_passing == 0 && state.pending > 0 && !state.unsynced && !state.copy_in;
-      co_return whole_requests_out ? RelayEnd::awaiting_answer : RelayEnd::needs_both;
-    }
+    if (auto end = requests_sent(one_request, scan.terminated)) co_return *end;
     if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
   }
+}
+
+ClientSession::ClientScan ClientSession::scan_client_bytes(protocol::FrontendObserver& observer) {
+  auto& in = relay_->client_in;
+  auto& out = relay_->client_out;
+  ClientScan scan;
+  out.clear();
+  while (!in.empty() && !scan.terminated) {
+    auto data = in.data();
+    if (relay_->client_passing > 0) {
+      const std::size_t take = std::min<std::uint64_t>(relay_->client_passing, data.size());
+      out.append(as_text(data.first(take)));
+      relay_->client_passing -= take;
+      in.consume(take);
+      continue;
+    }
+    if (data.size() < protocol::kHeaderSize) {
+      scan.wanted = protocol::kHeaderSize;
+      break;
+    }
+    const char type = static_cast<char>(data[0]);
+    const std::uint32_t length = protocol::read_u32(data.data() + 1);
+    if (length < 4 || length - 4 > max_message_size_) {
+      relay_->protocol_error = client_length_error(length >= 4);
+      scan.protocol_error = true;
+      return scan;
+    }
+    const std::size_t total = std::size_t{length} + 1;
+    if (data.size() < total) {
+      if (type == 'd' && total > kLargestHeldMessage) {
+        // Bulk COPY data: streamed, never rewritten.
+        record_batch(type, {});
+        observer.inspect(type);
+        out.append(as_text(data));
+        relay_->client_passing = total - data.size();
+        in.consume(data.size());
+        continue;
+      }
+      scan.wanted = total - data.size();
+      break;
+    }
+    record_batch(type, data.first(total));
+    const bool inspected = observer.inspect(type);
+    if (inspected) observer.on_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
+    if (recording_) note_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize));
+    scan.terminated = !relay_client_message(type, data.subspan(protocol::kHeaderSize, total - protocol::kHeaderSize),
+                                            data.first(total), out);
+    in.consume(total);
+  }
+  return scan;
+}
+
+std::optional<ClientSession::RelayEnd> ClientSession::requests_sent(bool one_request, bool terminated) {
+  auto& in = relay_->client_in;
+  if (relay_->state.pending > 0) request_sent();
+  if (terminated) {
+    relay_->server_stream_broken = relay_->server_stream_broken || !in.empty();
+    return RelayEnd::client_terminated;
+  }
+  if (!relay_->requests.empty() && relay_->requests.front().answer != PendingRequest::Answer::relay &&
+      relay_->requests.front().answer != PendingRequest::Answer::hide) {
+    // Answers made here with nothing from the server to carry them: wake the
+    // server pump (it alone writes to the client) to send them.
+    relay_->wake_requested = true;
+    // A write in progress (a retried batch) must not be cut: the pump looks at
+    // the flag before its next read anyway.
+    if (!relay_->server_write_busy) {
+      error_code ec;
+      server_->socket().cancel(ec);
+    }
+  }
+  if (release_due()) return RelayEnd::released;
+  if (one_request) {
+    const auto& state = relay_->state;
+    const bool whole_requests_out =
+        in.empty() && relay_->client_passing == 0 && state.pending > 0 && !state.unsynced && !state.copy_in;
+    return whole_requests_out ? RelayEnd::awaiting_answer : RelayEnd::needs_both;
+  }
+  return std::nullopt;
 }
 
 void ClientSession::note_statement_drop(protocol::Bytes command_complete) {
@@ -2978,16 +2993,12 @@ void ClientSession::append_local_answers(std::string& out) {
 }
 
 awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked(bool solo) {
-  using Answer = PendingRequest::Answer;
   co_await asio::this_coro::throw_if_cancelled(false);  // as in pump_client_to_server
   ParameterSink parameters{&*server_, this};
   protocol::BackendObserver<ParameterSink> observer{relay_->state, &parameters};
   auto& in = relay_->server_in;
-  auto& out = relay_->server_out;
-  auto& requests = relay_->requests;
   std::size_t wanted = kInitialRelayBuffer;
   for (;;) {
-    pool::StatementPtr retry_statement;  // set when a stale plan is to be retried
     if (solo && client_watch_ == ClientWatch::fired) co_return RelayEnd::needs_both;
     if (!relay_->wake_requested) {
       auto space = in.prepare(std::max<std::size_t>(wanted, 1024));
@@ -3004,143 +3015,173 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_server_tracked(bool solo)
       if (!ec) in.commit(n);
     }
     relay_->wake_requested = false;
-    wanted = 0;
 
-    // Relayed bytes are sent straight from the read buffer; `out` is only used
-    // once something is dropped or added.
-    out.clear();
-    auto data = in.data();
-    std::size_t pos = 0;
-    std::size_t flushed = 0;   // bytes of data[0, pos) already accounted for in out
-    bool rewritten = false;
-    auto splice = [&](std::size_t upto) {
-      out.append(as_text(data.subspan(flushed, upto - flushed)));
-      flushed = upto;
-      rewritten = true;
-    };
-    if (!requests.empty() && requests.front().answer != Answer::relay && requests.front().answer != Answer::hide) {
-      splice(0);
-      append_local_answers(out);
-    }
-    while (pos < data.size()) {
-      if (relay_->server_passing > 0) {
-        const std::size_t take = std::min<std::uint64_t>(relay_->server_passing, data.size() - pos);
-        relay_->server_passing -= take;
-        pos += take;
-        continue;
-      }
-      if (data.size() - pos < protocol::kHeaderSize) {
-        wanted = protocol::kHeaderSize;
-        break;
-      }
-      const char type = static_cast<char>(data[pos]);
-      const std::uint32_t length = protocol::read_u32(data.data() + pos + 1);
-      if (length < 4) co_return RelayEnd::server_protocol_error;
-      const std::size_t total = std::size_t{length} + 1;
-      const bool whole = data.size() - pos >= total;
-      if (!whole && total <= kLargestHeldMessage) {
-        wanted = total - (data.size() - pos);
-        break;
-      }
-      // A whole message, or the start of a large one (streamed; its first bytes
-      // hold the fields that are read).
-      const std::size_t available = std::min(total, data.size() - pos);
-      const auto body = data.subspan(pos + protocol::kHeaderSize, available - protocol::kHeaderSize);
-      if (observer.inspect(type)) observer.on_message(type, body);
-      if (recording_) note_server_message(type, body);
-      if (type == 'C' && (requests.empty() || !requests.front().clears_statements)) note_statement_drop(body);
-      bool relay_it = true;
-      bool popped = false;
-      if (!requests.empty()) {
-        PendingRequest& head = requests.front();
-        // Only the answer itself is hidden; a notice or notification passes.
-        if (head.answer == Answer::hide && whole &&
-            (protocol::ends_response(head.type, type) || (head.type == 'D' && type == 't'))) {
-          relay_it = false;
-        }
-        if (type == 'E' && head.type == 'B' && head.uses && whole && stale_plan_retryable(body)) {
-          // The statement was prepared (for someone) before DDL changed its result:
-          // a direct connection that prepared it now would not fail. Run the batch
-          // again under a new server-side name; the client sees none of this.
-          log()->info("[c{}] shared statement {} has a stale plan on s{}; preparing it again", id_,
-                      head.uses->server_name, server_->id());
-          retry_statement = head.uses;
-          relay_it = false;
-          requests.pop_front();
-          while (requests.front().type != 'S') {
-            forget_request_effects(requests.front());
-            requests.pop_front();
-          }
-          requests.front().answer = Answer::hide;  // its ReadyForQuery too
-          popped = true;
-        } else if (type == 'E' && protocol::is_extended_request(head.type)) {
-          // The server skips to the next Sync: so do the requests waiting behind it.
-          forget_request_effects(head);
-          requests.pop_front();
-          while (!requests.empty() && requests.front().type != 'S') {
-            forget_request_effects(requests.front());
-            // A skipped Query or FunctionCall gets no ReadyForQuery of its own.
-            if ((requests.front().type == 'Q' || requests.front().type == 'F') && relay_->state.pending > 0) {
-              --relay_->state.pending;
-            }
-            requests.pop_front();
-          }
-          // If that Sync is not sent yet, what the client sends until it is skipped too.
-          relay_->skipping_to_sync = requests.empty();
-          popped = true;
-        } else if (type == 'E') {
-          head.failed = true;
-        } else if ((type == 'G' || type == 'W') && head.type == 'E') {
-          // COPY IN through Execute: the Syncs already queued behind it are ignored
-          // by the server (see BackendObserver).
-          while (requests.size() > 1 && requests[1].type == 'S') requests.erase(requests.begin() + 1);
-        } else if (protocol::ends_response(head.type, type)) {
-          if (head.type == 'E') relay_->batch_executed = true;
-          if (head.type == 'B' && head.answer == Answer::relay) ++relay_->batch_binds_answered;
-          if (head.clears_statements) {
-            if (head.failed) {
-              relay_->discard_on_release = true;
-            } else {
-              server_->statements.clear();
-            }
-          }
-          requests.pop_front();
-          popped = true;
-        }
-      }
-      if (!relay_it) splice(pos);
-      pos += available;
-      if (!whole) relay_->server_passing = total - available;
-      if (!relay_it) flushed = pos;
-      if (popped && !requests.empty() && requests.front().answer != Answer::relay &&
-          requests.front().answer != Answer::hide) {
-        splice(pos);
-        append_local_answers(out);
-      }
-    }
-    if (retry_statement && !co_await retry_stale_plan(retry_statement)) co_return RelayEnd::server_closed;
-    if (rewritten) splice(pos);
-    in.consume(pos);  // `data` stays valid until the next prepare()
-    const bool released = release_due() && release_now();  // before the client has the reply (see above)
-    bool sent;
-    if (rewritten) {
-      sent = co_await send_to_client(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
-    } else {
-      sent = co_await send_to_client(data.data(), pos);
-    }
-    if (!sent) co_return RelayEnd::client_closed;
-    if (relay_->state.pending == 0) round_trip_done();
-    if (released || release_due()) co_return RelayEnd::released;
-    arm_idle_timer();
-    if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
-        relay_->state.transaction != 'I') {
-      co_return RelayEnd::transaction_block;
-    }
-    // Alone, the client must be read once it owes the next move: all answers are
-    // in (a transaction stays open), or the server waits for COPY data.
-    if (solo && (relay_->state.pending == 0 || relay_->state.copy_in)) co_return RelayEnd::needs_both;
+    auto scan = scan_server_bytes(observer);
+    if (scan.protocol_error) co_return RelayEnd::server_protocol_error;
+    wanted = scan.wanted;
+    if (scan.retry && !co_await retry_stale_plan(scan.retry)) co_return RelayEnd::server_closed;
+    const bool released = reply_ready(scan);
+    const bool sent = co_await send_to_client(scan.reply, scan.reply_size);
+    if (auto end = reply_sent(solo, released, sent)) co_return *end;
     if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
   }
+}
+
+ClientSession::ServerScan ClientSession::scan_server_bytes(protocol::BackendObserver<ParameterSink>& observer) {
+  using Answer = PendingRequest::Answer;
+  auto& in = relay_->server_in;
+  auto& out = relay_->server_out;
+  auto& requests = relay_->requests;
+  ServerScan scan;
+  // Relayed bytes are sent straight from the read buffer; `out` is only used
+  // once something is dropped or added.
+  out.clear();
+  auto data = in.data();
+  std::size_t pos = 0;
+  std::size_t flushed = 0;   // bytes of data[0, pos) already accounted for in out
+  bool rewritten = false;
+  auto splice = [&](std::size_t upto) {
+    out.append(as_text(data.subspan(flushed, upto - flushed)));
+    flushed = upto;
+    rewritten = true;
+  };
+  if (!requests.empty() && requests.front().answer != Answer::relay && requests.front().answer != Answer::hide) {
+    splice(0);
+    append_local_answers(out);
+  }
+  while (pos < data.size()) {
+    if (relay_->server_passing > 0) {
+      const std::size_t take = std::min<std::uint64_t>(relay_->server_passing, data.size() - pos);
+      relay_->server_passing -= take;
+      pos += take;
+      continue;
+    }
+    if (data.size() - pos < protocol::kHeaderSize) {
+      scan.wanted = protocol::kHeaderSize;
+      break;
+    }
+    const char type = static_cast<char>(data[pos]);
+    const std::uint32_t length = protocol::read_u32(data.data() + pos + 1);
+    if (length < 4) {
+      scan.protocol_error = true;
+      return scan;
+    }
+    const std::size_t total = std::size_t{length} + 1;
+    const bool whole = data.size() - pos >= total;
+    if (!whole && total <= kLargestHeldMessage) {
+      scan.wanted = total - (data.size() - pos);
+      break;
+    }
+    // A whole message, or the start of a large one (streamed; its first bytes
+    // hold the fields that are read).
+    const std::size_t available = std::min(total, data.size() - pos);
+    const auto body = data.subspan(pos + protocol::kHeaderSize, available - protocol::kHeaderSize);
+    if (observer.inspect(type)) observer.on_message(type, body);
+    if (recording_) note_server_message(type, body);
+    if (type == 'C' && (requests.empty() || !requests.front().clears_statements)) note_statement_drop(body);
+    bool relay_it = true;
+    bool popped = false;
+    if (!requests.empty()) {
+      PendingRequest& head = requests.front();
+      // Only the answer itself is hidden; a notice or notification passes.
+      if (head.answer == Answer::hide && whole &&
+          (protocol::ends_response(head.type, type) || (head.type == 'D' && type == 't'))) {
+        relay_it = false;
+      }
+      if (type == 'E' && head.type == 'B' && head.uses && whole && stale_plan_retryable(body)) {
+        // The statement was prepared (for someone) before DDL changed its result:
+        // a direct connection that prepared it now would not fail. Run the batch
+        // again under a new server-side name; the client sees none of this.
+        log()->info("[c{}] shared statement {} has a stale plan on s{}; preparing it again", id_,
+                    head.uses->server_name, server_->id());
+        scan.retry = head.uses;
+        relay_it = false;
+        requests.pop_front();
+        while (requests.front().type != 'S') {
+          forget_request_effects(requests.front());
+          requests.pop_front();
+        }
+        requests.front().answer = Answer::hide;  // its ReadyForQuery too
+        popped = true;
+      } else if (type == 'E' && protocol::is_extended_request(head.type)) {
+        // The server skips to the next Sync: so do the requests waiting behind it.
+        forget_request_effects(head);
+        requests.pop_front();
+        while (!requests.empty() && requests.front().type != 'S') {
+          forget_request_effects(requests.front());
+          // A skipped Query or FunctionCall gets no ReadyForQuery of its own.
+          if ((requests.front().type == 'Q' || requests.front().type == 'F') && relay_->state.pending > 0) {
+            --relay_->state.pending;
+          }
+          requests.pop_front();
+        }
+        // If that Sync is not sent yet, what the client sends until it is skipped too.
+        relay_->skipping_to_sync = requests.empty();
+        popped = true;
+      } else if (type == 'E') {
+        head.failed = true;
+      } else if ((type == 'G' || type == 'W') && head.type == 'E') {
+        // COPY IN through Execute: the Syncs already queued behind it are ignored
+        // by the server (see BackendObserver).
+        while (requests.size() > 1 && requests[1].type == 'S') requests.erase(requests.begin() + 1);
+      } else if (protocol::ends_response(head.type, type)) {
+        if (head.type == 'E') relay_->batch_executed = true;
+        if (head.type == 'B' && head.answer == Answer::relay) ++relay_->batch_binds_answered;
+        if (head.clears_statements) {
+          if (head.failed) {
+            relay_->discard_on_release = true;
+          } else {
+            server_->statements.clear();
+          }
+        }
+        requests.pop_front();
+        popped = true;
+      }
+    }
+    if (!relay_it) splice(pos);
+    pos += available;
+    if (!whole) relay_->server_passing = total - available;
+    if (!relay_it) flushed = pos;
+    if (popped && !requests.empty() && requests.front().answer != Answer::relay &&
+        requests.front().answer != Answer::hide) {
+      splice(pos);
+      append_local_answers(out);
+    }
+  }
+  scan.data = data.data();
+  scan.pos = pos;
+  scan.flushed = flushed;
+  scan.rewritten = rewritten;
+  return scan;
+}
+
+bool ClientSession::reply_ready(ServerScan& scan) {
+  auto& out = relay_->server_out;
+  if (scan.rewritten) {
+    out.append(as_text(protocol::Bytes(scan.data + scan.flushed, scan.pos - scan.flushed)));
+    scan.reply = reinterpret_cast<const std::uint8_t*>(out.data());
+    scan.reply_size = out.size();
+  } else {
+    scan.reply = scan.data;
+    scan.reply_size = scan.pos;
+  }
+  relay_->server_in.consume(scan.pos);  // the bytes stay valid until the next prepare()
+  return release_due() && release_now();  // before the client has the reply (see pump_server_tracked)
+}
+
+std::optional<ClientSession::RelayEnd> ClientSession::reply_sent(bool solo, bool released, bool sent) {
+  if (!sent) return RelayEnd::client_closed;
+  if (relay_->state.pending == 0) round_trip_done();
+  if (released || release_due()) return RelayEnd::released;
+  arm_idle_timer();
+  if (pool_mode_ == config::PoolMode::statement && relay_->state.pending == 0 && !relay_->state.unsynced &&
+      relay_->state.transaction != 'I') {
+    return RelayEnd::transaction_block;
+  }
+  // Alone, the client must be read once it owes the next move: all answers are
+  // in (a transaction stays open), or the server waits for COPY data.
+  if (solo && (relay_->state.pending == 0 || relay_->state.copy_in)) return RelayEnd::needs_both;
+  return std::nullopt;
 }
 
 // ---- Returning the server connection -------------------------------------------------

@@ -166,6 +166,39 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // or nothing after all (from the byte the park peeked, when it did).
   ClientReadiness client_readiness();
   std::size_t forward_length(const protocol::StreamScanner::Outcome& outcome, std::size_t size);
+  // The tracked pumps' steps, shared with the lone exchange's handler chain.
+  struct ClientScan {
+    bool terminated = false;     // a Terminate was relayed
+    bool protocol_error = false;  // relay_->protocol_error says why
+    std::size_t wanted = 0;      // bytes still missing from the message that starts the rest
+  };
+  // Whole messages from relay_->client_in to relay_->client_out (relayed, rewritten
+  // or answered here).
+  ClientScan scan_client_bytes(protocol::FrontendObserver& observer);
+  // After relay_->client_out went to the server: how the client step ends, or
+  // nullopt when it goes on reading.
+  std::optional<RelayEnd> requests_sent(bool one_request, bool terminated);
+  struct ParameterSink;  // a server's ParameterStatus, told to the connection and the client's tracking
+  struct ServerScan {
+    const std::uint8_t* data = nullptr;  // relay_->server_in's bytes as scanned
+    std::size_t pos = 0;                 // how many of them were dealt with
+    std::size_t flushed = 0;             // how many of those are in relay_->server_out already
+    bool rewritten = false;              // the reply is relay_->server_out, not data[0, pos)
+    bool protocol_error = false;
+    std::size_t wanted = 0;       // bytes still missing from the message that starts the rest
+    pool::StatementPtr retry;     // a stale plan to prepare again (retry_stale_plan) first
+    const std::uint8_t* reply = nullptr;  // what goes to the client (reply_ready)
+    std::size_t reply_size = 0;
+  };
+  // Whole server messages in relay_->server_in: observed, matched to the requests
+  // in flight, and passed on, dropped or joined by answers made here.
+  ServerScan scan_server_bytes(protocol::BackendObserver<ParameterSink>& observer);
+  // Settles the reply and consumes its bytes; releases the server when its work is
+  // done (true then), before the client has the reply.
+  bool reply_ready(ServerScan& scan);
+  // After the reply went to the client (or failed to): how the server step ends, or
+  // nullopt when it goes on reading.
+  std::optional<RelayEnd> reply_sent(bool solo, bool released, bool sent);
   // Why a client's message length was refused (RelayEnd::client_protocol_error).
   std::string client_length_error(bool too_large) const;
   awaitable<RelayEnd> pump_client_to_server();
@@ -232,7 +265,6 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<bool> write_client(std::string_view bytes);
   void close_client();
 
-  struct ParameterSink;
   template <class Base> struct RecordingFrontend;
   template <class Base> struct RecordingBackend;
   // A statement on its way through Sluice, timed for the slow-query log.
