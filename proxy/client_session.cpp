@@ -250,16 +250,215 @@ awaitable<bool> ClientSession::attach_timed() {
 }
 
 void ClientSession::wake_parked(std::shared_ptr<ClientSession> self, error_code ec) {
-  // The completion handler owns the session while resume() runs.
-  asio::co_spawn(self->executor(), self->resume(ec), [self, id = self->id_](std::exception_ptr error) {
+  if (self->exchange_without_coroutine(ec)) return;
+  spawn(self, self->resume(ec));
+}
+
+void ClientSession::spawn(std::shared_ptr<ClientSession> self, awaitable<void> work) {
+  // The completion handler owns the session while `work` runs.
+  auto executor = self->executor();
+  asio::co_spawn(executor, std::move(work), [self = std::move(self)](std::exception_ptr error) {
     if (!error) return;
     try {
       std::rethrow_exception(error);
     } catch (const std::exception& e) {
-      log()->error("[c{}] session ended with an exception: {}", id, e.what());
+      log()->error("[c{}] session ended with an exception: {}", self->id_, e.what());
     }
   });
 }
+
+// ---- The lone exchange as a chain of handlers ------------------------------------
+// The usual transaction in transaction or statement mode over plain TCP, without a
+// coroutine: the client watch has read a whole request (pool::StashBuffer), an idle
+// server is there for it, the request goes out at once and the answer comes back
+// in reads that each end in a handler. These are the steps of resume()'s lone
+// exchange (pump_client_tracked(true), then pump_server_tracked(true)), the same
+// member functions in the same order; whatever they cannot finish at once (a
+// server to wait for or to settle, a write that would block, a stale plan to
+// retry, any end but a release) is handed to the coroutines at that point.
+
+bool ClientSession::exchange_without_coroutine(error_code wait_error) {
+  if (wait_error || server_ || !tracking_statements_ || client_.is_tls() || login_buffer_.empty() ||
+      !client_.is_open()) {
+    return false;
+  }
+  const auto stashed = login_buffer_.data();
+  // Whole requests that await their answers, as pump_client_tracked(true) needs
+  // them to send all at once (a Terminate first is resume()'s to see).
+  if (stashed[0] == 'X' || !pool::is_whole_request_awaiting_answer(stashed.data(), stashed.size())) return false;
+  disarm_idle_timer();
+  switch (attach_now()) {
+    case AttachNow::none:
+      return false;  // resume() waits for a server
+    case AttachNow::settle:
+      spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
+        if (!co_await self->settle_parameters()) co_return;
+        co_await self->relay(std::nullopt);
+      }(shared_from_this()));
+      return true;
+    case AttachNow::attached:
+      break;
+  }
+  lone_step([&] { send_lone_request(); });
+  return true;
+}
+
+template <class Step>
+void ClientSession::lone_step(Step&& step) noexcept {
+  try {
+    step();
+  } catch (const std::exception& e) {
+    relay_->protocol_error = e.what();
+    hand_over(RelayEnd::internal_error);
+  }
+}
+
+void ClientSession::hand_over(RelayEnd end) {
+  solo_server_read_ = false;
+  spawn(shared_from_this(), relay(end));
+}
+
+void ClientSession::send_lone_request() {
+  auto& relay = *relay_;
+  {
+    error_code ec;
+    if (!server_->socket().non_blocking()) server_->socket().non_blocking(true, ec);
+  }
+  relay.server_on_session_executor = server_->socket().get_executor() == executor();
+  relay.lone_wanted = kInitialRelayBuffer;
+  // As pump_client_tracked(true) begins: the kept bytes are the request.
+  relay.bytes_in += login_buffer_.size();
+  auto space = relay.client_in.prepare(login_buffer_.size());
+  std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
+  relay.client_in.commit(login_buffer_.size());
+  login_buffer_.consume(login_buffer_.size());
+  login_buffer_.release_if_empty();
+
+  protocol::FrontendObserver observer{relay.state};
+  const auto scan = scan_client_bytes(observer);
+  if (scan.protocol_error) return hand_over(RelayEnd::client_protocol_error);
+  const auto& out = relay.client_out;
+  if (!out.empty()) {
+    relay.forwarding = true;  // stays set if this write is cut short (see send_to_server)
+    const auto sent = server_->stream().send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+    if (!sent) return hand_over(RelayEnd::server_closed);
+    if (*sent < out.size()) {
+      spawn(shared_from_this(),
+            [](std::shared_ptr<ClientSession> self, std::size_t sent, bool terminated) -> awaitable<void> {
+              auto& relay = *self->relay_;
+              const auto& out = relay.client_out;
+              relay.server_write_busy = true;
+              auto [ec, n] = co_await asio::async_write(self->server_->stream(),
+                                                        asio::buffer(out.data() + sent, out.size() - sent),
+                                                        uncancellable());
+              relay.server_write_busy = false;
+              if (ec) {
+                co_await self->relay(RelayEnd::server_closed);
+                co_return;
+              }
+              relay.forwarding = false;
+              co_await self->relay(self->requests_sent(true, terminated).value_or(RelayEnd::needs_both));
+            }(shared_from_this(), *sent, scan.terminated));
+      return;
+    }
+    relay.forwarding = false;
+  }
+  const auto end = requests_sent(true, scan.terminated).value_or(RelayEnd::needs_both);
+  if (end != RelayEnd::awaiting_answer) return hand_over(end);
+  start_client_watch();
+  read_lone_reply();
+}
+
+void ClientSession::read_lone_reply() {
+  auto& relay = *relay_;
+  if (client_watch_ == ClientWatch::fired) return hand_over(RelayEnd::needs_both);
+  if (relay.wake_requested) return lone_reply_read({}, 0, false);
+  auto space = relay.server_in.prepare(std::max<std::size_t>(relay.lone_wanted, 1024));
+  solo_server_read_ = true;
+  on_session_executor(
+      [&](auto handler) {
+        server_->stream().async_read_reply(asio::buffer(space.data(), space.size()), std::move(handler));
+      },
+      [self = shared_from_this()](error_code ec, std::size_t n) {
+        self->solo_server_read_ = false;
+        self->lone_step([&] { self->lone_reply_read(ec, n, true); });
+      });
+}
+
+void ClientSession::lone_reply_read(error_code ec, std::size_t n, bool read) {
+  auto& relay = *relay_;
+  if (read) {
+    // As pump_server_tracked(true) after its read.
+    if (ec == asio::error::operation_aborted && client_watch_ == ClientWatch::fired) {
+      return hand_over(RelayEnd::needs_both);  // cut short by the client watch: nothing was read
+    }
+    if (ec && !(ec == asio::error::operation_aborted && relay.wake_requested)) {
+      return hand_over(RelayEnd::server_closed);
+    }
+    if (!ec) relay.server_in.commit(n);
+  }
+  relay.wake_requested = false;
+  ParameterSink parameters{&*server_, this};
+  protocol::BackendObserver<ParameterSink> observer{relay.state, &parameters};
+  auto scan = scan_server_bytes(observer);
+  if (scan.protocol_error) return hand_over(RelayEnd::server_protocol_error);
+  relay.lone_wanted = scan.wanted;
+  if (scan.retry) {
+    spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self, ServerScan scan) -> awaitable<void> {
+      if (!co_await self->retry_stale_plan(scan.retry)) {
+        co_await self->relay(RelayEnd::server_closed);
+        co_return;
+      }
+      co_await self->finish_lone_reply(std::move(scan));
+    }(shared_from_this(), std::move(scan)));
+    return;
+  }
+  const bool released = reply_ready(scan);
+  if (scan.reply_size > 0) {
+    relay.bytes_out += scan.reply_size;
+    const auto sent = client_.send_now(scan.reply, scan.reply_size);
+    if (sent && *sent < scan.reply_size) {
+      spawn(shared_from_this(),
+            [](std::shared_ptr<ClientSession> self, ServerScan scan, std::size_t sent, bool released) -> awaitable<void> {
+              self->client_write_busy_ = true;
+              auto [ec, n] = co_await asio::async_write(
+                  self->client_, asio::buffer(scan.reply + sent, scan.reply_size - sent), uncancellable());
+              self->client_write_busy_ = false;
+              co_await self->lone_reply_sent(released, !ec);
+            }(shared_from_this(), std::move(scan), *sent, released));
+      return;
+    }
+    if (!sent) return lone_reply_done(reply_sent(true, released, false));
+  }
+  lone_reply_done(reply_sent(true, released, true));
+}
+
+awaitable<void> ClientSession::finish_lone_reply(ServerScan scan) {
+  const bool released = reply_ready(scan);
+  const bool sent = co_await send_to_client(scan.reply, scan.reply_size);
+  co_await lone_reply_sent(released, sent);
+}
+
+awaitable<void> ClientSession::lone_reply_sent(bool released, bool sent) {
+  auto end = reply_sent(true, released, sent);
+  // Not over yet: the rest of the answer is read by the pump.
+  if (!end) end = co_await pump_server_tracked(true);
+  co_await relay(*end);
+}
+
+void ClientSession::lone_reply_done(std::optional<RelayEnd> end) {
+  if (!end) return read_lone_reply();  // more of the answer to come
+  // Released, with nothing else to do but wait for the client: park, or serve
+  // what it sent meanwhile. Anything else is resume()'s (relay()'s) to finish.
+  if (*end != RelayEnd::released || server_ || client_gone_) return hand_over(*end);
+  recycle_relay(std::move(relay_));
+  if (login_buffer_.empty()) return park();
+  // The client spoke while its last answer went out: its bytes are the next
+  // request (a watch that fired is done).
+  abandon_client_watch();
+  if (!exchange_without_coroutine({})) spawn(shared_from_this(), resume({}));
+}
+
 
 void ClientSession::park() {
   // Logged in without a server connection: nothing of this session but the object
@@ -384,7 +583,10 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
       co_return;
     }
   }
+  co_await relay(std::nullopt);
+}
 
+awaitable<void> ClientSession::relay(std::optional<RelayEnd> handed_over) {
   using namespace asio::experimental::awaitable_operators;
   RelayEnd end;
   // A lone exchange first (transaction/statement mode, plain TCP): the client's
@@ -397,6 +599,21 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
   // boundary.
   bool alone = tracking_statements_ && !client_.is_tls();
   for (;;) {
+    if (handed_over) {
+      // From the lone exchange's handler chain (see exchange_without_coroutine):
+      // an end, or awaiting_answer when its request went out by an async write.
+      end = *handed_over;
+      handed_over.reset();
+      if (end == RelayEnd::awaiting_answer) {
+        start_client_watch();
+        end = co_await pump_server_tracked(true);
+      }
+      if (end == RelayEnd::needs_both) {
+        abandon_client_watch();
+        alone = false;
+        continue;
+      }
+    } else {
     {
       // send_now relies on send() never blocking the thread. Setting it is an ioctl
       // each time, so only when it is not set yet (a new server connection).
@@ -426,6 +643,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
                                         : co_await (pump_client_to_server() || pump_server_to_client());
       end = std::visit([](auto e) { return e; }, ended);
     }
+    }
     // The client pump can finish first after the server pump released the server
     // (it stashed the client's next bytes): that is a release too.
     if (end == RelayEnd::cancelled && !server_) end = RelayEnd::released;
@@ -449,6 +667,7 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
         log()->info("[c{}] client {} disconnected", id_, peer_);
         co_return;
       }
+      if (exchange_without_coroutine({})) co_return;
       const auto attached = attach_now();
       if (attached == AttachNow::settle) {
         if (!co_await settle_parameters()) co_return;

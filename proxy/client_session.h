@@ -96,6 +96,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   awaitable<void> serve();
   // Attaches a server if needed, relays until either side leaves, returns the server.
   awaitable<void> resume(error_code wait_error);
+  // resume()'s relay, with the server attached; `handed_over` is where the lone
+  // exchange's handler chain stopped (see exchange_without_coroutine).
+  awaitable<void> relay(std::optional<RelayEnd> handed_over);
+  // Runs `work` for the session, logging an exception that escapes it.
+  static void spawn(std::shared_ptr<ClientSession> self, awaitable<void> work);
   awaitable<bool> read_startup();
   // The admin console (database "sluice" or "pgbouncer"): simple queries answered here.
   awaitable<void> serve_console();
@@ -199,6 +204,18 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // After the reply went to the client (or failed to): how the server step ends, or
   // nullopt when it goes on reading.
   std::optional<RelayEnd> reply_sent(bool solo, bool released, bool sent);
+  // The lone exchange as a handler chain, when the wake from the park allows it
+  // (false: resume() does the whole job).
+  bool exchange_without_coroutine(error_code wait_error);
+  template <class Step>
+  void lone_step(Step&& step) noexcept;
+  void hand_over(RelayEnd end);
+  void send_lone_request();
+  void read_lone_reply();
+  void lone_reply_read(error_code ec, std::size_t n, bool read);
+  awaitable<void> finish_lone_reply(ServerScan scan);
+  awaitable<void> lone_reply_sent(bool released, bool sent);
+  void lone_reply_done(std::optional<RelayEnd> end);
   // Why a client's message length was refused (RelayEnd::client_protocol_error).
   std::string client_length_error(bool too_large) const;
   awaitable<RelayEnd> pump_client_to_server();
@@ -382,6 +399,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool client_reading = false;        // a read of the client is pending (a stop cancels it)
     bool server_reading = false;
     bool server_on_session_executor = true;  // else server completions are bound to the session's
+    std::size_t lone_wanted = 0;  // the lone exchange's chain: room for its next server read
   };
   std::unique_ptr<Relay> relay_;
   // [timeouts] idle_transaction and client_idle: armed when a reply leaves the

@@ -82,6 +82,56 @@ TEST_P(SlowReaderTest, AClientThatNeverReadsAHugeResultDoesNotGrowSluice) {
   EXPECT_TRUE(sluice.running());
 }
 
+// A client that reads a large result only once PostgreSQL is blocked writing it: Sluice's
+// writes to the client were cut short and finished later (in transaction mode, the lone
+// exchange hands its reply to a coroutine then). Every row arrives, and the client carries on.
+TEST_P(SlowReaderTest, AClientThatReadsALargeResultLateGetsAllOfItAndCarriesOn) {
+  SluiceProcess sluice(config(GetParam()));
+  auto& pg = PostgresServer::shared();
+  const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
+  PgConn late = connect(conninfo + " application_name=late_reader");
+  ASSERT_EQ(PQstatus(late.get()), CONNECTION_OK) << PQerrorMessage(late.get());
+  PgResult first(PQexec(late.get(), "SELECT 1"));  // in transaction mode the next request wakes a parked client
+  ASSERT_EQ(PQresultStatus(first.get()), PGRES_TUPLES_OK) << PQerrorMessage(late.get());
+
+  constexpr int kRows = 40000;  // about 40 MB: more than the socket buffers on the way hold
+  ASSERT_EQ(PQsendQuery(late.get(), ("SELECT i, repeat('x', 1000) FROM generate_series(1, " + std::to_string(kRows) +
+                                     ") AS i")
+                                        .c_str()),
+            1);
+  std::string state;
+  const bool blocked = wait_for(
+      [&] {
+        state = pg.query_value(
+            "SELECT coalesce(string_agg(coalesce(wait_event, '-'), ','), '') FROM pg_stat_activity "
+            "WHERE application_name = 'late_reader' AND state = 'active'");
+        return state == "ClientWrite";
+      },
+      60s);
+  ASSERT_TRUE(blocked) << "PostgreSQL never blocked writing the result (wait events: " << state << ")\n"
+                       << tail_lines(sluice.log(), 30);
+
+  long rows = 0;
+  long last = 0;
+  bool in_order = true;
+  while (PGresult* raw = PQgetResult(late.get())) {
+    PgResult r(raw);
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    for (int i = 0; i < PQntuples(r.get()); ++i) {
+      const long value = std::stol(PQgetvalue(r.get(), i, 0));
+      in_order = in_order && value == last + 1;
+      last = value;
+      ++rows;
+    }
+  }
+  EXPECT_EQ(rows, kRows);
+  EXPECT_TRUE(in_order) << "rows arrived out of order";
+  PgResult next(PQexec(late.get(), "SELECT 2"));
+  ASSERT_EQ(PQresultStatus(next.get()), PGRES_TUPLES_OK) << PQerrorMessage(late.get()) << tail_lines(sluice.log(), 30);
+  EXPECT_STREQ(PQgetvalue(next.get(), 0, 0), "2");
+  EXPECT_TRUE(sluice.running());
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, SlowReaderTest, ::testing::Values("session", "transaction"),
                          [](const auto& info) { return info.param; });
 
