@@ -250,7 +250,16 @@ awaitable<bool> ClientSession::attach_timed() {
 }
 
 void ClientSession::wake_parked(std::shared_ptr<ClientSession> self, error_code ec) {
-  if (self->exchange_without_coroutine(ec)) return;
+  try {
+    if (self->exchange_without_coroutine(ec)) return;
+  } catch (const std::exception& e) {
+    // Attaching threw (the chain's own steps catch what they throw): as an
+    // exception escaping resume() would, this ends the session.
+    log()->error("[c{}] session ended with an exception: {}", self->id_, e.what());
+    if (self->server_) self->server_.discard();
+    self->close_client();
+    return;
+  }
   spawn(self, self->resume(ec));
 }
 
@@ -308,8 +317,20 @@ void ClientSession::lone_step(Step&& step) noexcept {
   try {
     step();
   } catch (const std::exception& e) {
+    if (!relay_ || !server_) {
+      // Released already (parking, or waking for the next request): nothing to hand over.
+      log()->error("[c{}] session ended with an exception: {}", id_, e.what());
+      if (server_) server_.discard();
+      close_client();
+      return;
+    }
     relay_->protocol_error = e.what();
-    hand_over(RelayEnd::internal_error);
+    try {
+      hand_over(RelayEnd::internal_error);
+    } catch (const std::exception&) {
+      server_.discard();
+      close_client();
+    }
   }
 }
 
