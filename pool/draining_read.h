@@ -49,6 +49,7 @@
 // the behaviour it relies on, so a Boost that changes it fails a test, not a relay.
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 // The socket headers first: the detail header relies on what they include before it.
 #include <boost/asio/ip/tcp.hpp>
@@ -210,7 +211,15 @@ class reactive_socket_recv_op_base<sluice::pool::StashBuffer> : public reactor_o
       return not_done;  // EAGAIN: queued until epoll reports the socket readable
     const std::size_t n = op->bytes_transferred_;
     if (n == 0) return done;  // the end of stream or an error: the next read finds it too (see above)
-    op->buffer_.into->assign(block, block + n);
+    try {
+      op->buffer_.into->assign(block, block + n);
+    } catch (const std::bad_alloc&) {
+      // Out of memory: the wait fails (its session closes the client) rather than
+      // the exception leaving the reactor and the worker thread.
+      op->ec_ = boost::asio::error::no_memory;
+      op->bytes_transferred_ = 0;
+      return done;
+    }
     return stream && n < sizeof block && sluice::pool::is_whole_request_awaiting_answer(block, n)
                ? done_and_exhausted
                : done;

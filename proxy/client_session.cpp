@@ -324,8 +324,8 @@ void ClientSession::lone_step(Step&& step) noexcept {
       close_client();
       return;
     }
-    relay_->protocol_error = e.what();
     try {
+      relay_->protocol_error = e.what();
       hand_over(RelayEnd::internal_error);
     } catch (const std::exception&) {
       server_.discard();
@@ -364,11 +364,11 @@ void ClientSession::send_lone_request() {
     const auto sent = server_->stream().send_now(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
     if (!sent) return hand_over(RelayEnd::server_closed);
     if (*sent < out.size()) {
+      relay.server_write_busy = true;
       spawn(shared_from_this(),
             [](std::shared_ptr<ClientSession> self, std::size_t sent, bool terminated) -> awaitable<void> {
               auto& relay = *self->relay_;
               const auto& out = relay.client_out;
-              relay.server_write_busy = true;
               auto [ec, n] = co_await asio::async_write(self->server_->stream(),
                                                         asio::buffer(out.data() + sent, out.size() - sent),
                                                         uncancellable());
@@ -439,9 +439,9 @@ void ClientSession::lone_reply_read(error_code ec, std::size_t n, bool read) {
     relay.bytes_out += scan.reply_size;
     const auto sent = client_.send_now(scan.reply, scan.reply_size);
     if (sent && *sent < scan.reply_size) {
+      client_write_busy_ = true;  // from now: close_if_idle must not write into the remainder
       spawn(shared_from_this(),
             [](std::shared_ptr<ClientSession> self, ServerScan scan, std::size_t sent, bool released) -> awaitable<void> {
-              self->client_write_busy_ = true;
               auto [ec, n] = co_await asio::async_write(
                   self->client_, asio::buffer(scan.reply + sent, scan.reply_size - sent), uncancellable());
               self->client_write_busy_ = false;
@@ -572,6 +572,7 @@ void ClientSession::abandon_client_watch() {
 
 void ClientSession::take_watched_bytes() {
   if (watched_bytes_.empty()) return;
+  disarm_idle_timer();  // the client spoke (as a relay read of it would tell)
   if (login_buffer_.empty()) {
     login_buffer_.adopt(std::move(watched_bytes_));
   } else {
@@ -620,34 +621,23 @@ awaitable<void> ClientSession::relay(std::optional<RelayEnd> handed_over) {
   // boundary.
   bool alone = tracking_statements_ && !client_.is_tls();
   for (;;) {
-    if (handed_over) {
-      // From the lone exchange's handler chain (see exchange_without_coroutine):
-      // an end, or awaiting_answer when its request went out by an async write.
-      end = *handed_over;
-      handed_over.reset();
-      if (end == RelayEnd::awaiting_answer) {
-        start_client_watch();
-        end = co_await pump_server_tracked(true);
-      }
-      if (end == RelayEnd::needs_both) {
-        abandon_client_watch();
-        alone = false;
-        continue;
-      }
-    } else {
-    {
+    if (!handed_over) {
       // send_now relies on send() never blocking the thread. Setting it is an ioctl
-      // each time, so only when it is not set yet (a new server connection).
+      // each time, so only when it is not set yet (a new server connection; the
+      // client's socket is set when the session starts).
       error_code ec;
-      if (!client_.socket().non_blocking()) client_.socket().non_blocking(true, ec);
       if (!server_->socket().non_blocking()) server_->socket().non_blocking(true, ec);
-    }
-    if (relay_->client_buffer.empty() && !tracking_statements_) {
-      relay_->client_buffer.resize(kInitialRelayBuffer);
-      relay_->server_buffer.resize(kInitialRelayBuffer);
+      if (relay_->client_buffer.empty() && !tracking_statements_) {
+        relay_->client_buffer.resize(kInitialRelayBuffer);
+        relay_->server_buffer.resize(kInitialRelayBuffer);
+      }
     }
     if (alone) {
-      end = co_await pump_client_tracked(true);
+      // Handed over by the lone exchange's handler chain (see
+      // exchange_without_coroutine): where it stopped, awaiting_answer when its
+      // request went out by an async write.
+      end = handed_over ? *handed_over : co_await pump_client_tracked(true);
+      handed_over.reset();
       if (end == RelayEnd::awaiting_answer) {
         start_client_watch();
         end = co_await pump_server_tracked(true);
@@ -663,7 +653,6 @@ awaitable<void> ClientSession::relay(std::optional<RelayEnd> handed_over) {
       auto ended = tracking_statements_ ? co_await (pump_client_tracked() || pump_server_tracked())
                                         : co_await (pump_client_to_server() || pump_server_to_client());
       end = std::visit([](auto e) { return e; }, ended);
-    }
     }
     // The client pump can finish first after the server pump released the server
     // (it stashed the client's next bytes): that is a release too.

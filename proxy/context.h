@@ -74,8 +74,9 @@ class CancelSlot {
   std::optional<CancelTarget> count_cancel() {
     Guard guard(locked_);
     if (!has_target_) return std::nullopt;
+    std::optional<CancelTarget> target = target_;  // copied first: a failed copy counts nothing
     in_flight.fetch_add(1);
-    return target_;
+    return target;
   }
   std::atomic<int> in_flight{0};
 
