@@ -2567,7 +2567,11 @@ void ClientSession::plain_step(Step&& step) noexcept {
   try {
     step();
   } catch (const std::exception& e) {
-    relay_->protocol_error = e.what();
+    try {
+      relay_->protocol_error = e.what();
+    } catch (const std::exception&) {
+      // Out of memory for the text: the end matters more than its explanation.
+    }
     plain_direction_done(RelayEnd::internal_error);
   }
 }
