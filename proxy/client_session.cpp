@@ -348,12 +348,7 @@ void ClientSession::send_lone_request() {
   relay.server_on_session_executor = server_->socket().get_executor() == executor();
   relay.lone_wanted = kInitialRelayBuffer;
   // As pump_client_tracked(true) begins: the kept bytes are the request.
-  relay.bytes_in += login_buffer_.size();
-  auto space = relay.client_in.prepare(login_buffer_.size());
-  std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
-  relay.client_in.commit(login_buffer_.size());
-  login_buffer_.consume(login_buffer_.size());
-  login_buffer_.release_if_empty();
+  take_kept_bytes();
 
   protocol::FrontendObserver observer{relay.state};
   const auto scan = scan_client_bytes(observer);
@@ -3041,12 +3036,7 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
   auto& in = relay_->client_in;
   const auto& out = relay_->client_out;
   if (!login_buffer_.empty()) {
-    relay_->bytes_in += login_buffer_.size();  // read earlier (see pump_client_to_server)
-    auto space = in.prepare(login_buffer_.size());
-    std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
-    in.commit(login_buffer_.size());
-    login_buffer_.consume(login_buffer_.size());
-    login_buffer_.release_if_empty();  // a parked client holds no buffer
+    take_kept_bytes();
   }
   std::size_t wanted = in.empty() ? kInitialRelayBuffer : 0;  // room to read into
   for (;;) {
@@ -3095,6 +3085,16 @@ awaitable<ClientSession::RelayEnd> ClientSession::pump_client_tracked(bool one_r
     if (auto end = requests_sent(one_request, scan.terminated)) co_return *end;
     if (is_cancelled(co_await kCancellationState)) co_return RelayEnd::cancelled;
   }
+}
+
+void ClientSession::take_kept_bytes() {
+  auto& in = relay_->client_in;
+  relay_->bytes_in += login_buffer_.size();  // read earlier (see pump_client_to_server)
+  auto space = in.prepare(login_buffer_.size());
+  std::memcpy(space.data(), login_buffer_.data().data(), login_buffer_.size());
+  in.commit(login_buffer_.size());
+  login_buffer_.consume(login_buffer_.size());
+  login_buffer_.release_if_empty();  // a parked client holds no buffer
 }
 
 ClientSession::ClientScan ClientSession::scan_client_bytes(protocol::FrontendObserver& observer) {

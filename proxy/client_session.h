@@ -179,6 +179,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   };
   // Whole messages from relay_->client_in to relay_->client_out (relayed, rewritten
   // or answered here).
+  // The client's bytes kept in login_buffer_ go to relay_->client_in.
+  void take_kept_bytes();
   ClientScan scan_client_bytes(protocol::FrontendObserver& observer);
   // After relay_->client_out went to the server: how the client step ends, or
   // nullopt when it goes on reading.

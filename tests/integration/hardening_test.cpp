@@ -25,6 +25,23 @@ std::string config(const std::string& mode) {
   return toml;
 }
 
+// Waits (bounded) until the statement of the client named `application` is blocked
+// writing its result (wait_event ClientWrite): the buffers on the way are full.
+::testing::AssertionResult blocked_writing_to(PostgresServer& pg, const std::string& application) {
+  std::string state;
+  const bool blocked = wait_for(
+      [&] {
+        state = pg.query_value(
+            "SELECT coalesce(string_agg(coalesce(wait_event, '-'), ','), '') FROM pg_stat_activity "
+            "WHERE application_name = '" + application + "' AND state = 'active'");
+        return state == "ClientWrite";
+      },
+      60s);
+  if (blocked) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "PostgreSQL never blocked writing the result (wait events: " << state
+                                       << ")\n";
+}
+
 class SlowReaderTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SlowReaderTest, AClientThatNeverReadsAHugeResultDoesNotGrowSluice) {
@@ -50,17 +67,7 @@ TEST_P(SlowReaderTest, AClientThatNeverReadsAHugeResultDoesNotGrowSluice) {
   ASSERT_EQ(PQsendQuery(stalled.get(), "SELECT repeat('x', 1000) FROM generate_series(1, 1000000)"), 1);
 
   // PostgreSQL blocks once the socket buffers between it and the client are full.
-  std::string state;
-  const bool blocked = wait_for(
-      [&] {
-        state = pg.query_value(
-            "SELECT coalesce(string_agg(coalesce(wait_event, '-'), ','), '') FROM pg_stat_activity "
-            "WHERE application_name = 'slow_reader' AND state = 'active'");
-        return state == "ClientWrite";
-      },
-      60s);
-  ASSERT_TRUE(blocked) << "PostgreSQL never blocked writing the result (wait events: " << state << ")\n"
-                       << tail_lines(sluice.log(), 30);
+  ASSERT_TRUE(blocked_writing_to(pg, "slow_reader")) << tail_lines(sluice.log(), 30);
   const long stalled_rss = rss_kib(sluice.pid());
   std::printf("[ INFO     ] %s mode: Sluice RSS %ld KiB before, %ld KiB with PostgreSQL blocked on the unread result\n",
               GetParam().c_str(), baseline, stalled_rss);
@@ -99,17 +106,7 @@ TEST_P(SlowReaderTest, AClientThatReadsALargeResultLateGetsAllOfItAndCarriesOn) 
                                      ") AS i")
                                         .c_str()),
             1);
-  std::string state;
-  const bool blocked = wait_for(
-      [&] {
-        state = pg.query_value(
-            "SELECT coalesce(string_agg(coalesce(wait_event, '-'), ','), '') FROM pg_stat_activity "
-            "WHERE application_name = 'late_reader' AND state = 'active'");
-        return state == "ClientWrite";
-      },
-      60s);
-  ASSERT_TRUE(blocked) << "PostgreSQL never blocked writing the result (wait events: " << state << ")\n"
-                       << tail_lines(sluice.log(), 30);
+  ASSERT_TRUE(blocked_writing_to(pg, "late_reader")) << tail_lines(sluice.log(), 30);
 
   long rows = 0;
   long last = 0;
