@@ -27,20 +27,69 @@ using awaitable = asio::awaitable<T>;
 // EOF and resets are expected, not exceptional.
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
-// Plain operator new/delete, which Asio does not swap for its per-thread recycling
-// cache (as it does std::allocator). For operations that may wait for hours, such
-// as a parked client's read wait: the cache would hand them any larger block it
-// holds (an accept operation's, say), kept for as long as the wait lasts.
+// Blocks for operations that may wait for hours, such as a parked client's read
+// wait. Asio's own per-thread recycling cache (what std::allocator gets) hands out
+// any larger block it holds (an accept operation's, say), which such a wait would
+// keep for as long as it lasts. These blocks are reused only for a request of the
+// same size, so a wait holds what it asked for; and since a transaction-mode client
+// starts one such wait per transaction, a few freed blocks are kept per thread
+// instead of a malloc and a free every time.
+namespace detail {
+class ExactSizeBlocks {
+ public:
+  ExactSizeBlocks() = default;
+  ExactSizeBlocks(const ExactSizeBlocks&) = delete;
+  ExactSizeBlocks& operator=(const ExactSizeBlocks&) = delete;
+  ~ExactSizeBlocks() {
+    for (std::size_t i = 0; i < count_; ++i) ::operator delete(kept_[i].block);
+  }
+  void* take(std::size_t size) {
+    for (std::size_t i = count_; i-- > 0;) {
+      if (kept_[i].size != size) continue;
+      void* block = kept_[i].block;
+      kept_[i] = kept_[--count_];
+      return block;
+    }
+    return ::operator new(size);
+  }
+  void give(void* block, std::size_t size) noexcept {
+    if (count_ == kKept) {
+      ::operator delete(block);
+      return;
+    }
+    kept_[count_++] = {block, size};
+  }
+  std::size_t kept() const noexcept { return count_; }
+  static constexpr std::size_t max_kept() noexcept { return kKept; }
+  static ExactSizeBlocks& of_this_thread() {
+    thread_local ExactSizeBlocks blocks;
+    return blocks;
+  }
+
+ private:
+  static constexpr std::size_t kKept = 8;
+  struct Kept {
+    void* block;
+    std::size_t size;
+  };
+  Kept kept_[kKept] = {};
+  std::size_t count_ = 0;
+};
+}  // namespace detail
+
 template <class T>
-struct UncachedAllocator {
+struct ExactSizeAllocator {
   using value_type = T;
-  UncachedAllocator() = default;
+  ExactSizeAllocator() = default;
   template <class U>
-  UncachedAllocator(const UncachedAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return std::allocator<T>().allocate(n); }
-  void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
+  ExactSizeAllocator(const ExactSizeAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "blocks come from plain operator new");
+    return static_cast<T*>(detail::ExactSizeBlocks::of_this_thread().take(n * sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t n) noexcept { detail::ExactSizeBlocks::of_this_thread().give(p, n * sizeof(T)); }
   template <class U>
-  bool operator==(const UncachedAllocator<U>&) const noexcept {
+  bool operator==(const ExactSizeAllocator<U>&) const noexcept {
     return true;
   }
 };

@@ -124,8 +124,10 @@ inline bool is_drained(DrainedWhen when, const std::uint8_t* data, std::size_t s
 inline constexpr std::size_t kStashReadSize = 16 * 1024;
 
 // A client's read while it waits to be served (a parked client, the client watch of
-// a lone exchange): what arrives is stored in `into`, allocated to the size of what
-// came, so an idle client holds no read buffer. The reactor's perform step reads into
+// a lone exchange): what arrives is stored in `into`, which holds no memory until
+// then, so an idle client holds no read buffer (the memory is the thread's spare
+// buffer when it is large enough: protocol::take_spare_buffer, given back when the
+// relay has taken the bytes). The reactor's perform step reads into
 // a per-thread block and copies it out, which makes the wait's read the request's
 // read too: one recv() where a one-byte peek and then the relay's read took two.
 // `into` is the waiting session's, touched by nothing else until the completion
@@ -212,7 +214,9 @@ class reactive_socket_recv_op_base<sluice::pool::StashBuffer> : public reactor_o
     const std::size_t n = op->bytes_transferred_;
     if (n == 0) return done;  // the end of stream or an error: the next read finds it too (see above)
     try {
-      op->buffer_.into->assign(block, block + n);
+      auto& into = *op->buffer_.into;
+      if (into.capacity() == 0) into = sluice::protocol::take_spare_buffer();
+      into.assign(block, block + n);
     } catch (const std::bad_alloc&) {
       // Out of memory: the wait fails (its session closes the client) rather than
       // the exception leaving the reactor and the worker thread.

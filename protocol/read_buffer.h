@@ -37,6 +37,31 @@ struct DefaultInitAllocator : std::allocator<T> {
 };
 using ByteBuffer = std::vector<std::uint8_t, DefaultInitAllocator<std::uint8_t>>;
 
+// One emptied buffer kept per thread, for bytes that pass through a buffer briefly:
+// a waiting client's request goes from its read to the relay within one handler,
+// and was a malloc and a free per transaction. Buffers larger than kMaxSpareBytes
+// are freed (the memory kept per thread stays small).
+inline constexpr std::size_t kMaxSpareBytes = 16 * 1024;
+namespace detail {
+inline ByteBuffer& spare_buffer_of_this_thread() noexcept {
+  thread_local ByteBuffer spare;
+  return spare;
+}
+}  // namespace detail
+// An empty buffer: the spare if this thread has one (it may hold capacity).
+inline ByteBuffer take_spare_buffer() noexcept { return std::move(detail::spare_buffer_of_this_thread()); }
+// Empties `buffer` and keeps its memory as this thread's spare, or frees it.
+inline void keep_as_spare(ByteBuffer&& buffer) noexcept {
+  auto& spare = detail::spare_buffer_of_this_thread();
+  if (buffer.capacity() > kMaxSpareBytes || buffer.capacity() <= spare.capacity()) {
+    ByteBuffer().swap(buffer);
+    return;
+  }
+  buffer.clear();
+  spare.swap(buffer);
+  ByteBuffer().swap(buffer);  // the smaller old spare, if any
+}
+
 class ReadBuffer {
  public:
   explicit ReadBuffer(std::size_t initial = 4096) : storage_(initial) {}
@@ -65,10 +90,11 @@ class ReadBuffer {
     begin_ = 0;
     end_ = storage_.size();
   }
-  // Gives the memory back while nothing is buffered (an idle client keeps none).
-  void release_if_empty() {
+  // Gives the memory back while nothing is buffered (an idle client keeps none):
+  // to this thread's spare (see keep_as_spare).
+  void release_if_empty() noexcept {
     if (begin_ != end_) return;
-    ByteBuffer().swap(storage_);
+    keep_as_spare(std::move(storage_));  // leaves storage_ without memory
     begin_ = end_ = 0;
   }
 

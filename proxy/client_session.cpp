@@ -491,7 +491,7 @@ void ClientSession::park() {
   if (client_.is_tls()) {
     client_.socket().async_wait(
         tcp::socket::wait_read,
-        asio::bind_allocator(UncachedAllocator<void>(),
+        asio::bind_allocator(ExactSizeAllocator<void>(),
                              [self = shared_from_this()](error_code ec) { wake_parked(self, ec); }));
     return;
   }
@@ -524,7 +524,7 @@ void ClientSession::start_client_watch() {
   client_watch_ = ClientWatch::watching;
   client_.socket().async_receive(
       pool::StashBuffer(&watched_bytes_), 0,
-      asio::bind_allocator(UncachedAllocator<void>(),
+      asio::bind_allocator(ExactSizeAllocator<void>(),
                            [self = shared_from_this(), generation = ++watch_generation_](error_code ec, std::size_t n) {
                              self->client_watch_done(generation, ec, n);
                            }));
@@ -574,8 +574,8 @@ void ClientSession::take_watched_bytes() {
     auto space = login_buffer_.prepare(watched_bytes_.size());
     std::memcpy(space.data(), watched_bytes_.data(), watched_bytes_.size());
     login_buffer_.commit(watched_bytes_.size());
+    protocol::keep_as_spare(std::move(watched_bytes_));
   }
-  watched_bytes_ = protocol::ByteBuffer();
 }
 
 awaitable<void> ClientSession::resume(error_code wait_error) {

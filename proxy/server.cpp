@@ -188,7 +188,8 @@ std::string Server::reload() {
     std::string errors;
     for (const auto& error : loaded.errors) {
       log()->error("reload: {}", error.to_string());
-      errors += (errors.empty() ? "" : "\n") + error.to_string();
+      if (!errors.empty()) errors += '\n';
+      errors += error.to_string();
     }
     log()->error("reload: {} rejected; the running configuration stays", path);
     return errors;

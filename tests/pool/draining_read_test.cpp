@@ -332,6 +332,7 @@ struct StashRead {
 // sized to what came, and a whole request the client waits on drains the socket
 // without a byte after it being missed.
 TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
+  (void)protocol::take_spare_buffer();  // no spare on this thread: the read allocates
   Connected c;
   Stream stream(std::move(c.near));
   StashRead wait;
@@ -355,6 +356,26 @@ TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
   run_until(c.context, [&] { return wait.ec.has_value(); });
   ASSERT_FALSE(*wait.ec);
   EXPECT_EQ(wait.bytes(), request + request);
+}
+
+// With a spare buffer on the thread (what the relay gave back after the last
+// request), the read's bytes land in its memory: no allocation per request.
+TEST(ClientStashTest, TheReadTakesTheThreadsSpareBuffer) {
+  protocol::ByteBuffer spare(256);
+  const auto* memory = spare.data();
+  protocol::keep_as_spare(std::move(spare));
+  const std::string request = query("SELECT 1");
+  Connected c;
+  c.send_from_far(request);
+  wait_until_readable(c.near, request.size());
+  protocol::ByteBuffer into;
+  reactive_socket_recv_op_base<StashBuffer> op(error_code(), c.near.native_handle(),
+                                               boost::asio::detail::socket_ops::stream_oriented, StashBuffer(&into),
+                                               0, nullptr);
+  EXPECT_EQ(reactive_socket_recv_op_base<StashBuffer>::do_perform(&op), reactor_op::done_and_exhausted);
+  EXPECT_EQ(std::string(into.begin(), into.end()), request);
+  EXPECT_EQ(into.data(), memory) << "the bytes are not in the spare's memory";
+  EXPECT_EQ(protocol::take_spare_buffer().capacity(), 0u) << "the spare was not taken";
 }
 
 // What the perform step says: a short read of whole requests the client waits on

@@ -572,6 +572,39 @@ void write_into(ReadBuffer& buffer, std::string_view bytes, std::size_t min_free
   buffer.commit(bytes.size());
 }
 
+// What an emptied buffer leaves behind: its memory, as this thread's spare, which
+// the next take_spare_buffer() hands out (one per thread; the larger of two; none
+// over kMaxSpareBytes).
+TEST(ReadBuffer, ReleasedMemoryIsTheThreadsSpareForTheNextTake) {
+  (void)take_spare_buffer();  // start with no spare
+  ReadBuffer buffer(4096);
+  write_into(buffer, "hello");
+  const auto* memory = buffer.data().data();
+  buffer.release_if_empty();
+  EXPECT_EQ(buffer.capacity(), 4096u) << "bytes still buffered: the memory stays";
+  buffer.consume(5);
+  buffer.release_if_empty();
+  EXPECT_EQ(buffer.capacity(), 0u);
+  EXPECT_TRUE(buffer.empty());
+  ByteBuffer spare = take_spare_buffer();
+  EXPECT_EQ(spare.data(), memory);
+  EXPECT_EQ(spare.capacity(), 4096u);
+  EXPECT_TRUE(spare.empty());
+  EXPECT_EQ(take_spare_buffer().capacity(), 0u) << "taken: the thread has no spare left";
+
+  ByteBuffer small(64);
+  keep_as_spare(std::move(spare));
+  EXPECT_EQ(spare.capacity(), 0u);
+  keep_as_spare(std::move(small));  // smaller than the spare: freed
+  EXPECT_EQ(small.capacity(), 0u);
+  EXPECT_EQ(take_spare_buffer().data(), memory);
+
+  ByteBuffer huge(kMaxSpareBytes + 1);
+  keep_as_spare(std::move(huge));
+  EXPECT_EQ(huge.capacity(), 0u);
+  EXPECT_EQ(take_spare_buffer().capacity(), 0u) << "over kMaxSpareBytes: freed, not kept";
+}
+
 TEST(ReadBuffer, StartsEmpty) {
   ReadBuffer buffer;
   EXPECT_TRUE(buffer.empty());
