@@ -42,6 +42,7 @@ class ExactSizeBlocks {
   ExactSizeBlocks& operator=(const ExactSizeBlocks&) = delete;
   ~ExactSizeBlocks() {
     for (std::size_t i = 0; i < count_; ++i) ::operator delete(kept_[i].block);
+    count_ = 0;
   }
   void* take(std::size_t size) {
     for (std::size_t i = count_; i-- > 0;) {
