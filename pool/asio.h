@@ -35,14 +35,15 @@ inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // starts one such wait per transaction, a few freed blocks are kept per thread
 // instead of a malloc and a free every time.
 namespace detail {
+// Up to kMaxKept freed blocks, each given out again only for its own size.
 class ExactSizeBlocks {
  public:
+  static constexpr std::size_t kMaxKept = 8;
   ExactSizeBlocks() = default;
   ExactSizeBlocks(const ExactSizeBlocks&) = delete;
   ExactSizeBlocks& operator=(const ExactSizeBlocks&) = delete;
   ~ExactSizeBlocks() {
     for (std::size_t i = 0; i < count_; ++i) ::operator delete(kept_[i].block);
-    count_ = 0;
   }
   void* take(std::size_t size) {
     for (std::size_t i = count_; i-- > 0;) {
@@ -54,28 +55,43 @@ class ExactSizeBlocks {
     return ::operator new(size);
   }
   void give(void* block, std::size_t size) noexcept {
-    if (count_ == kKept) {
-      ::operator delete(block);
+    if (count_ < kMaxKept) {
+      kept_[count_++] = {block, size};
       return;
     }
-    kept_[count_++] = {block, size};
+    // Full: the block replaces a kept one (in turn), so that blocks of sizes a
+    // thread no longer asks for do not stay for ever.
+    ::operator delete(kept_[replace_next_].block);
+    kept_[replace_next_] = {block, size};
+    replace_next_ = (replace_next_ + 1) % kMaxKept;
   }
   std::size_t kept() const noexcept { return count_; }
-  static constexpr std::size_t max_kept() noexcept { return kKept; }
-  static ExactSizeBlocks& of_this_thread() {
-    thread_local ExactSizeBlocks blocks;
-    return blocks;
-  }
 
  private:
-  static constexpr std::size_t kKept = 8;
   struct Kept {
     void* block;
     std::size_t size;
   };
-  Kept kept_[kKept] = {};
+  Kept kept_[kMaxKept] = {};
   std::size_t count_ = 0;
+  std::size_t replace_next_ = 0;
 };
+
+// Set when this thread's blocks were destroyed (at thread exit): what is freed
+// after that goes straight back to the heap. Trivially destructible, so it stays
+// readable after the cache is gone.
+inline thread_local bool exact_size_blocks_gone = false;
+
+// This thread's blocks, or null once they were destroyed.
+inline ExactSizeBlocks* exact_size_blocks_of_this_thread() noexcept {
+  struct ThreadBlocks {
+    ExactSizeBlocks blocks;
+    ~ThreadBlocks() { exact_size_blocks_gone = true; }
+  };
+  if (exact_size_blocks_gone) return nullptr;
+  thread_local ThreadBlocks blocks;
+  return &blocks.blocks;
+}
 }  // namespace detail
 
 template <class T>
@@ -86,9 +102,13 @@ struct ExactSizeAllocator {
   ExactSizeAllocator(const ExactSizeAllocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
     static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__, "blocks come from plain operator new");
-    return static_cast<T*>(detail::ExactSizeBlocks::of_this_thread().take(n * sizeof(T)));
+    auto* blocks = detail::exact_size_blocks_of_this_thread();
+    return static_cast<T*>(blocks != nullptr ? blocks->take(n * sizeof(T)) : ::operator new(n * sizeof(T)));
   }
-  void deallocate(T* p, std::size_t n) noexcept { detail::ExactSizeBlocks::of_this_thread().give(p, n * sizeof(T)); }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (auto* blocks = detail::exact_size_blocks_of_this_thread()) return blocks->give(p, n * sizeof(T));
+    ::operator delete(p);
+  }
   template <class U>
   bool operator==(const ExactSizeAllocator<U>&) const noexcept {
     return true;

@@ -125,9 +125,10 @@ inline constexpr std::size_t kStashReadSize = 16 * 1024;
 
 // A client's read while it waits to be served (a parked client, the client watch of
 // a lone exchange): what arrives is stored in `into`, which holds no memory until
-// then, so an idle client holds no read buffer (the memory is the thread's spare
-// buffer when it is large enough: protocol::take_spare_buffer, given back when the
-// relay has taken the bytes). The reactor's perform step reads into
+// then, so an idle client holds no read buffer. The memory is the thread's spare
+// buffer when that fits what came (protocol::take_spare_buffer; the relay gives it
+// back once it has taken the bytes), else a block of what came rounded up to 64
+// bytes. The reactor's perform step reads into
 // a per-thread block and copies it out, which makes the wait's read the request's
 // read too: one recv() where a one-byte peek and then the relay's read took two.
 // `into` is the waiting session's, touched by nothing else until the completion
@@ -215,7 +216,11 @@ class reactive_socket_recv_op_base<sluice::pool::StashBuffer> : public reactor_o
     if (n == 0) return done;  // the end of stream or an error: the next read finds it too (see above)
     try {
       auto& into = *op->buffer_.into;
-      if (into.capacity() == 0) into = sluice::protocol::take_spare_buffer();
+      if (into.capacity() == 0) {
+        into = sluice::protocol::take_spare_buffer(n);
+        // Rounded up, so that the next request of about the same size fits it.
+        if (into.capacity() == 0) into.reserve((n + 63) / 64 * 64);
+      }
       into.assign(block, block + n);
     } catch (const std::bad_alloc&) {
       // Out of memory: the wait fails (its session closes the client) rather than

@@ -37,29 +37,44 @@ struct DefaultInitAllocator : std::allocator<T> {
 };
 using ByteBuffer = std::vector<std::uint8_t, DefaultInitAllocator<std::uint8_t>>;
 
-// One emptied buffer kept per thread, for bytes that pass through a buffer briefly:
-// a waiting client's request goes from its read to the relay within one handler,
-// and was a malloc and a free per transaction. Buffers larger than kMaxSpareBytes
-// are freed (the memory kept per thread stays small).
+// One emptied buffer kept per thread, for bytes on their way to the relay: a
+// waiting client's request, read by its watch (pool::StashBuffer) and copied into
+// the relay once a server is attached, was a malloc and a free per transaction.
+// The spare is the buffer given back last (one larger than kMaxSpareBytes is freed
+// instead), and it is handed out only for bytes that nearly fill it, so a client
+// that waits for a server holds at most kMaxSpareSlack bytes more than its request.
 inline constexpr std::size_t kMaxSpareBytes = 16 * 1024;
+inline constexpr std::size_t kMaxSpareSlack = 256;
 namespace detail {
-inline ByteBuffer& spare_buffer_of_this_thread() noexcept {
-  thread_local ByteBuffer spare;
-  return spare;
+// Set when this thread's spare was destroyed (at thread exit); trivially
+// destructible, so it stays readable after the spare is gone.
+inline thread_local bool spare_buffer_gone = false;
+// This thread's spare, or null once it was destroyed.
+inline ByteBuffer* spare_buffer_of_this_thread() noexcept {
+  struct Spare {
+    ByteBuffer buffer;
+    ~Spare() { spare_buffer_gone = true; }
+  };
+  if (spare_buffer_gone) return nullptr;
+  thread_local Spare spare;
+  return &spare.buffer;
 }
 }  // namespace detail
-// An empty buffer: the spare if this thread has one (it may hold capacity).
-inline ByteBuffer take_spare_buffer() noexcept { return std::move(detail::spare_buffer_of_this_thread()); }
-// Empties `buffer` and keeps its memory as this thread's spare, or frees it.
+// The thread's spare when it holds `size` bytes with at most kMaxSpareSlack left
+// over, else an empty buffer (the spare stays).
+inline ByteBuffer take_spare_buffer(std::size_t size) noexcept {
+  ByteBuffer* spare = detail::spare_buffer_of_this_thread();
+  if (spare == nullptr || spare->capacity() < size || spare->capacity() - size > kMaxSpareSlack) return {};
+  return std::move(*spare);
+}
+// Takes `buffer`'s memory (leaving it with none) as the thread's spare, in place of
+// the old one; or frees it when it is larger than kMaxSpareBytes.
 inline void keep_as_spare(ByteBuffer&& buffer) noexcept {
-  auto& spare = detail::spare_buffer_of_this_thread();
-  if (buffer.capacity() > kMaxSpareBytes || buffer.capacity() <= spare.capacity()) {
-    ByteBuffer().swap(buffer);
-    return;
-  }
-  buffer.clear();
-  spare.swap(buffer);
-  ByteBuffer().swap(buffer);  // the smaller old spare, if any
+  ByteBuffer kept = std::move(buffer);
+  ByteBuffer* spare = detail::spare_buffer_of_this_thread();
+  if (spare == nullptr || kept.capacity() == 0 || kept.capacity() > kMaxSpareBytes) return;  // freed with `kept`
+  kept.clear();
+  spare->swap(kept);  // the old spare is freed with `kept`
 }
 
 class ReadBuffer {

@@ -1,7 +1,8 @@
-// Unit tests of ExactSizeAllocator (pool/asio.h): the blocks of long waits.
+// Unit tests of ExactSizeAllocator and its per-thread blocks (pool/asio.h): the
+// memory of long waits.
 #include <gtest/gtest.h>
 
-#include <set>
+#include <thread>
 #include <vector>
 
 #include "pool/asio.h"
@@ -9,57 +10,61 @@
 namespace sluice {
 namespace {
 
+using detail::ExactSizeBlocks;
+
+// A freed block is given out again only for its own size: a long wait never holds
+// a block larger than it asked for.
+TEST(ExactSizeBlocks, AKeptBlockIsGivenOutOnlyForItsOwnSize) {
+  ExactSizeBlocks blocks;
+  void* large = blocks.take(200);
+  blocks.give(large, 200);
+  EXPECT_EQ(blocks.kept(), 1u);
+  void* small = blocks.take(72);
+  EXPECT_NE(small, large) << "a smaller request got the larger block";
+  EXPECT_EQ(blocks.kept(), 1u);
+  EXPECT_EQ(blocks.take(200), large);
+  EXPECT_EQ(blocks.kept(), 0u);
+  blocks.give(small, 72);
+  blocks.give(large, 200);  // the destructor frees them (LeakSanitizer checks)
+}
+
+// At most kMaxKept blocks; when full, a freed block replaces a kept one, so blocks
+// of sizes no longer asked for do not stay for ever.
+TEST(ExactSizeBlocks, KeepsAFewAndReplacesOldOnesWhenFull) {
+  ExactSizeBlocks blocks;
+  std::vector<void*> old_size, new_size;
+  for (std::size_t i = 0; i < ExactSizeBlocks::kMaxKept + 4; ++i) old_size.push_back(blocks.take(96));
+  for (void* block : old_size) blocks.give(block, 96);
+  EXPECT_EQ(blocks.kept(), ExactSizeBlocks::kMaxKept);
+  for (std::size_t i = 0; i < ExactSizeBlocks::kMaxKept; ++i) new_size.push_back(blocks.take(40));
+  EXPECT_EQ(blocks.kept(), ExactSizeBlocks::kMaxKept) << "a block of another size was given out";
+  for (void* block : new_size) blocks.give(block, 40);
+  EXPECT_EQ(blocks.kept(), ExactSizeBlocks::kMaxKept);
+  // Every kept block is now of the new size.
+  for (std::size_t i = 0; i < ExactSizeBlocks::kMaxKept; ++i) new_size[i] = blocks.take(40);
+  EXPECT_EQ(blocks.kept(), 0u) << "blocks of the old size were still kept";
+  for (void* block : new_size) blocks.give(block, 40);
+}
+
 struct Op72 {
   char bytes[72];
 };
-struct Op200 {
-  char bytes[200];
-};
-struct Op96 {
-  char bytes[96];
-};
-struct Op40 {
-  char bytes[40];
-};
 
-// A freed block is reused only for a request of its own size: a long wait never
-// holds a block larger than it asked for.
-TEST(ExactSizeAllocator, AFreedBlockIsReusedOnlyForItsOwnSize) {
-  ExactSizeAllocator<Op72> small;
-  ExactSizeAllocator<Op200> large;
-  Op200* big = large.allocate(1);
-  large.deallocate(big, 1);
-  Op72* first = small.allocate(1);
-  EXPECT_NE(static_cast<void*>(first), static_cast<void*>(big)) << "a smaller request got the larger block";
-  small.deallocate(first, 1);
-  Op72* again = small.allocate(1);
-  EXPECT_EQ(again, first) << "the freed block of the same size was not reused";
-  Op200* big_again = large.allocate(1);
-  EXPECT_EQ(big_again, big);
-  small.deallocate(again, 1);
-  large.deallocate(big_again, 1);
-}
-
-// Only a few blocks are kept per thread; the rest go back to the heap. (Sizes no
-// other test uses: the thread's blocks outlive a test.)
-TEST(ExactSizeAllocator, KeepsAFewBlocksPerThread) {
-  auto& blocks = detail::ExactSizeBlocks::of_this_thread();
-  const std::size_t before = blocks.kept();
-  ExactSizeAllocator<Op96> alloc;
-  std::vector<Op96*> live;
-  for (std::size_t i = 0; i < blocks.max_kept() + 8; ++i) live.push_back(alloc.allocate(1));
-  EXPECT_EQ(std::set<Op96*>(live.begin(), live.end()).size(), live.size());
-  EXPECT_EQ(blocks.kept(), before) << "a block of another size was handed out";
-  for (auto* block : live) alloc.deallocate(block, 1);
-  EXPECT_EQ(blocks.kept(), blocks.max_kept());
-  Op96* one = alloc.allocate(1);
-  EXPECT_EQ(blocks.kept(), blocks.max_kept() - 1);
-  ExactSizeAllocator<Op40> other;
-  Op40* different = other.allocate(1);
-  EXPECT_EQ(blocks.kept(), blocks.max_kept() - 1) << "a block of another size was handed out";
-  other.deallocate(different, 1);
-  alloc.deallocate(one, 1);
-  EXPECT_EQ(blocks.kept(), blocks.max_kept());
+// The allocator keeps what it frees in the thread's blocks and gives it out again
+// (a fresh thread: its blocks start empty and are freed when it ends).
+TEST(ExactSizeAllocator, ReusesTheBlocksTheThreadFreed) {
+  std::thread([] {
+    ExactSizeAllocator<Op72> alloc;
+    auto* blocks = detail::exact_size_blocks_of_this_thread();
+    ASSERT_NE(blocks, nullptr);
+    EXPECT_EQ(blocks->kept(), 0u);
+    Op72* first = alloc.allocate(1);
+    alloc.deallocate(first, 1);
+    EXPECT_EQ(blocks->kept(), 1u);
+    EXPECT_EQ(alloc.allocate(1), first);
+    EXPECT_EQ(blocks->kept(), 0u);
+    alloc.deallocate(first, 1);
+  }).join();
 }
 
 }  // namespace

@@ -572,11 +572,10 @@ void write_into(ReadBuffer& buffer, std::string_view bytes, std::size_t min_free
   buffer.commit(bytes.size());
 }
 
-// What an emptied buffer leaves behind: its memory, as this thread's spare, which
-// the next take_spare_buffer() hands out (one per thread; the larger of two; none
-// over kMaxSpareBytes).
-TEST(ReadBuffer, ReleasedMemoryIsTheThreadsSpareForTheNextTake) {
-  (void)take_spare_buffer();  // start with no spare
+// What an emptied buffer leaves behind: its memory, as this thread's spare, handed
+// out again only for bytes that nearly fill it. The spare is the buffer given back
+// last; one over kMaxSpareBytes is freed instead.
+TEST(ReadBuffer, ReleasedMemoryIsTheThreadsSpareForBytesThatNearlyFillIt) {
   ReadBuffer buffer(4096);
   write_into(buffer, "hello");
   const auto* memory = buffer.data().data();
@@ -586,23 +585,27 @@ TEST(ReadBuffer, ReleasedMemoryIsTheThreadsSpareForTheNextTake) {
   buffer.release_if_empty();
   EXPECT_EQ(buffer.capacity(), 0u);
   EXPECT_TRUE(buffer.empty());
-  ByteBuffer spare = take_spare_buffer();
+  EXPECT_EQ(take_spare_buffer(100).capacity(), 0u) << "4 KiB for 100 bytes: too much to hold";
+  EXPECT_EQ(take_spare_buffer(4097).capacity(), 0u) << "too small";
+  ByteBuffer spare = take_spare_buffer(4096 - kMaxSpareSlack);
   EXPECT_EQ(spare.data(), memory);
   EXPECT_EQ(spare.capacity(), 4096u);
   EXPECT_TRUE(spare.empty());
-  EXPECT_EQ(take_spare_buffer().capacity(), 0u) << "taken: the thread has no spare left";
+  EXPECT_EQ(take_spare_buffer(4096).capacity(), 0u) << "taken: the thread has no spare left";
 
   ByteBuffer small(64);
+  const auto* small_memory = small.data();
   keep_as_spare(std::move(spare));
   EXPECT_EQ(spare.capacity(), 0u);
-  keep_as_spare(std::move(small));  // smaller than the spare: freed
+  keep_as_spare(std::move(small));  // replaces the 4 KiB one
   EXPECT_EQ(small.capacity(), 0u);
-  EXPECT_EQ(take_spare_buffer().data(), memory);
+  EXPECT_EQ(take_spare_buffer(4096).capacity(), 0u) << "the older spare is still kept";
+  EXPECT_EQ(take_spare_buffer(64).data(), small_memory);
 
   ByteBuffer huge(kMaxSpareBytes + 1);
   keep_as_spare(std::move(huge));
   EXPECT_EQ(huge.capacity(), 0u);
-  EXPECT_EQ(take_spare_buffer().capacity(), 0u) << "over kMaxSpareBytes: freed, not kept";
+  EXPECT_EQ(take_spare_buffer(kMaxSpareBytes + 1).capacity(), 0u) << "over kMaxSpareBytes: freed, not kept";
 }
 
 TEST(ReadBuffer, StartsEmpty) {
