@@ -101,8 +101,7 @@ bool Pool::key_matches(const StartupParams& key, const StartupParams& params) co
   return next == key.end();
 }
 
-Lease Pool::try_acquire_idle(const StartupParams& params) {
-  const auto now = Clock::now();
+Lease Pool::try_acquire_idle(const StartupParams& params, Clock::time_point now) {
   std::unique_ptr<ServerConnection> found;
   {
     std::lock_guard lock(mutex_);

@@ -124,8 +124,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // for these parameters, when nobody waits, the pool is not paused or closing, and
   // that connection is current, clean and not due for a health check. Empty
   // otherwise, and acquire() then does the whole job; nothing is changed, except
-  // that a connection found closed or unclean by the probe is dropped.
-  Lease try_acquire_idle(const StartupParams& params);
+  // that a connection found closed or unclean by the probe is dropped. `now` is the
+  // caller's clock reading, when it has one.
+  Lease try_acquire_idle(const StartupParams& params, Clock::time_point now = Clock::now());
 
   const std::string& name() const { return name_; }
   const std::string& database() const { return database_; }

@@ -17,6 +17,7 @@
 #include "protocol/auth.h"
 #include "proxy/admin_console.h"
 #include "proxy/fingerprint.h"
+#include "proxy/wall_clock.h"
 
 namespace sluice::proxy {
 namespace {
@@ -1400,10 +1401,11 @@ bool ClientSession::parameters_known() {
 ClientSession::AttachNow ClientSession::attach_now() {
   // Logging in (nothing told yet) takes attach_server's whole path.
   if (!sent_parameters_) return AttachNow::none;
-  auto lease = pool_->try_acquire_idle(startup_params_);
+  const auto now = std::chrono::steady_clock::now();  // one clock reading for both
+  auto lease = pool_->try_acquire_idle(startup_params_, now);
   if (!lease) return AttachNow::none;
   if (recording_) {
-    timing().attach_started = std::chrono::steady_clock::now();  // no wait to charge
+    timing().attach_started = now;  // no wait to charge
     timing().attach_wait = {};
   }
   adopt_server(std::move(lease));
@@ -2180,18 +2182,19 @@ struct ClientSession::RecordingBackend {
 
 
 void ClientSession::note_client_message(char type, protocol::Bytes body) {
-  auto now = std::chrono::steady_clock::now();
   auto& timing = this->timing();
   auto start_statement = [&](char kind, std::shared_ptr<const std::string> text,
                              std::shared_ptr<const QueryShape> shape = nullptr) {
     InFlightStatement statement;
     statement.kind = kind;
-    statement.start = now;
     if (timing.attach_started) {
-      // This request waited for a server connection before any byte of it was read.
+      // This request waited for a server connection before any byte of it was
+      // read (or was attached at once, without a wait, as it arrived).
       statement.start = *timing.attach_started;
       statement.wait = timing.attach_wait;
       timing.attach_started.reset();
+    } else {
+      statement.start = std::chrono::steady_clock::now();
     }
     statement.text = std::move(text);
     statement.shape = std::move(shape);
@@ -2357,7 +2360,7 @@ void ClientSession::finish_statement(InFlightStatement& statement) {
   const auto now = std::chrono::steady_clock::now();
   const auto duration = std::chrono::duration_cast<std::chrono::nanoseconds>(now - statement.start);
   const auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(statement.wait);
-  const auto at = std::chrono::system_clock::now();
+  const auto at = wall_time_of(now);
   std::optional<SlowQueryRecord> slow;
   if (duration >= slow_threshold_) {
     using Ms = std::chrono::duration<double, std::milli>;
