@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <memory>
 
+#include "protocol/per_thread.h"
+
 namespace sluice {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
@@ -77,20 +79,10 @@ class ExactSizeBlocks {
   std::size_t replace_next_ = 0;
 };
 
-// Set when this thread's blocks were destroyed (at thread exit): what is freed
-// after that goes straight back to the heap. Trivially destructible, so it stays
-// readable after the cache is gone.
-inline thread_local bool exact_size_blocks_gone = false;
-
-// This thread's blocks, or null once they were destroyed.
+// This thread's blocks, or null once they were destroyed (at thread exit: what is
+// freed after that goes straight back to the heap).
 inline ExactSizeBlocks* exact_size_blocks_of_this_thread() noexcept {
-  struct ThreadBlocks {
-    ExactSizeBlocks blocks;
-    ~ThreadBlocks() { exact_size_blocks_gone = true; }
-  };
-  if (exact_size_blocks_gone) return nullptr;
-  thread_local ThreadBlocks blocks;
-  return &blocks.blocks;
+  return protocol::this_thread_object<ExactSizeBlocks>();
 }
 }  // namespace detail
 

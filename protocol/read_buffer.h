@@ -12,6 +12,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "protocol/per_thread.h"
+
 namespace sluice::protocol {
 
 // Leaves bytes uninitialised when a vector grows: I/O buffers are always
@@ -46,18 +48,13 @@ using ByteBuffer = std::vector<std::uint8_t, DefaultInitAllocator<std::uint8_t>>
 inline constexpr std::size_t kMaxSpareBytes = 16 * 1024;
 inline constexpr std::size_t kMaxSpareSlack = 256;
 namespace detail {
-// Set when this thread's spare was destroyed (at thread exit); trivially
-// destructible, so it stays readable after the spare is gone.
-inline thread_local bool spare_buffer_gone = false;
-// This thread's spare, or null once it was destroyed.
+struct SpareBuffer {
+  ByteBuffer buffer;
+};
+// This thread's spare, or null once it was destroyed (at thread exit).
 inline ByteBuffer* spare_buffer_of_this_thread() noexcept {
-  struct Spare {
-    ByteBuffer buffer;
-    ~Spare() { spare_buffer_gone = true; }
-  };
-  if (spare_buffer_gone) return nullptr;
-  thread_local Spare spare;
-  return &spare.buffer;
+  SpareBuffer* spare = this_thread_object<SpareBuffer>();
+  return spare != nullptr ? &spare->buffer : nullptr;
 }
 }  // namespace detail
 // The thread's spare when it holds `size` bytes with at most kMaxSpareSlack left

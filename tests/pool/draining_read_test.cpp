@@ -329,8 +329,8 @@ struct StashRead {
 };
 
 // The wait's read is the request's read: the bytes land in the session's buffer,
-// not much larger than what came, and a whole request the client waits on drains the socket
-// without a byte after it being missed.
+// not much larger than what came, and a whole request the client waits on drains
+// the socket without a byte after it being missed.
 TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
   Connected c;
   Stream stream(std::move(c.near));
@@ -345,7 +345,8 @@ TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
   EXPECT_EQ(wait.n, request.size());
   EXPECT_EQ(wait.bytes(), request);
   EXPECT_GE(wait.into.capacity(), request.size());
-  EXPECT_LE(wait.into.capacity(), request.size() + protocol::kMaxSpareSlack) << "the buffer is much larger than what came";
+  EXPECT_LE(wait.into.capacity(), request.size() + protocol::kMaxSpareSlack)
+      << "the buffer is much larger than what came";
 
   // Drained: the next wait is queued without a read, and still sees the next request.
   wait.into.clear();
@@ -358,6 +359,25 @@ TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
   EXPECT_EQ(wait.bytes(), request + request);
 }
 
+// One perform step of a waiting client's read, after `bytes` arrived whole: its
+// verdict and what it stored.
+struct StashPerformed {
+  reactor_op::status status;
+  protocol::ByteBuffer into;
+};
+StashPerformed perform_stash_read(const std::string& bytes) {
+  Connected c;
+  c.send_from_far(bytes);
+  wait_until_readable(c.near, bytes.size());
+  StashPerformed performed;
+  reactive_socket_recv_op_base<StashBuffer> op(error_code(), c.near.native_handle(),
+                                               boost::asio::detail::socket_ops::stream_oriented,
+                                               StashBuffer(&performed.into), 0, nullptr);
+  performed.status = reactive_socket_recv_op_base<StashBuffer>::do_perform(&op);
+  EXPECT_EQ(std::string(performed.into.begin(), performed.into.end()), bytes);
+  return performed;
+}
+
 // With a spare buffer on the thread (what the relay gave back after the last
 // request), the read's bytes land in its memory: no allocation per request. A
 // spare much larger than the request is left alone: a client waiting for a server
@@ -365,16 +385,9 @@ TEST(ClientStashTest, TheRequestLandsWholeAndNothingAfterItIsMissed) {
 TEST(ClientStashTest, TheReadTakesTheThreadsSpareBufferWhenItFits) {
   const std::string request = query("SELECT 1");
   const auto read_request = [&] {
-    Connected c;
-    c.send_from_far(request);
-    wait_until_readable(c.near, request.size());
-    protocol::ByteBuffer into;
-    reactive_socket_recv_op_base<StashBuffer> op(error_code(), c.near.native_handle(),
-                                                 boost::asio::detail::socket_ops::stream_oriented,
-                                                 StashBuffer(&into), 0, nullptr);
-    EXPECT_EQ(reactive_socket_recv_op_base<StashBuffer>::do_perform(&op), reactor_op::done_and_exhausted);
-    EXPECT_EQ(std::string(into.begin(), into.end()), request);
-    return into;
+    auto performed = perform_stash_read(request);
+    EXPECT_EQ(performed.status, reactor_op::done_and_exhausted);
+    return std::move(performed.into);
   };
   protocol::ByteBuffer fitting(request.size() + 100);
   const auto* memory = fitting.data();
@@ -396,18 +409,7 @@ TEST(ClientStashTest, TheReadTakesTheThreadsSpareBufferWhenItFits) {
 // What the perform step says: a short read of whole requests the client waits on
 // is the end for now; a request cut short, or one that needs more, is not.
 TEST(ClientStashTest, OnlyAWholeRequestTheClientWaitsOnDrainsTheSocket) {
-  const auto status_after = [](const std::string& bytes) {
-    Connected c;
-    c.send_from_far(bytes);
-    wait_until_readable(c.near, bytes.size());
-    protocol::ByteBuffer into;
-    reactive_socket_recv_op_base<StashBuffer> op(error_code(), c.near.native_handle(),
-                                                 boost::asio::detail::socket_ops::stream_oriented,
-                                                 StashBuffer(&into), 0, nullptr);
-    const auto status = reactive_socket_recv_op_base<StashBuffer>::do_perform(&op);
-    EXPECT_EQ(std::string(into.begin(), into.end()), bytes);
-    return status;
-  };
+  const auto status_after = [](const std::string& bytes) { return perform_stash_read(bytes).status; };
   const std::string request = query("SELECT 1");
   EXPECT_EQ(status_after(request), reactor_op::done_and_exhausted);
   EXPECT_EQ(status_after(parse_bind_execute() + sync()), reactor_op::done_and_exhausted);
