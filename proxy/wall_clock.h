@@ -9,15 +9,15 @@ namespace sluice::proxy {
 
 inline std::chrono::system_clock::time_point wall_time_of(std::chrono::steady_clock::time_point steady) noexcept {
   using namespace std::chrono;
-  // Taken together, the two clocks' readings map the one onto the other. A step of
-  // the wall clock (settimeofday, NTP) shows within a second.
+  // Taken together, the two clocks' readings map the one onto the other, for a
+  // reading before or after them alike. The statements' readings move forward, so a
+  // step of the wall clock (settimeofday, NTP) shows within a second.
   struct Anchor {
     steady_clock::time_point steady{};
     system_clock::time_point wall{};
   };
   thread_local Anchor anchor;
-  if (anchor.steady == steady_clock::time_point{} || steady < anchor.steady ||
-      steady - anchor.steady >= seconds(1)) {
+  if (anchor.steady == steady_clock::time_point{} || steady - anchor.steady >= seconds(1)) {
     anchor = {steady_clock::now(), system_clock::now()};
   }
   return anchor.wall + duration_cast<system_clock::duration>(steady - anchor.steady);

@@ -28,7 +28,7 @@ TEST(WallClock, DistancesBetweenReadingsAreKept) {
   const auto wall = wall_time_of(steady);
   EXPECT_LE(abs(wall_time_of(steady + milliseconds(300)) - wall - milliseconds(300)), milliseconds(5));
   EXPECT_LE(abs(wall_time_of(steady + seconds(5)) - wall - seconds(5)), milliseconds(5));
-  // A reading older than the anchor (a new one was taken for the last) maps back too.
+  // A reading older than the anchor (a new one was taken for the last) maps too.
   EXPECT_LE(abs(wall_time_of(steady - milliseconds(500)) - wall + milliseconds(500)), milliseconds(5));
 }
 
