@@ -73,7 +73,7 @@ ConnectFailure shutdown_failure() {
 }  // namespace
 
 Pool::Pool(std::string database, std::string user, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
-           PoolSettingsSnapshot settings, PoolLimits limits)
+           PoolSettingsSnapshot settings, PoolLimits limits, bool locking)
     : database_(std::move(database)),
       user_(std::move(user)),
       name_(database_ + "/" + user_),
@@ -81,6 +81,7 @@ Pool::Pool(std::string database, std::string user, ServerTarget target, std::vec
       share_tracked_(settings.share_tracked_parameters),
       mode_(settings.mode),
       limits_(std::move(limits)),
+      mutex_(locking),
       hosts_(std::make_shared<const std::vector<std::shared_ptr<Host>>>(std::move(hosts))),
       settings_(std::make_shared<const PoolSettingsSnapshot>(std::move(settings))) {}
 
@@ -803,7 +804,7 @@ std::shared_ptr<Pool> PoolRegistry::get_or_create(const std::string& database, c
     if (!limit) limit = std::make_shared<ConnectionLimit>("user " + user, max_user_connections);
     limits.user = limit;
   }
-  auto pool = std::make_shared<Pool>(database, user, target, std::move(hosts), std::move(settings), limits);
+  auto pool = std::make_shared<Pool>(database, user, target, std::move(hosts), std::move(settings), limits, pool_locking_);
   if (all_paused_ || paused_databases_.count(database)) pool->pause();
   if (limits.database) limits.database->add_member(pool);
   if (limits.user) limits.user->add_member(pool);

@@ -15,6 +15,7 @@
 
 #include "pool/hosts.h"
 #include "pool/server_connection.h"
+#include "pool/switchable_mutex.h"
 
 namespace sluice::pool {
 
@@ -113,9 +114,10 @@ struct PoolLimits {
 class Pool : public std::enable_shared_from_this<Pool> {
  public:
   // `target` gives the database, user and credential; `hosts` (at least one) the
-  // servers, used round-robin while healthy.
+  // servers, used round-robin while healthy. `locking` false: only one thread
+  // ever uses this pool, which then takes no lock.
   Pool(std::string database, std::string user, ServerTarget target, std::vector<std::shared_ptr<Host>> hosts,
-       PoolSettingsSnapshot settings, PoolLimits limits = {});
+       PoolSettingsSnapshot settings, PoolLimits limits = {}, bool locking = true);
   ~Pool();
 
   // Waits (FIFO) for a server connection opened with `params`.
@@ -239,7 +241,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   const std::string mode_;
   const PoolLimits limits_;
 
-  mutable std::mutex mutex_;
+  mutable SwitchableMutex mutex_;
   // Replaced whole under mutex_ (RELOAD); readers outside the lock keep a copy.
   std::shared_ptr<const std::vector<std::shared_ptr<Host>>> hosts_;
   std::shared_ptr<const PoolSettingsSnapshot> settings_;
@@ -272,6 +274,9 @@ class PoolRegistry {
                                       int max_user_connections = 0);
   std::vector<std::shared_ptr<Pool>> all() const;
   HostRegistry& hosts() { return hosts_; }
+  // Pools created from now on take no locks: the caller promises that only one
+  // thread will ever use them (Sluice with one worker).
+  void set_single_threaded(bool single_threaded) { pool_locking_ = !single_threaded; }
   // PAUSE/RESUME of a database ("" = all), also for pools created while paused.
   void pause(const std::string& database);
   void resume(const std::string& database);
@@ -285,6 +290,7 @@ class PoolRegistry {
   std::map<std::string, std::shared_ptr<ConnectionLimit>> user_limits_;
   bool all_paused_ = false;
   std::set<std::string> paused_databases_;
+  bool pool_locking_ = true;
 };
 
 std::uint64_t next_server_id();

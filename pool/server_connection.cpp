@@ -9,6 +9,7 @@
 #include <cctype>
 
 #include "pool/log.h"
+#include "pool/resolver.h"
 #include "protocol/auth.h"
 #include "protocol/read_buffer.h"
 
@@ -206,12 +207,12 @@ awaitable<std::optional<ConnectFailure>> negotiate_tls(Stream& stream, const Ser
 
 awaitable<ConnectResult> connect_and_login(ServerTarget target, StartupParams params, std::uint64_t id) {
   auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [rec, endpoints] =
-      co_await resolver.async_resolve(target.host, std::to_string(target.port), use_nothrow);
-  if (rec) co_return transport_failure("could not resolve \"" + target.host + "\": " + rec.message());
+  auto resolved = co_await resolve_host(target.host, target.port);
+  if (resolved.endpoints.empty()) {
+    co_return transport_failure("could not resolve \"" + target.host + "\": " + resolved.error);
+  }
   tcp::socket socket(executor);
-  auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
+  auto [cec, endpoint] = co_await asio::async_connect(socket, resolved.endpoints, use_nothrow);
   if (cec) co_return transport_failure("could not connect to server " + target.address() + ": " + cec.message());
   error_code option_error;
   socket.set_option(tcp::no_delay(true), option_error);  // best effort; never throw here
@@ -389,11 +390,13 @@ awaitable<bool> check_server(ServerConnection& conn, const std::string& query, s
 namespace {
 awaitable<void> send_cancel_unbounded(std::string host, std::uint16_t port, protocol::BackendKey key) {
   auto executor = co_await asio::this_coro::executor;
-  tcp::resolver resolver(executor);
-  auto [rec, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), use_nothrow);
-  if (rec) co_return;
+  auto resolved = co_await resolve_host(host, port);
+  if (resolved.endpoints.empty()) {
+    log()->warn("cancel request to {}:{} failed: could not resolve the host: {}", host, port, resolved.error);
+    co_return;
+  }
   tcp::socket socket(executor);
-  auto [cec, endpoint] = co_await asio::async_connect(socket, endpoints, use_nothrow);
+  auto [cec, endpoint] = co_await asio::async_connect(socket, resolved.endpoints, use_nothrow);
   if (cec) {
     log()->warn("cancel request to {}:{} failed: {}", host, port, cec.message());
     co_return;

@@ -91,11 +91,23 @@ pool::PoolSettingsSnapshot pool_snapshot(const config::Config& config, const con
   return snapshot;
 }
 
-QueryStats::Shard& Context::query_stats_shard() {
-  // One Context per process: a thread's shard is created on its first statement.
+namespace {
+// One Context per process: a thread's shard is created on its first statement.
+QueryStats::Shard*& this_threads_shard() {
   thread_local QueryStats::Shard* shard = nullptr;
+  return shard;
+}
+}  // namespace
+
+QueryStats::Shard& Context::query_stats_shard() {
+  auto*& shard = this_threads_shard();
   if (shard == nullptr) shard = &query_stats_.add_shard();
   return *shard;
+}
+
+void Context::take_unlocked_stats_shard() {
+  auto*& shard = this_threads_shard();
+  if (shard == nullptr) shard = &query_stats_.add_shard(/*locking=*/false);
 }
 
 bool Context::try_add_client() {

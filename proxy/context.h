@@ -152,6 +152,10 @@ class Context {
   // Per-query-shape statistics; each thread records into its own shard.
   QueryStats& query_stats() { return query_stats_; }
   QueryStats::Shard& query_stats_shard();
+  // For the only worker thread, before it serves anything: every reader of the
+  // statistics (console, metrics) runs on that thread too, so its shard needs no
+  // lock. (The shape service's thread keeps a locked shard of its own.)
+  void take_unlocked_stats_shard();
   // The most recent slow statements (SHOW SLOW), logged to a file or not.
   RecentSlowQueries& recent_slow() { return recent_slow_; }
   // Query shapes computed off the relay path.

@@ -50,7 +50,8 @@ std::size_t QueryStats::Shard::KeyHash::operator()(const KeyRef& key) const noex
   return h;
 }
 
-QueryStats::Shard::Shard(std::size_t max_shapes) : max_shapes_(std::max<std::size_t>(1, max_shapes)) {}
+QueryStats::Shard::Shard(std::size_t max_shapes, bool locking)
+    : max_shapes_(std::max<std::size_t>(1, max_shapes)), mutex_(locking) {}
 
 void QueryStats::Shard::record(const QuerySample& sample) {
   std::unique_lock lock(mutex_, std::try_to_lock);
@@ -167,9 +168,9 @@ std::uint64_t QueryStats::Shard::evictions() const {
 
 QueryStats::QueryStats(std::size_t max_shapes) : max_shapes_(std::max<std::size_t>(1, max_shapes)) {}
 
-QueryStats::Shard& QueryStats::add_shard() {
+QueryStats::Shard& QueryStats::add_shard(bool locking) {
   std::lock_guard lock(shards_mutex_);
-  shards_.push_back(std::unique_ptr<Shard>(new Shard(max_shapes_)));
+  shards_.push_back(std::unique_ptr<Shard>(new Shard(max_shapes_, locking)));
   return *shards_.back();
 }
 

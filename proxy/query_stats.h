@@ -43,8 +43,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-#include <vector>
 
+#include "pool/switchable_mutex.h"
 #include "proxy/latency_histogram.h"
 #include "proxy/slow_log.h"
 
@@ -127,7 +127,7 @@ class QueryStats {
 
    private:
     friend class QueryStats;
-    explicit Shard(std::size_t max_shapes);
+    Shard(std::size_t max_shapes, bool locking);
 
     struct KeyRef {  // views into the slot's own strings (slots never move)
       std::string_view database;
@@ -146,7 +146,7 @@ class QueryStats {
     void clear();
 
     const std::size_t max_shapes_;
-    mutable std::mutex mutex_;
+    mutable pool::SwitchableMutex mutex_;
     // Samples recorded while a reader held mutex_: the relay never waits for a
     // reader; they are added at the owner's next record(). Owner thread only.
     struct Deferred {
@@ -169,7 +169,9 @@ class QueryStats {
   QueryStats& operator=(const QueryStats&) = delete;
 
   // A new shard, owned by this object and valid for its lifetime. Thread-safe.
-  Shard& add_shard();
+  // `locking` false: the shard's owner is the only thread that ever reads this
+  // object (one worker), so neither it nor the readers lock the shard.
+  Shard& add_shard(bool locking = true);
 
   // Every shape, merged across shards, in no particular order. Thread-safe.
   std::vector<QueryShapeStats> snapshot() const;

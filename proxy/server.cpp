@@ -25,12 +25,14 @@ int worker_count(const config::Config& config) {
 }
 }  // namespace
 
-// With one worker the io_context is told so: one thread, and no locking of
-// per-socket reactor state (only that thread ever touches it).
+// With one worker the io_context is told so, and takes no locks at all: that
+// thread is the only one that ever touches it. (Nothing else posts to it: server
+// host names are looked up by pool::resolve_host, not by Asio's resolver, whose
+// thread would complete through the scheduler's lock. Pools skip their locks too.)
 Server::Server(std::shared_ptr<const config::Config> config)
     : config_(config),
       workers_(worker_count(*config)),
-      io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
+      io_(workers_ == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE : BOOST_ASIO_CONCURRENCY_HINT_DEFAULT),
       control_(asio::make_strand(io_)),
       signals_(control_, SIGINT, SIGTERM),
       hangups_(control_, SIGHUP),
@@ -38,6 +40,7 @@ Server::Server(std::shared_ptr<const config::Config> config)
       shutdown_timer_(control_),
       context_(config),
       janitor_(asio::make_strand(io_), context_.pools(), config->timeouts.server_connect) {
+  context_.pools().set_single_threaded(workers_ == 1);
   context_.on_last_session_gone([this] { finish_if_drained(); });
   context_.reload = [this] { return reload(); };
   context_.shutdown = [this] { stop(); };
@@ -283,6 +286,7 @@ int Server::run() {
   asio::co_spawn(control_, sample_stats(), asio::detached);
   if (metrics_) metrics_->start();
   log()->info("running with {} worker thread(s)", workers);
+  if (single_threaded_) context_.take_unlocked_stats_shard();
   std::vector<std::thread> threads;
   for (int i = 1; i < workers; ++i) threads.emplace_back([this] { io_.run(); });
   io_.run();

@@ -1,5 +1,6 @@
 // Real PostgreSQL command-line clients through Sluice in session mode: pgbench (initialise,
-// then simple, extended and prepared protocol runs with 20 clients) and psql (-c and -f).
+// then simple, extended and prepared protocol runs with 20 clients) and psql (-c and -f);
+// and pgbench through a Sluice with one worker, in transaction mode.
 // The password reaches the clients as PGPASSWORD in the child's environment, as an
 // operator would pass it.
 #include <fcntl.h>
@@ -196,6 +197,107 @@ TEST_F(CommandLineClientsTest, StillServesAfterAllOfTheAbove) {
   PgResult r(PQexec(c.get(), "SELECT 1"));
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
   EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "1");
+}
+
+// ---------------------------------------------------------------------------
+// One worker: Sluice's io_context, pools and statistics then take no locks at all
+// (what the benchmarks run). Transaction mode, pgbench's 20 clients on a pool of 4,
+// and the server named by a host name: it is looked up on a helper thread that must
+// not touch the lock-free io_context, for every new server connection and for every
+// cancel request.
+// ---------------------------------------------------------------------------
+class OneWorkerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    try {
+      pg();
+      std::string toml = default_config(4);
+      toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
+      toml.replace(toml.find("mode = \"session\""), 16, "mode = \"transaction\"");
+      const std::string by_address = "host = \"{pg_host}\"";
+      for (std::size_t at; (at = toml.find(by_address)) != std::string::npos;) {
+        toml.replace(at, by_address.size(), "host = \"localhost\"");
+      }
+      sluice_ = std::make_unique<SluiceProcess>(toml);
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+  }
+  static void TearDownTestSuite() { sluice_.reset(); }
+  void SetUp() override {
+    ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
+    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
+  }
+  void TearDown() override {
+    if (HasFailure() && sluice_) {
+      std::printf("---- last lines of the Sluice log ----\n%s\n", tail_lines(sluice_->log(), 80).c_str());
+    }
+  }
+
+  // pgbench with a script of its own (no tables needed): exits 0, 0 failed.
+  static void expect_clean_run(const std::string& protocol) {
+    const std::string script = ::testing::TempDir() + "sluice_one_worker_" + std::to_string(::getpid()) + ".sql";
+    {
+      std::ofstream f(script);
+      f << "\\set n random(1, 100000)\nSELECT :n + 1 AS next;\nBEGIN;\nSELECT :n * 2;\nCOMMIT;\n";
+    }
+    const ProcessResult r =
+        run({pg_tool("pgbench"), "-h", "127.0.0.1", "-p", std::to_string(sluice_->port()), "-U", kUser, "-n", "-f",
+             script, "-c", "20", "-j", "2", "-T", "3", "-M", protocol, kDb},
+            {std::string("PGPASSWORD=") + kPassword, "LC_ALL=C", "LANG=C", "PGCONNECT_TIMEOUT=60"});
+    std::remove(script.c_str());
+    std::printf("[ INFO     ] pgbench -M %s, 20 clients, one worker: exit %d after %.2f s\n%s\n", protocol.c_str(),
+                r.exit_code, r.seconds, tail_lines(r.output, 8).c_str());
+    ASSERT_FALSE(r.timed_out) << r.output;
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
+    const auto failed = parse_number(r.output, R"(number of failed transactions: (\d+))");
+    ASSERT_TRUE(processed.has_value()) << r.output;
+    ASSERT_TRUE(failed.has_value()) << r.output;
+    EXPECT_GT(*processed, 0);
+    EXPECT_EQ(*failed, 0) << r.output;
+    EXPECT_TRUE(sluice_->running());
+  }
+
+  static std::unique_ptr<SluiceProcess> sluice_;
+  static std::string error_;
+};
+std::unique_ptr<SluiceProcess> OneWorkerTest::sluice_;
+std::string OneWorkerTest::error_;
+
+TEST_F(OneWorkerTest, TwentyPgbenchClientsShareFourServersWithTheSimpleProtocol) { expect_clean_run("simple"); }
+
+TEST_F(OneWorkerTest, TwentyPgbenchClientsShareFourServersWithTheExtendedProtocol) { expect_clean_run("extended"); }
+
+TEST_F(OneWorkerTest, ACancelRequestReachesTheServerNamedByAHostName) {
+  PgConn c = connect(sluice_->conninfo(kDb, kUser, kPassword));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  const std::string marker = "sluice_one_worker_cancel";
+  ASSERT_EQ(PQsendQuery(c.get(), ("SELECT pg_sleep(60) /* " + marker + " */").c_str()), 1) << PQerrorMessage(c.get());
+  const std::string active = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%" +
+                             marker + " */%' AND query NOT LIKE '%pg_stat_activity%'";
+  ASSERT_TRUE(wait_for([&] { return pg().query_value(active) == "1"; }, 30s)) << "pg_sleep never became active";
+  std::unique_ptr<PGcancel, decltype(&PQfreeCancel)> cancel(PQgetCancel(c.get()), &PQfreeCancel);
+  ASSERT_TRUE(cancel);
+  char errbuf[256] = {};
+  ASSERT_EQ(PQcancel(cancel.get(), errbuf, sizeof errbuf), 1) << errbuf;
+  // Bounded: the query would otherwise run for 60 s.
+  const auto deadline = Clock::now() + 50s;
+  while (PQisBusy(c.get()) && Clock::now() < deadline) {
+    pollfd pfd{PQsocket(c.get()), POLLIN, 0};
+    ::poll(&pfd, 1, 200);
+    if (!PQconsumeInput(c.get())) break;
+  }
+  ASSERT_FALSE(PQisBusy(c.get())) << "no answer within 50 s: the cancel did not reach the server";
+  PgResult r(PQgetResult(c.get()));
+  ASSERT_TRUE(r);
+  const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r.get());
+  while (PgResult rest{PQgetResult(c.get())}) {
+  }
+  PgResult after(PQexec(c.get(), "SELECT 40 + 2"));
+  ASSERT_EQ(PQresultStatus(after.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  EXPECT_STREQ(PQgetvalue(after.get(), 0, 0), "42");
 }
 
 }  // namespace

@@ -25,11 +25,25 @@ constexpr const char* kDb = "sluice_test";
 constexpr const char* kUser = "app";
 constexpr const char* kPassword = "app_pw";
 
-std::string config(const std::string& mode, int pool_size) {
+// The suite's variants: a pool mode, and for "transaction_one_worker" Sluice with
+// workers = 1 (an io_context, pools and a statistics shard that take no locks; the
+// console reads the shard on the thread that writes it) and the server named by a
+// host name ("localhost", looked up off that thread).
+std::string mode_of(const std::string& variant) { return variant == "session" ? "session" : "transaction"; }
+
+std::string config(const std::string& variant, int pool_size) {
   std::string toml = default_config(pool_size);
   const std::string from = "mode = \"session\"";
-  toml.replace(toml.find(from), from.size(), "mode = \"" + mode + "\"");
-  toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nadmin_users = [\"postgres\"]\nstats_users = [\"md5user\"]\n");
+  toml.replace(toml.find(from), from.size(), "mode = \"" + mode_of(variant) + "\"");
+  std::string sluice_keys = "[sluice]\nadmin_users = [\"postgres\"]\nstats_users = [\"md5user\"]\n";
+  if (variant == "transaction_one_worker") {
+    sluice_keys += "workers = 1\n";
+    const std::string by_address = "host = \"{pg_host}\"";
+    for (std::size_t at; (at = toml.find(by_address)) != std::string::npos;) {
+      toml.replace(at, by_address.size(), "host = \"localhost\"");
+    }
+  }
+  toml.replace(toml.find("[sluice]\n"), 9, sluice_keys);
   return toml + "\n[slow_query]\nthreshold = \"200ms\"\nlog = \"{dir}/slow.jsonl\"\n";
 }
 
@@ -158,7 +172,7 @@ TEST_P(SlowQueryTest, TimeWaitingForAServerConnectionIsReportedApart) {
   run(holder.get(), "BEGIN");
   run(holder.get(), "SELECT 1");
   PgConn waiter = client();
-  const bool transaction_mode = GetParam() == "transaction";
+  const bool transaction_mode = mode_of(GetParam()) == "transaction";
   // (Session mode: holder keeps its connection until it leaves.)
   ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 'waited'"), 1);
   // The waiter is held for at least this long (a lower bound we impose, not a guess).
@@ -181,7 +195,7 @@ TEST_P(SlowQueryTest, TimeWaitingForAServerConnectionIsReportedApart) {
 }
 
 TEST_P(SlowQueryTest, AWaitForAServerIsNotChargedToALaterStatement) {
-  if (GetParam() != "session") GTEST_SKIP() << "transaction mode times every attach afresh";
+  if (mode_of(GetParam()) != "session") GTEST_SKIP() << "transaction mode times every attach afresh";
   // Session mode: the waiter's first request gets it a server, after waiting for
   // `holder`'s. That request has no statement to time (Parse, Describe, Sync), so
   // its wait belongs to nobody: the waiter's later statement, run on the server it
@@ -332,7 +346,7 @@ TEST_P(SlowQueryTest, RunawayStatementIsVisibleWhileItRuns) {
   EXPECT_TRUE(wait_for([&] { return console_rows(admin.get(), "SHOW ACTIVE").empty(); }));
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, SlowQueryTest, ::testing::Values("session", "transaction"),
+INSTANTIATE_TEST_SUITE_P(Modes, SlowQueryTest, ::testing::Values("session", "transaction", "transaction_one_worker"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -434,5 +434,28 @@ TEST(QueryStatsTest, RecentSlowRingOfCapacityZeroHoldsOne) {
   EXPECT_EQ(ring.recent()[0].rows, 2);
 }
 
+// One worker's shard takes no lock: its owner records, and reads, resets and
+// records again, all on one thread, with the same results as a locked shard.
+TEST(QueryStatsTest, AnUnlockedShardIsRecordedAndReadOnItsOwnThread) {
+  QueryStats stats;
+  QueryStats::Shard& unlocked = stats.add_shard(/*locking=*/false);
+  QueryStats::Shard& locked = stats.add_shard();
+  unlocked.record(sample(1, 2ms, kT0));
+  unlocked.record(sample(1, 4ms, kT0 + 1s));
+  locked.record(sample(1, 6ms, kT0 + 2s));
+  auto all = stats.snapshot();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].calls, 3u);
+  EXPECT_EQ(all[0].total_ns(), 12'000'000u);
+  EXPECT_EQ(unlocked.size(), 1u);
+  stats.reset();
+  EXPECT_TRUE(stats.snapshot().empty());
+  unlocked.record(sample(2, 1ms, kT0 + 3s));
+  all = stats.snapshot();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].fingerprint, 2u);
+  EXPECT_EQ(all[0].calls, 1u);
+}
+
 }  // namespace
 }  // namespace sluice::proxy

@@ -1,0 +1,84 @@
+// Unit tests of pool::resolve_host: server host lookup that works on an io_context
+// without locking (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE, Sluice with one worker).
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "pool/resolver.h"
+
+namespace sluice::pool {
+namespace {
+
+// Runs resolve_host to completion on a lock-free io_context, as one worker does.
+Resolved resolve_unlocked(const std::string& host, std::uint16_t port) {
+  asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE);
+  std::optional<Resolved> result;
+  asio::co_spawn(io, resolve_host(host, port), [&](std::exception_ptr error, Resolved resolved) {
+    if (error) std::rethrow_exception(error);
+    result = std::move(resolved);
+  });
+  io.run();
+  if (!result) throw std::runtime_error("resolve_host did not complete");
+  return std::move(*result);
+}
+
+TEST(ResolveHost, AnAddressLiteralIsTheEndpoint) {
+  const auto v4 = resolve_unlocked("127.0.0.1", 5432);
+  ASSERT_EQ(v4.endpoints.size(), 1u) << v4.error;
+  EXPECT_EQ(v4.endpoints[0], tcp::endpoint(asio::ip::make_address("127.0.0.1"), 5432));
+  const auto v6 = resolve_unlocked("::1", 6432);
+  ASSERT_EQ(v6.endpoints.size(), 1u) << v6.error;
+  EXPECT_EQ(v6.endpoints[0], tcp::endpoint(asio::ip::make_address("::1"), 6432));
+}
+
+// The reason for resolve_host: Asio's own resolver completes from its thread
+// through the scheduler's lock, and refuses to run where there is none.
+TEST(ResolveHost, ANameIsLookedUpWhereAsiosResolverRefusesToWork) {
+  {
+    asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE);
+    tcp::resolver resolver(io);
+    error_code asio_error;
+    resolver.async_resolve("localhost", "5432", [&](error_code ec, const tcp::resolver::results_type&) {
+      asio_error = ec;
+    });
+    io.run();
+    EXPECT_EQ(asio_error, asio::error::operation_not_supported);
+  }
+  const auto resolved = resolve_unlocked("localhost", 5433);
+  ASSERT_FALSE(resolved.endpoints.empty()) << resolved.error;
+  EXPECT_TRUE(resolved.error.empty()) << resolved.error;
+  for (const auto& endpoint : resolved.endpoints) {
+    EXPECT_TRUE(endpoint.address().is_loopback()) << endpoint.address().to_string();
+    EXPECT_EQ(endpoint.port(), 5433);
+  }
+}
+
+// Several lookups at once on one thread: each wakes its own waiter with its own result.
+TEST(ResolveHost, ConcurrentLookupsEachGetTheirOwnResult) {
+  asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE);
+  std::vector<std::optional<Resolved>> results(6);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto port = static_cast<std::uint16_t>(7000 + i);
+    asio::co_spawn(io, resolve_host("localhost", port), [&results, i](std::exception_ptr error, Resolved resolved) {
+      if (error) std::rethrow_exception(error);
+      results[i] = std::move(resolved);
+    });
+  }
+  io.run();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].has_value()) << "lookup " << i << " never completed";
+    ASSERT_FALSE(results[i]->endpoints.empty()) << results[i]->error;
+    EXPECT_EQ(results[i]->endpoints.front().port(), 7000 + i);
+  }
+}
+
+// A name that does not exist: no endpoints, and a reason to put in the error the
+// client gets (".invalid" is reserved and never resolves).
+TEST(ResolveHost, AFailedLookupSaysWhy) {
+  const auto resolved = resolve_unlocked("no-such-host.invalid", 5432);
+  EXPECT_TRUE(resolved.endpoints.empty());
+  EXPECT_FALSE(resolved.error.empty());
+}
+
+}  // namespace
+}  // namespace sluice::pool
