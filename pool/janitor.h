@@ -17,7 +17,8 @@ class Janitor {
   Janitor(asio::any_io_executor executor, PoolRegistry& pools, std::chrono::milliseconds connect_timeout);
   // Starts the loop on the janitor's executor.
   void start();
-  // Ends the loop (thread-safe); checks in flight end by their own timeout.
+  // Ends the loop (thread-safe, except with workers = 1: then from the io thread
+  // only); checks in flight end by their own timeout.
   void stop();
 
  private:

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <system_error>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,10 @@ struct Lookup {
   std::vector<tcp::endpoint> endpoints;
   std::string error;
   std::atomic<bool> done{false};
+  // The waiter gave up (cancelled, or its coroutine destroyed): a lookup still
+  // queued is skipped, so lookups given up during a DNS outage do not pile up
+  // ahead of fresh ones.
+  std::atomic<bool> abandoned{false};
 
   Lookup() = default;
   Lookup(const Lookup&) = delete;
@@ -39,12 +44,12 @@ void look_up(Lookup& lookup) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV;
+  hints.ai_flags = AI_NUMERICSERV;  // no AI_ADDRCONFIG: neither libpq nor Asio's resolver sets it
   addrinfo* found = nullptr;
   const std::string service = std::to_string(lookup.port);
   const int rc = ::getaddrinfo(lookup.host.c_str(), service.c_str(), &hints, &found);
   if (rc != 0) {
-    lookup.error = rc == EAI_SYSTEM ? std::strerror(errno) : ::gai_strerror(rc);
+    lookup.error = rc == EAI_SYSTEM ? std::system_category().message(errno) : ::gai_strerror(rc);
     return;
   }
   for (const addrinfo* info = found; info != nullptr; info = info->ai_next) {
@@ -68,16 +73,22 @@ class LookupThread {
     return *thread;
   }
 
-  void push(std::shared_ptr<Lookup> lookup) {
+  // False (nothing queued) when the thread cannot be started.
+  bool push(std::shared_ptr<Lookup> lookup) {
     {
       std::lock_guard lock(mutex_);
-      queue_.push_back(std::move(lookup));
       if (!started_) {
-        std::thread([this] { run(); }).detach();
+        try {
+          std::thread([this] { run(); }).detach();
+        } catch (const std::system_error&) {
+          return false;
+        }
         started_ = true;
       }
+      queue_.push_back(std::move(lookup));
     }
     wake_.notify_one();
+    return true;
   }
 
  private:
@@ -90,6 +101,7 @@ class LookupThread {
         lookup = std::move(queue_.front());
         queue_.pop_front();
       }
+      if (lookup->abandoned.load(std::memory_order_relaxed)) continue;
       look_up(*lookup);
       lookup->done.store(true, std::memory_order_release);
       const std::uint64_t one = 1;
@@ -104,7 +116,7 @@ class LookupThread {
   bool started_ = false;
 };
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::system_category().message(errno); }
 
 }  // namespace
 
@@ -139,12 +151,24 @@ awaitable<Resolved> resolve_host(std::string host, std::uint16_t port) {
     out.error = "cannot watch the lookup: " + ec.message();
     co_return out;
   }
-  LookupThread::instance().push(lookup);
+  if (!LookupThread::instance().push(lookup)) {
+    out.error = "cannot start the host lookup thread";
+    co_return out;
+  }
+  // However this coroutine ends (cancelled, or destroyed while it waits), a lookup
+  // not yet started is dropped.
+  struct AbandonUnlessDone {
+    Lookup& lookup;
+    ~AbandonUnlessDone() {
+      if (!lookup.done.load(std::memory_order_acquire)) lookup.abandoned.store(true, std::memory_order_relaxed);
+    }
+  } abandon_unless_done{*lookup};
   for (;;) {
     auto [wait_error] = co_await wake.async_wait(asio::posix::descriptor_base::wait_read, use_nothrow);
     if (lookup->done.load(std::memory_order_acquire)) break;
     if (wait_error) {
-      out.error = wait_error == asio::error::operation_aborted ? "lookup cancelled" : wait_error.message();
+      out.cancelled = wait_error == asio::error::operation_aborted;
+      out.error = out.cancelled ? "lookup cancelled" : wait_error.message();
       co_return out;
     }
   }

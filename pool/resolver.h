@@ -18,6 +18,7 @@ namespace sluice::pool {
 struct Resolved {
   std::vector<tcp::endpoint> endpoints;  // in getaddrinfo's order; empty on failure
   std::string error;                     // why there are none (getaddrinfo's text, say)
+  bool cancelled = false;                // the wait was cancelled (a caller's timeout, say)
 };
 
 // Cancellable (per-operation cancellation, e.g. from operator||): the coroutine

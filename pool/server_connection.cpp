@@ -392,7 +392,10 @@ awaitable<void> send_cancel_unbounded(std::string host, std::uint16_t port, prot
   auto executor = co_await asio::this_coro::executor;
   auto resolved = co_await resolve_host(host, port);
   if (resolved.endpoints.empty()) {
-    log()->warn("cancel request to {}:{} failed: could not resolve the host: {}", host, port, resolved.error);
+    // (Cancelled: the caller's time limit, which says so itself.)
+    if (!resolved.cancelled) {
+      log()->warn("cancel request to {}:{} failed: could not resolve the host: {}", host, port, resolved.error);
+    }
     co_return;
   }
   tcp::socket socket(executor);

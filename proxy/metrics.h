@@ -78,7 +78,8 @@ class MetricsServer {
   MetricsServer(asio::io_context& io, const std::string& host, std::uint16_t port, Handlers handlers);
   ~MetricsServer();
   void start();
-  // Closes the listener and every open HTTP connection (thread-safe).
+  // Closes the listener and every open HTTP connection. Thread-safe, except with
+  // workers = 1 (an io_context without locks): then only from the io thread.
   void stop();
 
  private:

@@ -20,6 +20,8 @@ class Server {
   void bind();
   // Runs until SIGINT/SIGTERM (or stop()); returns the process exit status.
   int run();
+  // Thread-safe, except with workers = 1 (an io_context without locks): then
+  // only from the io thread (the console's SHUTDOWN).
   void stop();
 
  private:

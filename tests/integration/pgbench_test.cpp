@@ -215,9 +215,11 @@ class OneWorkerTest : public ::testing::Test {
       toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
       toml.replace(toml.find("mode = \"session\""), 16, "mode = \"transaction\"");
       const std::string by_address = "host = \"{pg_host}\"";
-      for (std::size_t at; (at = toml.find(by_address)) != std::string::npos;) {
+      int renamed = 0;
+      for (std::size_t at; (at = toml.find(by_address)) != std::string::npos; ++renamed) {
         toml.replace(at, by_address.size(), "host = \"localhost\"");
       }
+      if (renamed == 0) throw std::logic_error("default_config names no server by {pg_host}");
       sluice_ = std::make_unique<SluiceProcess>(toml);
     } catch (const std::exception& e) {
       error_ = e.what();
@@ -227,6 +229,9 @@ class OneWorkerTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
     ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
+    // (Logged just after the listeners open: waited for, not assumed.)
+    ASSERT_TRUE(wait_for([&] { return sluice_->log().find("running with 1 worker thread(s)") != std::string::npos; }))
+        << sluice_->log();
   }
   void TearDown() override {
     if (HasFailure() && sluice_) {

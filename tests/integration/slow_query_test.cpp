@@ -10,6 +10,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,9 +40,11 @@ std::string config(const std::string& variant, int pool_size) {
   if (variant == "transaction_one_worker") {
     sluice_keys += "workers = 1\n";
     const std::string by_address = "host = \"{pg_host}\"";
-    for (std::size_t at; (at = toml.find(by_address)) != std::string::npos;) {
+    int renamed = 0;
+    for (std::size_t at; (at = toml.find(by_address)) != std::string::npos; ++renamed) {
       toml.replace(at, by_address.size(), "host = \"localhost\"");
     }
+    if (renamed == 0) throw std::logic_error("default_config names no server by {pg_host}");
   }
   toml.replace(toml.find("[sluice]\n"), 9, sluice_keys);
   return toml + "\n[slow_query]\nthreshold = \"200ms\"\nlog = \"{dir}/slow.jsonl\"\n";
@@ -68,6 +71,11 @@ class SlowQueryTest : public ::testing::TestWithParam<std::string> {
     PostgresServer::shared();
     sluice_ = std::make_unique<SluiceProcess>(config(GetParam(), 1));
     log_path_ = sluice_->dir() + "/slow.jsonl";
+    if (GetParam() == "transaction_one_worker") {
+      // (Logged just after the listeners open: waited for, not assumed.)
+      ASSERT_TRUE(wait_for([&] { return sluice_->log().find("running with 1 worker thread(s)") != std::string::npos; }))
+          << sluice_->log();
+    }
   }
   void TearDown() override {
     if (HasFailure() && sluice_) std::printf("---- Sluice log ----\n%s\n", tail_lines(sluice_->log(), 40).c_str());

@@ -434,8 +434,9 @@ TEST(QueryStatsTest, RecentSlowRingOfCapacityZeroHoldsOne) {
   EXPECT_EQ(ring.recent()[0].rows, 2);
 }
 
-// One worker's shard takes no lock: its owner records, and reads, resets and
-// records again, all on one thread, with the same results as a locked shard.
+// One worker's shard is created without its lock (add_shard(false)): recorded,
+// read, reset and recorded again on its one thread, it counts exactly as a locked
+// shard does. (That it takes no lock is SwitchableMutex's test.)
 TEST(QueryStatsTest, AnUnlockedShardIsRecordedAndReadOnItsOwnThread) {
   QueryStats stats;
   QueryStats::Shard& unlocked = stats.add_shard(/*locking=*/false);
