@@ -88,8 +88,10 @@ TEST(ResolveHost, AGivenUpLookupLeavesTheNextOneWorking) {
                      if (error) std::rethrow_exception(error);
                      given_up = std::move(resolved);
                    }));
-    io.poll();  // runs up to the wait for the helper
-    cancel.emit(asio::cancellation_type::all);
+    io.poll();  // runs up to the wait for the helper, or to the end if the lookup was that quick
+    // Only a waiting coroutine is cancelled, as operator|| does: in Asio 1.81 a
+    // cancellation emitted after a co_spawn'ed coroutine ended reaches freed memory.
+    if (!given_up) cancel.emit(asio::cancellation_type::all);
     io.run();
     io.restart();
     ASSERT_TRUE(given_up.has_value());
