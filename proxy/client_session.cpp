@@ -1572,7 +1572,20 @@ namespace {
 constexpr std::size_t kRecycledTimingsPerThread = 64;
 constexpr std::size_t kLargestRecycledInFlight = 16;  // statements in flight, kept as capacity
 constexpr std::size_t kLargestRecycledTable = 64;     // buckets of the (emptied) text maps
+constexpr std::size_t kLargestKeptUnnamedText = 2048;  // bytes of previous_unnamed_statement
 }  // namespace
+
+ClientSession::StatementTiming::TimedText* ClientSession::StatementTiming::find_statement(std::string_view name) {
+  if (name.empty()) return unnamed_statement.text ? &unnamed_statement : nullptr;
+  const auto it = statement_texts.find(std::string(name));
+  return it == statement_texts.end() ? nullptr : &it->second;
+}
+
+ClientSession::StatementTiming::TimedText* ClientSession::StatementTiming::find_portal(std::string_view name) {
+  if (name.empty()) return &unnamed_portal;
+  const auto it = portal_texts.find(std::string(name));
+  return it == portal_texts.end() ? nullptr : &it->second;
+}
 
 std::unique_ptr<ClientSession::StatementTiming> ClientSession::take_timing() {
   auto& cache = recycled<StatementTiming>();
@@ -1588,7 +1601,11 @@ void ClientSession::release_idle_timing() {
   // The unnamed statement is the next server's business (a client that binds it
   // again without a Parse gets no text in the slow-query log).
   timing_->portal_texts.clear();
-  timing_->statement_texts.erase(std::string());
+  timing_->unnamed_portal = {};
+  if (timing_->unnamed_statement.text && timing_->unnamed_statement.text->size() <= kLargestKeptUnnamedText) {
+    timing_->previous_unnamed_statement = std::move(timing_->unnamed_statement);
+  }
+  timing_->unnamed_statement = {};
   if (!timing_->statement_texts.empty()) return;  // named statements keep their texts
   auto& cache = recycled<StatementTiming>();
   if (cache.size() < kRecycledTimingsPerThread && timing_->in_flight.capacity() <= kLargestRecycledInFlight &&
@@ -2221,31 +2238,37 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
         // Drivers parse the unnamed statement again for every execution, mostly
         // with the same text: keep the text (and its shape) then.
         const std::string_view sql = first_cstr(parse->tail);
-        auto& entry = timing.statement_texts[std::string(parse->name)];
-        if (!entry.text || *entry.text != sql) entry = {std::make_shared<const std::string>(sql), nullptr};
+        auto& entry = parse->name.empty() ? timing.unnamed_statement : timing.statement_texts[std::string(parse->name)];
+        if (entry.text && *entry.text == sql) break;
+        const auto& previous = timing.previous_unnamed_statement;
+        if (parse->name.empty() && previous.text && *previous.text == sql) {
+          entry = previous;
+        } else {
+          entry = {std::make_shared<const std::string>(sql), nullptr};
+        }
       }
       break;
     case 'B':
       if (auto bind = protocol::parse_bind(body)) {
-        auto& portal = timing.portal_texts[std::string(bind->portal)];
-        auto statement = timing.statement_texts.find(std::string(bind->statement));
-        if (statement == timing.statement_texts.end()) {
+        auto& portal = bind->portal.empty() ? timing.unnamed_portal : timing.portal_texts[std::string(bind->portal)];
+        auto* statement = timing.find_statement(bind->statement);
+        if (statement == nullptr) {
           portal = {};
           break;
         }
         // The shape, once the shape service knows it (it learns it from the first
         // execution's finish_statement); until then finish_statement looks it up.
-        auto& known = statement->second;
+        auto& known = *statement;
         if (!known.shape && known.text) known.shape = context_.shapes().find(*known.text);
         portal = known;
       }
       break;
     case 'E': {
-      auto portal = timing.portal_texts.find(std::string(first_cstr(body)));
-      if (portal == timing.portal_texts.end()) {
+      auto* portal = timing.find_portal(first_cstr(body));
+      if (portal == nullptr) {
         start_statement('E', nullptr);
       } else {
-        start_statement('E', portal->second.text, portal->second.shape);
+        start_statement('E', portal->text, portal->shape);
       }
       break;
     }
@@ -2254,8 +2277,10 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
       // close the ones they evict, so the texts kept stay bounded).
       if (auto target = protocol::parse_target(body)) {
         if (target->kind == 'S') {
+          if (target->name.empty()) timing.unnamed_statement = {};
           timing.statement_texts.erase(std::string(target->name));
         } else {
+          if (target->name.empty()) timing.unnamed_portal = {};
           timing.portal_texts.erase(std::string(target->name));
         }
       }

@@ -457,8 +457,21 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
       std::shared_ptr<const std::string> text;
       std::shared_ptr<const QueryShape> shape;
     };
-    std::unordered_map<std::string, TimedText> statement_texts;  // client name -> text
+    // Named statements and portals (client name -> text). The unnamed ones, which
+    // most drivers use for every execution, have fields of their own: they are
+    // dropped after every transaction, and a map would free and allocate a node
+    // for them each time.
+    std::unordered_map<std::string, TimedText> statement_texts;
     std::unordered_map<std::string, TimedText> portal_texts;
+    TimedText unnamed_statement;  // no text: none parsed (in this transaction)
+    TimedText unnamed_portal;
+    // The unnamed statement of an earlier transaction (maybe another client's: the
+    // timing state is recycled), reused when a Parse brings the same text again,
+    // as drivers do: no copy of the text, no shape lookup. A cache, not state: a
+    // Bind without a Parse never sees it.
+    TimedText previous_unnamed_statement;
+    TimedText* find_statement(std::string_view name);
+    TimedText* find_portal(std::string_view name);
     // Set while a server is being attached for bytes the client already sent: the
     // first statement's wait.
     std::optional<std::chrono::steady_clock::time_point> attach_started;
