@@ -106,15 +106,7 @@ class CommandLineClientsTest : public ::testing::Test {
     for (const auto& o : options) command += " " + o;
     std::printf("[ INFO     ] %s through Sluice: exit %d after %.2f s\n%s\n", command.c_str(), r.exit_code, r.seconds,
                 tail_lines(r.output, 16).c_str());
-    ASSERT_FALSE(r.timed_out) << r.output;
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
-    const auto failed = parse_number(r.output, R"(number of failed transactions: (\d+))");
-    ASSERT_TRUE(processed.has_value()) << "no 'transactions actually processed' line:\n" << r.output;
-    ASSERT_TRUE(failed.has_value()) << "no 'number of failed transactions' line:\n" << r.output;
-    EXPECT_GT(*processed, 0);
-    EXPECT_EQ(*failed, 0) << r.output;
-    EXPECT_EQ(r.output.find("aborted"), std::string::npos) << r.output;
+    expect_clean_pgbench_run(r);
     EXPECT_TRUE(sluice_->running());
   }
 
@@ -211,15 +203,9 @@ class OneWorkerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     try {
       pg();
-      std::string toml = default_config(4);
+      std::string toml = with_server_host(default_config(4), "localhost");
       toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
       toml.replace(toml.find("mode = \"session\""), 16, "mode = \"transaction\"");
-      const std::string by_address = "host = \"{pg_host}\"";
-      int renamed = 0;
-      for (std::size_t at; (at = toml.find(by_address)) != std::string::npos; ++renamed) {
-        toml.replace(at, by_address.size(), "host = \"localhost\"");
-      }
-      if (renamed == 0) throw std::logic_error("default_config names no server by {pg_host}");
       sluice_ = std::make_unique<SluiceProcess>(toml);
     } catch (const std::exception& e) {
       error_ = e.what();
@@ -253,14 +239,7 @@ class OneWorkerTest : public ::testing::Test {
     std::remove(script.c_str());
     std::printf("[ INFO     ] pgbench -M %s, 20 clients, one worker: exit %d after %.2f s\n%s\n", protocol.c_str(),
                 r.exit_code, r.seconds, tail_lines(r.output, 8).c_str());
-    ASSERT_FALSE(r.timed_out) << r.output;
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
-    const auto failed = parse_number(r.output, R"(number of failed transactions: (\d+))");
-    ASSERT_TRUE(processed.has_value()) << r.output;
-    ASSERT_TRUE(failed.has_value()) << r.output;
-    EXPECT_GT(*processed, 0);
-    EXPECT_EQ(*failed, 0) << r.output;
+    expect_clean_pgbench_run(r);
     EXPECT_TRUE(sluice_->running());
   }
 

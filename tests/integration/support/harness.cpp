@@ -1005,6 +1005,28 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+std::string with_server_host(std::string toml, const std::string& host) {
+  const std::string by_address = "host = \"{pg_host}\"";
+  int renamed = 0;
+  for (std::size_t at; (at = toml.find(by_address)) != std::string::npos; ++renamed) {
+    toml.replace(at, by_address.size(), "host = \"" + host + "\"");
+  }
+  if (renamed == 0) throw std::logic_error("the config names no server by {pg_host}");
+  return toml;
+}
+
+void expect_clean_pgbench_run(const ProcessResult& r) {
+  ASSERT_FALSE(r.timed_out) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto processed = parse_number(r.output, R"(number of transactions actually processed: (\d+))");
+  const auto failed = parse_number(r.output, R"(number of failed transactions: (\d+))");
+  ASSERT_TRUE(processed.has_value()) << "no 'transactions actually processed' line:\n" << r.output;
+  ASSERT_TRUE(failed.has_value()) << "no 'number of failed transactions' line:\n" << r.output;
+  EXPECT_GT(*processed, 0);
+  EXPECT_EQ(*failed, 0) << r.output;
+  EXPECT_EQ(r.output.find("aborted"), std::string::npos) << r.output;
+}
+
 std::optional<long long> parse_number(const std::string& text, const std::string& pattern) {
   std::smatch m;
   if (std::regex_search(text, m, std::regex(pattern))) return std::stoll(m[1].str());

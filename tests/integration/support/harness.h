@@ -128,6 +128,9 @@ class SluiceProcess {
 // shared PostgreSQL, users app (scram), md5user (md5), plainuser (cleartext), trustuser (trust,
 // server_password "trust_pw") and postgres (scram), with `pool_size`. No [users."*"].
 std::string default_config(int pool_size = 5);
+// `toml` with every server that default_config names by address ({pg_host}) named by `host`
+// instead (e.g. "localhost", to go through a name lookup). Throws if there was none to rename.
+std::string with_server_host(std::string toml, const std::string& host);
 
 // A port that was free on 127.0.0.1 a moment ago (bind to port 0, read it, close). Another process
 // may take it before it is used; PostgresServer and SluiceProcess retry with a new port if so.
@@ -157,6 +160,10 @@ struct ProcessResult {
 // settings a developer's shell may carry), stdout and stderr captured; killed after `timeout`.
 ProcessResult run(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   std::chrono::milliseconds timeout = std::chrono::seconds(180));
+
+// The checks of a pgbench run that must have gone cleanly (gtest failures, not exceptions): it
+// finished in time with exit 0, processed some transactions, none failed and no client aborted.
+void expect_clean_pgbench_run(const ProcessResult& r);
 
 // Like connect(), but with libpq's error verbosity set to VERBOSE before the login starts, so that
 // every error message (PQerrorMessage, PQresultErrorMessage), including one that arrives during the
