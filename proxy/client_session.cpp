@@ -287,15 +287,16 @@ void ClientSession::spawn(std::shared_ptr<ClientSession> self, awaitable<void> w
 // server to wait for or to settle, a write that would block, a stale plan to
 // retry, any end but a release) is handed to the coroutines at that point.
 
-bool ClientSession::exchange_without_coroutine(error_code wait_error) {
-  if (wait_error || server_ || !tracking_statements_ || client_.is_tls() || login_buffer_.empty() ||
-      !client_.is_open()) {
-    return false;
-  }
+bool ClientSession::lone_request_stashed() const {
+  if (!tracking_statements_ || client_.is_tls() || login_buffer_.empty() || !client_.is_open()) return false;
   const auto stashed = login_buffer_.data();
   // Whole requests that await their answers, as pump_client_tracked(true) needs
   // them to send all at once (a Terminate first is resume()'s to see).
-  if (stashed[0] == 'X' || !pool::is_whole_request_awaiting_answer(stashed.data(), stashed.size())) return false;
+  return stashed[0] != 'X' && pool::is_whole_request_awaiting_answer(stashed.data(), stashed.size());
+}
+
+bool ClientSession::exchange_without_coroutine(error_code wait_error) {
+  if (wait_error || server_ || !lone_request_stashed()) return false;
   disarm_idle_timer();
   switch (attach_now()) {
     case AttachNow::none:
@@ -598,6 +599,13 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     if (attached == AttachNow::settle) {
       if (!co_await settle_parameters()) co_return;
     } else if (attached == AttachNow::none && !co_await attach_timed()) {
+      co_return;
+    }
+    // Attached (after a wait, say) with the whole request stashed: the lone
+    // exchange goes on as a chain of handlers, as it does when an idle server is
+    // there at once, rather than in the relay's coroutines.
+    if (lone_request_stashed()) {
+      lone_step([&] { send_lone_request(); });
       co_return;
     }
   }

@@ -209,6 +209,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // The lone exchange as a handler chain, when the wake from the park allows it
   // (false: resume() does the whole job).
   bool exchange_without_coroutine(error_code wait_error);
+  // The client's stashed bytes are whole requests that await their answers, on a
+  // plain-TCP client in transaction or statement mode: the lone exchange's handler
+  // chain can send them at once.
+  bool lone_request_stashed() const;
   template <class Step>
   void lone_step(Step&& step) noexcept;
   void hand_over(RelayEnd end);
