@@ -10,10 +10,10 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <system_error>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace sluice::pool {

@@ -1583,6 +1583,14 @@ constexpr std::size_t kLargestRecycledTable = 64;     // buckets of the (emptied
 constexpr std::size_t kLargestKeptUnnamedText = 2048;  // bytes of previous_unnamed_statement
 }  // namespace
 
+ClientSession::StatementTiming::TimedText& ClientSession::StatementTiming::statement_slot(std::string_view name) {
+  return name.empty() ? unnamed_statement : statement_texts[std::string(name)];
+}
+
+ClientSession::StatementTiming::TimedText& ClientSession::StatementTiming::portal_slot(std::string_view name) {
+  return name.empty() ? unnamed_portal : portal_texts[std::string(name)];
+}
+
 ClientSession::StatementTiming::TimedText* ClientSession::StatementTiming::find_statement(std::string_view name) {
   if (name.empty()) return unnamed_statement.text ? &unnamed_statement : nullptr;
   const auto it = statement_texts.find(std::string(name));
@@ -1590,7 +1598,7 @@ ClientSession::StatementTiming::TimedText* ClientSession::StatementTiming::find_
 }
 
 ClientSession::StatementTiming::TimedText* ClientSession::StatementTiming::find_portal(std::string_view name) {
-  if (name.empty()) return &unnamed_portal;
+  if (name.empty()) return &unnamed_portal;  // unbound: empty, which Execute treats as unknown
   const auto it = portal_texts.find(std::string(name));
   return it == portal_texts.end() ? nullptr : &it->second;
 }
@@ -2246,7 +2254,7 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
         // Drivers parse the unnamed statement again for every execution, mostly
         // with the same text: keep the text (and its shape) then.
         const std::string_view sql = first_cstr(parse->tail);
-        auto& entry = parse->name.empty() ? timing.unnamed_statement : timing.statement_texts[std::string(parse->name)];
+        auto& entry = timing.statement_slot(parse->name);
         if (entry.text && *entry.text == sql) break;
         const auto& previous = timing.previous_unnamed_statement;
         if (parse->name.empty() && previous.text && *previous.text == sql) {
@@ -2258,7 +2266,7 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
       break;
     case 'B':
       if (auto bind = protocol::parse_bind(body)) {
-        auto& portal = bind->portal.empty() ? timing.unnamed_portal : timing.portal_texts[std::string(bind->portal)];
+        auto& portal = timing.portal_slot(bind->portal);
         auto* statement = timing.find_statement(bind->statement);
         if (statement == nullptr) {
           portal = {};
@@ -2285,10 +2293,14 @@ void ClientSession::note_client_message(char type, protocol::Bytes body) {
       // close the ones they evict, so the texts kept stay bounded).
       if (auto target = protocol::parse_target(body)) {
         if (target->kind == 'S') {
-          if (target->name.empty()) timing.unnamed_statement = {};
-          timing.statement_texts.erase(std::string(target->name));
+          if (target->name.empty()) {
+            timing.unnamed_statement = {};
+          } else {
+            timing.statement_texts.erase(std::string(target->name));
+          }
+        } else if (target->name.empty()) {
+          timing.unnamed_portal = {};
         } else {
-          if (target->name.empty()) timing.unnamed_portal = {};
           timing.portal_texts.erase(std::string(target->name));
         }
       }

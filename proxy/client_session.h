@@ -474,6 +474,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     // as drivers do: no copy of the text, no shape lookup. A cache, not state: a
     // Bind without a Parse never sees it.
     TimedText previous_unnamed_statement;
+    // The entry for `name`, created if need be (the unnamed one is always there).
+    TimedText& statement_slot(std::string_view name);
+    TimedText& portal_slot(std::string_view name);
+    // The entry for `name`, or null: a statement never parsed, a portal never bound.
     TimedText* find_statement(std::string_view name);
     TimedText* find_portal(std::string_view name);
     // Set while a server is being attached for bytes the client already sent: the

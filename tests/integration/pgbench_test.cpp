@@ -42,12 +42,14 @@ constexpr int kPoolSize = 25;  // pgbench -c 20 holds 20 sessions at once in ses
 
 PostgresServer& pg() { return PostgresServer::shared(); }
 
-class CommandLineClientsTest : public ::testing::Test {
+// One Sluice for every test of a suite, started with the suite's config().
+template <class Suite>
+class SharedSluiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     try {
       pg();
-      sluice_ = std::make_unique<SluiceProcess>(default_config(kPoolSize));
+      sluice_ = std::make_unique<SluiceProcess>(Suite::config());
     } catch (const std::exception& e) {
       error_ = e.what();
     }
@@ -63,6 +65,16 @@ class CommandLineClientsTest : public ::testing::Test {
                   tail_lines(sluice_->log(), 80).c_str());
     }
   }
+
+  static inline std::unique_ptr<SluiceProcess> sluice_;
+  static inline std::string error_;
+};
+
+class CommandLineClientsTest : public SharedSluiceTest<CommandLineClientsTest> {
+ public:
+  static std::string config() { return default_config(kPoolSize); }
+
+ protected:
 
   static std::vector<std::string> client_env() {
     return {std::string("PGPASSWORD=") + kPassword, "LC_ALL=C", "LANG=C", "LANGUAGE=C", "PGCONNECT_TIMEOUT=60"};
@@ -110,12 +122,8 @@ class CommandLineClientsTest : public ::testing::Test {
     EXPECT_TRUE(sluice_->running());
   }
 
-  static std::unique_ptr<SluiceProcess> sluice_;
-  static std::string error_;
   static bool initialised_;
 };
-std::unique_ptr<SluiceProcess> CommandLineClientsTest::sluice_;
-std::string CommandLineClientsTest::error_;
 bool CommandLineClientsTest::initialised_ = false;
 
 TEST_F(CommandLineClientsTest, PgbenchInitialise) {
@@ -198,31 +206,22 @@ TEST_F(CommandLineClientsTest, StillServesAfterAllOfTheAbove) {
 // not touch the lock-free io_context, for every new server connection and for every
 // cancel request.
 // ---------------------------------------------------------------------------
-class OneWorkerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    try {
-      pg();
-      std::string toml = with_server_host(default_config(4), "localhost");
-      toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
-      toml.replace(toml.find("mode = \"session\""), 16, "mode = \"transaction\"");
-      sluice_ = std::make_unique<SluiceProcess>(toml);
-    } catch (const std::exception& e) {
-      error_ = e.what();
-    }
+class OneWorkerTest : public SharedSluiceTest<OneWorkerTest> {
+ public:
+  static std::string config() {
+    std::string toml = with_server_host(default_config(4), "localhost");
+    toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
+    toml.replace(toml.find("mode = \"session\""), 16, "mode = \"transaction\"");
+    return toml;
   }
-  static void TearDownTestSuite() { sluice_.reset(); }
+
+ protected:
   void SetUp() override {
-    ASSERT_TRUE(sluice_) << "could not start PostgreSQL/Sluice: " << error_;
-    ASSERT_TRUE(sluice_->running()) << "Sluice exited; log:\n" << tail_lines(sluice_->log(), 80);
+    SharedSluiceTest::SetUp();
+    if (HasFatalFailure()) return;
     // (Logged just after the listeners open: waited for, not assumed.)
     ASSERT_TRUE(wait_for([&] { return sluice_->log().find("running with 1 worker thread(s)") != std::string::npos; }))
         << sluice_->log();
-  }
-  void TearDown() override {
-    if (HasFailure() && sluice_) {
-      std::printf("---- last lines of the Sluice log ----\n%s\n", tail_lines(sluice_->log(), 80).c_str());
-    }
   }
 
   // pgbench with a script of its own (no tables needed): exits 0, 0 failed.
@@ -243,11 +242,7 @@ class OneWorkerTest : public ::testing::Test {
     EXPECT_TRUE(sluice_->running());
   }
 
-  static std::unique_ptr<SluiceProcess> sluice_;
-  static std::string error_;
 };
-std::unique_ptr<SluiceProcess> OneWorkerTest::sluice_;
-std::string OneWorkerTest::error_;
 
 TEST_F(OneWorkerTest, TwentyPgbenchClientsShareFourServersWithTheSimpleProtocol) { expect_clean_run("simple"); }
 
