@@ -44,27 +44,44 @@ void Lease::discard() {
 
 // ---- Pool ----------------------------------------------------------------------
 
-// A client waiting for a connection. The timer never expires on its own; it is
-// cancelled (on the waiter's own executor) to wake the waiter once `conn`,
-// `may_open` or `failure` has been set under the pool's mutex.
+// A client waiting for a connection, told once `conn`, `may_open`, `failure` or
+// `timed_out` has been set under the pool's mutex. A coroutine's (acquire) has a
+// timer that never expires on its own: it is cancelled, on the waiter's own
+// executor, to wake it. A session's lone exchange has a listener instead (enqueue).
 struct Pool::Waiter {
-  explicit Waiter(asio::any_io_executor executor, const StartupParams& k)
-      : key(k), timer(std::move(executor), asio::steady_timer::time_point::max()) {}
+  Waiter(asio::any_io_executor executor, const StartupParams& k) : key(k) {
+    timer.emplace(std::move(executor), asio::steady_timer::time_point::max());
+  }
+  explicit Waiter(StartupParams k) : own_key(std::move(k)), key(own_key) {}
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  const StartupParams own_key;  // a listener's waiter: its key
   const StartupParams& key;
   Clock::time_point since = Clock::now();
-  asio::steady_timer timer;
+  std::optional<asio::steady_timer> timer;
+  std::shared_ptr<Pool::WaitListener> listener;  // held from enqueue until served
+  // A listener's deadlines, watched by the pool's queue timer.
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::time_point reserve_at = Clock::time_point::max();
+  std::chrono::milliseconds query_wait{0};  // for the timeout's message
   std::unique_ptr<ServerConnection> conn;
   bool may_open = false;
   bool served = false;
+  bool timed_out = false;
   std::optional<ConnectFailure> failure;  // shutdown, or every host is down
 };
 
 namespace {
-// The timer belongs to the waiter's executor (its session's strand), so it is
-// cancelled there; the waiter cannot miss it because it enqueued itself and began
-// waiting without yielding that executor in between.
+// A coroutine's waiter cannot miss the cancel: it enqueued itself and began
+// waiting without yielding its executor in between. A listener only posts.
 void wake(const std::shared_ptr<Pool::Waiter>& waiter) {
-  asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
+  if (waiter->listener) {
+    const auto listener = std::move(waiter->listener);
+    listener->wait_served();
+    return;
+  }
+  asio::post(waiter->timer->get_executor(), [waiter] { waiter->timer->cancel(); });
 }
 
 ConnectFailure shutdown_failure() {
@@ -129,6 +146,92 @@ Lease Pool::try_acquire_idle(const StartupParams& params, Clock::time_point now)
   return Lease(shared_from_this(), std::move(found));
 }
 
+std::shared_ptr<Pool::Waiter> Pool::make_waiter(const StartupParams& params) const {
+  return std::make_shared<Waiter>(key_for(params));
+}
+
+bool Pool::enqueue(const std::shared_ptr<Waiter>& waiter, std::shared_ptr<WaitListener> listener,
+                   const asio::any_io_executor& executor, std::uint64_t client_id, Clock::time_point now) {
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_) return false;
+    // As acquire() decides to queue, except where it would first close idle
+    // connections (expired, or to replace one) or evict others' under a shared limit.
+    const bool queue =
+        paused_ || !waiters_.empty() || (idle_.empty() && open_ >= settings_->size && any_host_usable_locked(now));
+    if (!queue) return false;
+    waiter->since = now;
+    waiter->served = false;
+    waiter->may_open = false;
+    waiter->timed_out = false;
+    waiter->conn.reset();
+    waiter->failure.reset();
+    waiter->query_wait = settings_->query_wait;
+    waiter->deadline = settings_->query_wait.count() > 0 ? now + settings_->query_wait : Clock::time_point::max();
+    waiter->reserve_at = settings_->reserve_size > 0 ? now + settings_->reserve_timeout : Clock::time_point::max();
+    waiter->listener = std::move(listener);
+    waiters_.push_back(waiter);
+    const auto due = std::min(waiter->deadline, waiter->reserve_at);
+    if (due != Clock::time_point::max()) arm_queue_timer_locked(due, executor);
+  }
+  log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
+  return true;
+}
+
+Lease Pool::take_served(Waiter& waiter, Clock::time_point now) {
+  if (!waiter.conn) return {};
+  {
+    std::lock_guard lock(mutex_);
+    if (now - waiter.conn->last_used_at >= settings_->check_delay) return {};
+  }
+  waiter.conn->last_used_at = now;
+  return Lease(shared_from_this(), std::move(waiter.conn));
+}
+
+void Pool::arm_queue_timer_locked(Clock::time_point at, const asio::any_io_executor& executor) {
+  // The usual waiter's deadline is after the one the timer is set for (the queue
+  // is FIFO, query_wait the same for all): then there is nothing to do.
+  if (at >= queue_timer_at_) return;
+  if (!queue_timer_) queue_timer_.emplace(executor);
+  queue_timer_at_ = at;
+  queue_timer_->expires_at(at);  // a wait set for later ends as cancelled, and is ignored
+  queue_timer_->async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;
+    if (auto pool = weak.lock()) pool->queue_timer_fired();
+  });
+}
+
+void Pool::queue_timer_fired() {
+  std::lock_guard lock(mutex_);
+  queue_timer_at_ = Clock::time_point::max();
+  const auto now = Clock::now();
+  auto next = Clock::time_point::max();
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    auto& waiter = *it;
+    if (!waiter->listener) {  // a coroutine's: it has its own timer
+      ++it;
+      continue;
+    }
+    if (now >= waiter->reserve_at) {
+      waiter->reserve_at = Clock::time_point::max();
+      if (take_slot_locked(settings_->size + settings_->reserve_size) == SlotRefusal::none) {
+        log()->info("pool {} full for reserve_timeout; opening a reserve connection", name_);
+        waiter->may_open = true;
+      }
+    }
+    if (!waiter->may_open && now >= waiter->deadline) waiter->timed_out = true;
+    if (waiter->may_open || waiter->timed_out) {
+      waiter->served = true;
+      wake(waiter);
+      it = waiters_.erase(it);
+      continue;
+    }
+    next = std::min(next, std::min(waiter->deadline, waiter->reserve_at));
+    ++it;
+  }
+  if (next != Clock::time_point::max()) arm_queue_timer_locked(next, queue_timer_->get_executor());
+}
+
 Pool::SlotRefusal Pool::take_slot_locked(int cap) {
   if (open_ >= cap) return SlotRefusal::pool_full;
   if (!ConnectionLimit::try_take_both(limits_.database.get(), limits_.user.get())) return SlotRefusal::limit_reached;
@@ -179,7 +282,16 @@ bool Pool::expired(const ServerConnection& conn, Clock::time_point now) const {
 }
 
 awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_t client_id) {
-  const StartupParams key = key_for(params);
+  return acquire_keyed(key_for(params), client_id, nullptr);
+}
+
+awaitable<AcquireResult> Pool::acquire_served(std::shared_ptr<Waiter> waiter, std::uint64_t client_id) {
+  StartupParams key = waiter->key;
+  return acquire_keyed(std::move(key), client_id, std::move(waiter));
+}
+
+awaitable<AcquireResult> Pool::acquire_keyed(StartupParams key, std::uint64_t client_id,
+                                             std::shared_ptr<Waiter> served) {
   auto executor = co_await asio::this_coro::executor;
   for (;;) {  // again when a pooled connection fails its health check
     std::vector<std::unique_ptr<ServerConnection>> to_close;
@@ -188,11 +300,15 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     bool blocked_by_limit = false;
     std::optional<ConnectFailure> failure;
     bool refused_hosts_down = false;
-    std::shared_ptr<Waiter> waiter;
+    // Served already (its outcome is taken below, as a queued coroutine's is), or
+    // queued here when the pool has nothing for this client now.
+    std::shared_ptr<Waiter> waiter = std::move(served);
     std::shared_ptr<const PoolSettingsSnapshot> settings;
     int freed = 0;
     const auto now = Clock::now();
-    {
+    if (waiter) {
+      settings = current_settings();
+    } else {
       std::lock_guard lock(mutex_);
       settings = settings_;
       if (closing_) {
@@ -249,7 +365,7 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
     }
 
     if (waiter) {
-      log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
+      if (!waiter->served) log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
       // Woken by serve_waiters_locked (which cancels the timer), or by the timer at
       // the reserve or query_wait deadline; the loop guards against any other wake-up.
       const auto started = Clock::now();
@@ -279,17 +395,18 @@ awaitable<AcquireResult> Pool::acquire(const StartupParams& params, std::uint64_
             timed_out = true;
             break;
           }
-          waiter->timer.expires_at(std::min(deadline, reserve_at));
+          waiter->timer->expires_at(std::min(deadline, reserve_at));
         }
-        co_await waiter->timer.async_wait(use_nothrow);
+        co_await waiter->timer->async_wait(use_nothrow);
       }
-      if (timed_out) {
+      const auto query_wait = waiter->timed_out ? waiter->query_wait : settings->query_wait;
+      if (timed_out || waiter->timed_out) {
         log()->info("[c{}] no server connection in pool {} within query_wait ({} ms)", client_id, name_,
-                    settings->query_wait.count());
-        co_return AcquireResult{
-            Lease(), ConnectFailure{"no server connection available for " + name_ + " within query_wait (" +
-                                        config::format_duration(settings->query_wait) + ")",
-                                    {}, "57014"}};
+                    query_wait.count());
+        co_return AcquireResult{Lease(), ConnectFailure{"no server connection available for " + name_ +
+                                                            " within query_wait (" +
+                                                            config::format_duration(query_wait) + ")",
+                                                        {}, "57014"}};
       }
       if (waiter->conn) found = std::move(waiter->conn);
       may_open = waiter->may_open;
@@ -762,6 +879,9 @@ void Pool::close() {
     std::lock_guard lock(mutex_);
     closing_ = true;
     fail_waiters_locked(shutdown_failure());
+    // Its wait is work that would keep the io_context running.
+    if (queue_timer_) queue_timer_->cancel();
+    queue_timer_at_ = Clock::time_point::max();
   }
   close_idle();
 }

@@ -122,6 +122,32 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   // Waits (FIFO) for a server connection opened with `params`.
   awaitable<AcquireResult> acquire(const StartupParams& params, std::uint64_t client_id);
+
+  struct Waiter;
+  // ---- A wait without a coroutine (a session's lone exchange) ----
+  // Told, under the pool's lock, that its waiter was served: it must only post.
+  class WaitListener {
+   public:
+    virtual void wait_served() = 0;
+
+   protected:
+    ~WaitListener() = default;
+  };
+  // A waiter for clients with `params`, to be queued by enqueue() again and again
+  // (one per session: no allocation per wait).
+  std::shared_ptr<Waiter> make_waiter(const StartupParams& params) const;
+  // Queues `waiter` when that is all acquire() would do now: others wait already,
+  // the pool is paused, or it is full with nothing idle to replace and a server is
+  // usable. `listener` is kept until the waiter is served (its turn came, or
+  // query_wait or reserve_timeout passed, watched by one timer for the whole pool,
+  // run on `executor`), then told. False: nothing was done, acquire() does the job.
+  bool enqueue(const std::shared_ptr<Waiter>& waiter, std::shared_ptr<WaitListener> listener,
+               const asio::any_io_executor& executor, std::uint64_t client_id, Clock::time_point now);
+  // After wait_served: the connection the waiter was handed, when it needs nothing
+  // more (no health check due). Empty otherwise, and acquire_served() then returns
+  // what acquire() would have after that wait.
+  Lease take_served(Waiter& waiter, Clock::time_point now);
+  awaitable<AcquireResult> acquire_served(std::shared_ptr<Waiter> waiter, std::uint64_t client_id);
   // The usual checkout without a coroutine: the most recently used idle connection
   // for these parameters, when nobody waits, the pool is not paused or closing, and
   // that connection is current, clean and not due for a health check. Empty
@@ -204,11 +230,16 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // Clients wait here although the pool is below its size: a shared limit holds them.
   bool blocked_by_limit() const;
 
-  struct Waiter;
-
  private:
   friend class Lease;
 
+  // acquire() for a key_for() key; `served` is a waiter queued by enqueue() and
+  // served since, whose outcome is taken as a queued coroutine's would be.
+  awaitable<AcquireResult> acquire_keyed(StartupParams key, std::uint64_t client_id, std::shared_ptr<Waiter> served);
+  // The queue timer (see enqueue) fires at `at`, unless it is set to fire sooner.
+  void arm_queue_timer_locked(Clock::time_point at, const asio::any_io_executor& executor);
+  // Serves the enqueue()d waiters whose reserve_timeout or query_wait has passed.
+  void queue_timer_fired();
   void give_back(std::unique_ptr<ServerConnection> conn);  // clean, from a lease
   void drop(std::unique_ptr<ServerConnection> conn);       // dirty, from a lease
   // Hands a connection or a free slot to waiters in order; called with mutex_ held.
@@ -255,6 +286,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::size_t next_host_ = 0;  // round-robin position
   std::optional<StartupParams> latest_key_;  // what min_size connections are opened with
   std::deque<std::shared_ptr<Waiter>> waiters_;
+  // Watches the deadlines of the waiters queued by enqueue(), which have no timer
+  // of their own; created with the first of them.
+  std::optional<asio::steady_timer> queue_timer_;
+  Clock::time_point queue_timer_at_ = Clock::time_point::max();
   std::map<StartupParams, std::shared_ptr<const ParameterList>> reported_parameters_;
   int connecting_ = 0;
   bool paused_ = false;

@@ -300,7 +300,7 @@ bool ClientSession::exchange_without_coroutine(error_code wait_error) {
   disarm_idle_timer();
   switch (attach_now()) {
     case AttachNow::none:
-      return false;  // resume() waits for a server
+      return wait_without_coroutine();
     case AttachNow::settle:
       spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
         if (!co_await self->settle_parameters()) co_return;
@@ -312,6 +312,72 @@ bool ClientSession::exchange_without_coroutine(error_code wait_error) {
   }
   lone_step([&] { send_lone_request(); });
   return true;
+}
+
+bool ClientSession::wait_without_coroutine() {
+  if (!sent_parameters_) return false;  // logging in: attach_server's whole path
+  if (!waiter_) waiter_ = pool_->make_waiter(startup_params_);
+  const auto now = std::chrono::steady_clock::now();
+  if (!pool_->enqueue(waiter_, shared_from_this(), executor(), id_, now)) return false;
+  waiting_for_server_ = true;
+  wait_started_ = now;
+  pool_->counters().waiting.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void ClientSession::wait_served() {
+  asio::post(executor(), [self = shared_from_this()] { self->wait_done(); });
+}
+
+void ClientSession::wait_done() {
+  try {
+    const auto now = std::chrono::steady_clock::now();
+    if (auto lease = pool_->take_served(*waiter_, now)) {
+      wait_ended(now);
+      adopt_server(std::move(lease));
+      if (parameters_known() && lone_request_stashed()) {
+        lone_step([&] { send_lone_request(); });
+        return;
+      }
+      spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
+        if (!self->parameters_known() && !co_await self->settle_parameters()) co_return;
+        co_await self->exchange_attached();
+      }(shared_from_this()));
+      return;
+    }
+    // Not simply handed a connection (one to open, check or not to have, a
+    // timeout): what acquire() does after its wait, then what attach_server does.
+    spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
+      auto acquired = co_await self->pool_->acquire_served(self->waiter_, self->id_);
+      self->wait_ended(std::chrono::steady_clock::now());
+      if (!co_await self->attach_acquired(std::move(acquired))) co_return;
+      co_await self->exchange_attached();
+    }(shared_from_this()));
+  } catch (const std::exception& e) {
+    log()->error("[c{}] session ended with an exception: {}", id_, e.what());
+    if (server_) server_.discard();
+    close_client();
+  }
+}
+
+void ClientSession::wait_ended(std::chrono::steady_clock::time_point now) {
+  pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
+  waiting_for_server_ = false;
+  const auto waited = now - wait_started_;
+  const auto waited_us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
+  if (waited_us > 0) pool_->counters().wait_us.fetch_add(static_cast<std::uint64_t>(waited_us), std::memory_order_relaxed);
+  if (recording_) {
+    timing().attach_started = wait_started_;
+    timing().attach_wait = waited;
+  }
+}
+
+awaitable<void> ClientSession::exchange_attached() {
+  if (lone_request_stashed()) {
+    lone_step([&] { send_lone_request(); });
+    co_return;
+  }
+  co_await relay(std::nullopt);
 }
 
 template <class Step>
@@ -601,13 +667,8 @@ awaitable<void> ClientSession::resume(error_code wait_error) {
     } else if (attached == AttachNow::none && !co_await attach_timed()) {
       co_return;
     }
-    // Attached (after a wait, say) with the whole request stashed: the lone
-    // exchange goes on as a chain of handlers, as it does when an idle server is
-    // there at once, rather than in the relay's coroutines.
-    if (lone_request_stashed()) {
-      lone_step([&] { send_lone_request(); });
-      co_return;
-    }
+    co_await exchange_attached();
+    co_return;
   }
   co_await relay(std::nullopt);
 }
@@ -1368,6 +1429,10 @@ awaitable<bool> ClientSession::attach_server() {
   auto acquired = co_await pool_->acquire(startup_params_, id_);
   pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
   waiting_for_server_ = false;
+  co_return co_await attach_acquired(std::move(acquired));
+}
+
+awaitable<bool> ClientSession::attach_acquired(pool::AcquireResult acquired) {
   if (!acquired.lease) {
     if (!acquired.failure.server_error.empty()) {
       // PostgreSQL's own refusal, relayed as it was sent.

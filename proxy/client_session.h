@@ -23,7 +23,7 @@
 
 namespace sluice::proxy {
 
-class ClientSession : public std::enable_shared_from_this<ClientSession> {
+class ClientSession : public std::enable_shared_from_this<ClientSession>, public pool::Pool::WaitListener {
  public:
   ClientSession(tcp::socket socket, Context& context, std::uint64_t id);
   ~ClientSession();
@@ -129,6 +129,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // first only when the pool has never reported parameters for these startup values.
   awaitable<bool> finish_login();
   awaitable<bool> attach_server();
+  // attach_server after the pool's answer: the server adopted, or the client told.
+  awaitable<bool> attach_acquired(pool::AcquireResult acquired);
   // attach_server, noting how long the client's request waited for it.
   awaitable<bool> attach_timed();
   // Attaching without a coroutine when the pool has an idle connection ready
@@ -209,6 +211,18 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // The lone exchange as a handler chain, when the wake from the park allows it
   // (false: resume() does the whole job).
   bool exchange_without_coroutine(error_code wait_error);
+  // The lone exchange's wait for a server, queued without a coroutine when that
+  // is all Pool::acquire would do (false: resume() waits). Its turn comes in
+  // wait_served (under the pool's lock, from any thread), which posts wait_done.
+  bool wait_without_coroutine();
+  void wait_served() override;
+  void wait_done();
+  // The wait for a server has ended: the waiting count, the wait's time.
+  void wait_ended(std::chrono::steady_clock::time_point now);
+  // A server attached with the whole request stashed: the lone exchange goes on
+  // as a chain of handlers, as it does when an idle server is there at once.
+  // Otherwise the relay's coroutines take over.
+  awaitable<void> exchange_attached();
   // The client's stashed bytes are whole requests that await their answers, on a
   // plain-TCP client in transaction or statement mode: the lone exchange's handler
   // chain can send them at once.
@@ -339,6 +353,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Relay.
   std::shared_ptr<pool::Pool> pool_;
+  std::shared_ptr<pool::Pool::Waiter> waiter_;  // wait_without_coroutine's, made once
   // The reported parameters as the client knows them (told at login, then every
   // ParameterStatus relayed); shared with the pool's cache until one changes.
   std::shared_ptr<const pool::ParameterList> sent_parameters_;
