@@ -1009,6 +1009,85 @@ TEST_F(ResilienceTest, TwoHostsSpreadFailOverAndComeBack) {
   expect_settled({"app"}, 4, both);
 }
 
+// A client queued for the pool's only connection, which its holder keeps in a transaction.
+// Its request is sent at once, and it is queued once Sluice says so. In transaction mode
+// this is the lone exchange's wait without a coroutine (Pool::enqueue), whose outcomes
+// other than a released connection go through Pool::acquire_served.
+struct QueuedBehindHolder {
+  PgConn holder;
+  std::string held_pid;
+  PgConn waiter;
+};
+
+void queue_behind_holder(QueuedBehindHolder& q, const std::string& conninfo, const SluiceProcess& sluice) {
+  q.holder = connect_verbose(conninfo);
+  ASSERT_EQ(PQstatus(q.holder.get()), CONNECTION_OK) << login_error(q.holder.get());
+  ASSERT_TRUE(command_ok(q.holder.get(), "BEGIN"));
+  q.held_pid = value_of(q.holder.get(), "SELECT pg_backend_pid()");
+  q.waiter = connect_verbose(conninfo);
+  ASSERT_EQ(PQstatus(q.waiter.get()), CONNECTION_OK) << login_error(q.waiter.get());
+  const auto logged = sluice.log().size();
+  ASSERT_EQ(PQsendQuery(q.waiter.get(), "SELECT pg_backend_pid()"), 1);
+  ASSERT_TRUE(wait_for([&] { return sluice.log().find("waiting for a server connection", logged) != std::string::npos; }))
+      << tail_lines(sluice.log(), 40);
+}
+
+// The waiter's answer: the backend pid that served it, or the error.
+std::string waiter_answer(PGconn* waiter) {
+  if (!await_not_busy(waiter)) return "still busy";
+  PgResult r(PQgetResult(waiter));
+  std::string answer = PQresultStatus(r.get()) == PGRES_TUPLES_OK ? PQgetvalue(r.get(), 0, 0)
+                                                                   : describe_result(waiter, r.get());
+  while (PGresult* extra = PQgetResult(waiter)) PQclear(extra);
+  return answer;
+}
+
+TEST_P(ModeTest, AQueuedClientGetsANewConnectionWhenTheHeldOneDies) {
+  std::string toml = config(GetParam(), 1);
+  toml += "\n[timeouts]\nquery_wait = \"20s\"\n";
+  ASSERT_TRUE(start(toml));
+  QueuedBehindHolder q;
+  queue_behind_holder(q, conninfo(), *sluice_);
+  if (HasFatalFailure()) return;
+  // The slot of the connection that dies goes to the waiter, which opens another.
+  pg().exec("SELECT pg_terminate_backend(" + q.held_pid + ")", "postgres");
+  const std::string answer = waiter_answer(q.waiter.get());
+  EXPECT_TRUE(!answer.empty() && std::all_of(answer.begin(), answer.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      << answer << log_tail();
+  EXPECT_NE(answer, q.held_pid);
+  EXPECT_EQ(value_of(q.waiter.get(), "SELECT 'next'"), "next") << log_tail();
+  q.holder.reset();
+  q.waiter.reset();
+  expect_settled({"app"}, 1);
+}
+
+TEST_P(ModeTest, AConnectionReleasedToAQueuedClientIsCheckedPastCheckDelay) {
+  std::string toml = config(GetParam(), 1);
+  // Every checkout is due for a check, which fails: the released connection is closed
+  // rather than handed to the waiter, which gets a new one. (A connection just opened
+  // is not checked, so the holder gets one.)
+  toml += "\n[health]\ncheck_query = \"SELECT 1/0\"\ncheck_delay = \"0s\"\n";
+  toml += "\n[timeouts]\nquery_wait = \"20s\"\n";
+  ASSERT_TRUE(start(toml));
+  QueuedBehindHolder q;
+  queue_behind_holder(q, conninfo(), *sluice_);
+  if (HasFatalFailure()) return;
+  const auto logged = sluice_->log().size();
+  if (GetParam() == "transaction") {
+    ASSERT_TRUE(command_ok(q.holder.get(), "COMMIT"));  // released, clean
+  } else {
+    q.holder.reset();  // a session's server is released when it ends
+  }
+  const std::string answer = waiter_answer(q.waiter.get());
+  EXPECT_TRUE(!answer.empty() && std::all_of(answer.begin(), answer.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      << answer << log_tail();
+  EXPECT_NE(answer, q.held_pid) << "handed the released connection without its check" << log_tail();
+  EXPECT_NE(sluice_->log().find("failed its health check", logged), std::string::npos) << log_tail();
+  q.holder.reset();
+  q.waiter.reset();
+  expect_settled({"app"}, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 11. Health check of a pooled connection idle past check_delay.
 
