@@ -169,13 +169,36 @@ bool Pool::enqueue(const std::shared_ptr<Waiter>& waiter, std::shared_ptr<WaitLi
     waiter->query_wait = settings_->query_wait;
     waiter->deadline = settings_->query_wait.count() > 0 ? now + settings_->query_wait : Clock::time_point::max();
     waiter->reserve_at = settings_->reserve_size > 0 ? now + settings_->reserve_timeout : Clock::time_point::max();
-    waiter->listener = std::move(listener);
+    // What can throw (out of memory) first: then nothing is queued and acquire()
+    // does the job. The listener, which keeps the session alive, is set last.
     waiters_.push_back(waiter);
-    const auto due = std::min(waiter->deadline, waiter->reserve_at);
-    if (due != Clock::time_point::max()) arm_queue_timer_locked(due, executor);
+    try {
+      const auto due = std::min(waiter->deadline, waiter->reserve_at);
+      if (due != Clock::time_point::max()) arm_queue_timer_locked(due, executor);
+    } catch (...) {
+      waiters_.pop_back();
+      throw;
+    }
+    waiter->listener = std::move(listener);
   }
   log()->debug("[c{}] waiting for a server connection in pool {}", client_id, name_);
   return true;
+}
+
+void Pool::abandon_served(Waiter& waiter) noexcept {
+  if (waiter.conn) {
+    drop(std::move(waiter.conn));
+  } else if (waiter.may_open) {
+    waiter.may_open = false;
+    std::vector<std::unique_ptr<ServerConnection>> to_close;
+    {
+      std::lock_guard lock(mutex_);
+      --open_;
+      serve_waiters_locked(to_close);
+    }
+    for (auto& conn : to_close) conn->close();
+    return_tokens(1);
+  }
 }
 
 Lease Pool::take_served(Waiter& waiter, Clock::time_point now) {
@@ -197,7 +220,14 @@ void Pool::arm_queue_timer_locked(Clock::time_point at, const asio::any_io_execu
   queue_timer_->expires_at(at);  // a wait set for later ends as cancelled, and is ignored
   queue_timer_->async_wait([weak = weak_from_this()](error_code ec) {
     if (ec) return;
-    if (auto pool = weak.lock()) pool->queue_timer_fired();
+    auto pool = weak.lock();
+    if (!pool) return;
+    try {
+      pool->queue_timer_fired();
+    } catch (const std::exception& e) {
+      // Out of memory: the deadlines are left to the next wake-up; the worker runs on.
+      log()->error("pool {}: the wait queue's deadlines could not be served: {}", pool->name_, e.what());
+    }
   });
 }
 

@@ -148,6 +148,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // what acquire() would have after that wait.
   Lease take_served(Waiter& waiter, Clock::time_point now);
   awaitable<AcquireResult> acquire_served(std::shared_ptr<Waiter> waiter, std::uint64_t client_id);
+  // A served waiter whose outcome will not be taken (its session failed): the
+  // connection or slot it was handed goes back.
+  void abandon_served(Waiter& waiter) noexcept;
   // The usual checkout without a coroutine: the most recently used idle connection
   // for these parameters, when nobody waits, the pool is not paused or closing, and
   // that connection is current, clean and not due for a health check. Empty

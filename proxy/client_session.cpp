@@ -333,14 +333,21 @@ void ClientSession::wait_done() {
   try {
     const auto now = std::chrono::steady_clock::now();
     if (auto lease = pool_->take_served(*waiter_, now)) {
-      wait_ended(now);
       adopt_server(std::move(lease));
-      if (parameters_known() && lone_request_stashed()) {
-        lone_step([&] { send_lone_request(); });
-        return;
+      if (parameters_known()) {
+        wait_ended(now);
+        if (lone_request_stashed()) {
+          lone_step([&] { send_lone_request(); });
+          return;
+        }
       }
       spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
-        if (!self->parameters_known() && !co_await self->settle_parameters()) co_return;
+        if (self->waiting_for_server_) {
+          // Settling is part of the attach's time, as in attach_timed.
+          const bool settled = co_await self->settle_parameters();
+          self->wait_ended(std::chrono::steady_clock::now());
+          if (!settled) co_return;
+        }
         co_await self->exchange_attached();
       }(shared_from_this()));
       return;
@@ -355,6 +362,8 @@ void ClientSession::wait_done() {
     }(shared_from_this()));
   } catch (const std::exception& e) {
     log()->error("[c{}] session ended with an exception: {}", id_, e.what());
+    pool_->abandon_served(*waiter_);
+    if (waiting_for_server_) wait_ended(std::chrono::steady_clock::now());
     if (server_) server_.discard();
     close_client();
   }

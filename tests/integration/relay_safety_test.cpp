@@ -13,6 +13,7 @@
 #include <csignal>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "support/harness.h"
 
@@ -155,8 +156,25 @@ TEST_F(RelaySafetyTest, ExtendedProtocolCopyLeavesTheConnectionReusable) {
   PgResult dropped(PQexec(next.get(), "DROP TABLE relay_copy_ext"));
 }
 
-TEST(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCommitsAndNoBackendIsOpened) {
-  SluiceProcess sluice(default_config(1));
+// default_config(size) in pool mode `mode`.
+std::string config_in_mode(const std::string& mode, int size) {
+  std::string toml = default_config(size);
+  const std::string session = "mode = \"session\"";
+  toml.replace(toml.find(session), session.size(), "mode = \"" + mode + "\"");
+  return toml;
+}
+
+// Waits until Sluice's log says a client is queued, after `from` bytes of it.
+bool queued_after(const SluiceProcess& sluice, std::size_t from) {
+  return wait_for([&] { return sluice.log().find("waiting for a server connection", from) != std::string::npos; });
+}
+
+class RelayShutdownTest : public ::testing::TestWithParam<std::string> {};
+
+// In transaction mode the waiter is queued without a coroutine (Pool::enqueue): the
+// pool's queue timer must not keep Sluice running once it has drained.
+TEST_P(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCommitsAndNoBackendIsOpened) {
+  SluiceProcess sluice(config_in_mode(GetParam(), 1));
   const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
   PgConn holder = connect(conninfo);
   ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
@@ -167,8 +185,7 @@ TEST(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCo
   ASSERT_EQ(PQstatus(waiter.get()), CONNECTION_OK) << PQerrorMessage(waiter.get());
   ASSERT_EQ(PQsendQuery(waiter.get(), "SELECT 1"), 1);
   // Wait until Sluice has the waiter queued (it logs it at debug level).
-  ASSERT_TRUE(wait_for([&] { return sluice.log().find("waiting for a server connection") != std::string::npos; }))
-      << sluice.log();
+  ASSERT_TRUE(queued_after(sluice, 0)) << sluice.log();
   auto& pg = PostgresServer::shared();
   const auto backends = [&] {
     return pg.query_value("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'sluice_test'");
@@ -181,6 +198,7 @@ TEST(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCo
   // serves the waiter's request, which was sent before the shutdown.
   PgResult committed(PQexec(holder.get(), "COMMIT"));
   EXPECT_EQ(PQresultStatus(committed.get()), PGRES_COMMAND_OK) << PQerrorMessage(holder.get());
+  if (GetParam() == "session") holder.reset();  // a session's server is released when it ends
   PGresult* result = nullptr;
   bool served = false;
   while ((result = PQgetResult(waiter.get())) != nullptr) {
@@ -199,9 +217,7 @@ TEST(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCo
 class QueryWaitTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(QueryWaitTest, ClientWaitingPastQueryWaitGetsAnErrorNamingThePoolAndIsClosed) {
-  std::string toml = default_config(1);
-  const std::string mode = "mode = \"session\"";
-  toml.replace(toml.find(mode), mode.size(), "mode = \"" + GetParam() + "\"");
+  std::string toml = config_in_mode(GetParam(), 1);
   toml += "\n[timeouts]\nquery_wait = \"1s\"\n";
   SluiceProcess sluice(toml);
   const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
@@ -230,10 +246,63 @@ TEST_P(QueryWaitTest, ClientWaitingPastQueryWaitGetsAnErrorNamingThePoolAndIsClo
   EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK) << PQerrorMessage(next.get());
 }
 
+// Two clients queued half a second apart; the first is served, and the second still
+// waits its own query_wait, not the first one's. (In transaction mode the pool's one
+// queue timer, set for the first deadline, must be set again for the second.) With one
+// worker: an io_context and a pool without locks (the other tests here run two).
+TEST_P(QueryWaitTest, ASecondQueuedClientTimesOutAtItsOwnDeadline) {
+  std::string toml = config_in_mode(GetParam(), 1);
+  toml.replace(toml.find("[sluice]\n"), 9, "[sluice]\nworkers = 1\n");
+  toml += "\n[timeouts]\nquery_wait = \"1s\"\n";
+  SluiceProcess sluice(toml);
+  const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
+  PgConn holder = connect(conninfo);
+  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
+  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
+  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+  PgConn first = connect(conninfo);
+  PgConn second = connect(conninfo);
+  ASSERT_EQ(PQstatus(first.get()), CONNECTION_OK) << PQerrorMessage(first.get());
+  ASSERT_EQ(PQstatus(second.get()), CONNECTION_OK) << PQerrorMessage(second.get());
+
+  std::size_t logged = sluice.log().size();
+  // The first keeps the connection it is given (an open transaction).
+  ASSERT_EQ(PQsendQuery(first.get(), "BEGIN; SELECT 'first'"), 1);
+  ASSERT_TRUE(queued_after(sluice, logged)) << sluice.log();
+  // A gap between the two deadlines (not a wait for anything).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  logged = sluice.log().size();
+  const auto second_sent = std::chrono::steady_clock::now();
+  ASSERT_EQ(PQsendQuery(second.get(), "SELECT 'second'"), 1);
+  ASSERT_TRUE(queued_after(sluice, logged)) << sluice.log();
+
+  PgResult committed(PQexec(holder.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(committed.get()), PGRES_COMMAND_OK) << PQerrorMessage(holder.get());
+  if (GetParam() == "session") holder.reset();
+  bool first_served = false;
+  while (PGresult* result = PQgetResult(first.get())) {
+    first_served = first_served || (PQresultStatus(result) == PGRES_TUPLES_OK && std::string(PQgetvalue(result, 0, 0)) == "first");
+    PQclear(result);
+  }
+  EXPECT_TRUE(first_served) << PQerrorMessage(first.get()) << sluice.log();
+
+  PgResult refused(PQgetResult(second.get()));
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - second_sent).count();
+  std::printf("[ INFO     ] the second client was refused %.3f s after its request\n", waited);
+  EXPECT_NE(PQresultStatus(refused.get()), PGRES_TUPLES_OK);
+  EXPECT_NE(std::string(PQerrorMessage(second.get()))
+                .find("no server connection available for sluice_test/app within query_wait (1s)"),
+            std::string::npos)
+      << PQerrorMessage(second.get());
+  // Not at the first client's deadline, half a second earlier (a lower bound, which no
+  // slowness of the machine can break).
+  EXPECT_GE(waited, 1.0) << sluice.log();
+  PgResult ended(PQexec(first.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(ended.get()), PGRES_COMMAND_OK) << PQerrorMessage(first.get());
+}
+
 TEST_P(QueryWaitTest, ClientIdleInATransactionPastIdleTransactionIsClosedAndRolledBack) {
-  std::string toml = default_config(1);
-  const std::string mode = "mode = \"session\"";
-  toml.replace(toml.find(mode), mode.size(), "mode = \"" + GetParam() + "\"");
+  std::string toml = config_in_mode(GetParam(), 1);
   toml += "\n[timeouts]\nidle_transaction = \"1s\"\n";
   SluiceProcess sluice(toml);
   auto& pg = PostgresServer::shared();
@@ -270,6 +339,8 @@ TEST_P(QueryWaitTest, ClientIdleInATransactionPastIdleTransactionIsClosedAndRoll
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, QueryWaitTest, ::testing::Values("session", "transaction"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Modes, RelayShutdownTest, ::testing::Values("session", "transaction"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
