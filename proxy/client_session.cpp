@@ -3022,12 +3022,12 @@ void ClientSession::ensure_prepared(const pool::StatementPtr& statement, std::st
   if (server_->statements.use(statement->id)) return;
   if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
     protocol::append_close(out, 'S', victim->server_name);
-    relay_->requests.push_back({'C', PendingRequest::Answer::hide});
+    relay_->requests.emplace_back('C', PendingRequest::Answer::hide);
   }
   protocol::append_parse(out, statement->server_name,
                          protocol::Bytes(reinterpret_cast<const std::uint8_t*>(statement->tail.data()),
                                          statement->tail.size()));
-  relay_->requests.push_back({'P', PendingRequest::Answer::hide});
+  relay_->requests.emplace_back('P', PendingRequest::Answer::hide);
   relay_->requests.back().registers = statement;
 }
 
@@ -3043,7 +3043,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
   if (type == 'S') relay_->skipping_to_sync = false;
   auto pass = [&](bool expects_answer) {
     out.append(as_text(raw));
-    if (expects_answer) requests.push_back({type, Answer::relay});
+    if (expects_answer) requests.emplace_back(type, Answer::relay);
   };
   switch (type) {
     case 'X':
@@ -3060,21 +3060,21 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
         // server refuse it, naming the statement the client already has under it.
         ensure_prepared(*existing, out);
         protocol::append_parse(out, (*existing)->server_name, parse->tail);
-        requests.push_back({'P', Answer::relay});
+        requests.emplace_back('P', Answer::relay);
         break;
       }
       auto statement = context_.statements().intern(parse->tail);
       client_statements()[name] = statement;
       if (server_->statements.use(statement->id)) {
-        requests.push_back({'P', Answer::parse_complete});
+        requests.emplace_back('P', Answer::parse_complete);
         break;
       }
       if (auto victim = server_->statements.add(statement, max_prepared_statements_)) {
         protocol::append_close(out, 'S', victim->server_name);
-        requests.push_back({'C', Answer::hide});
+        requests.emplace_back('C', Answer::hide);
       }
       protocol::append_parse(out, statement->server_name, parse->tail);
-      requests.push_back({'P', Answer::relay});
+      requests.emplace_back('P', Answer::relay);
       requests.back().registers = statement;
       requests.back().client_name = std::move(name);
       break;
@@ -3088,7 +3088,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       ensure_prepared(*known, out);
       protocol::append_bind(out, bind->portal, (*known)->server_name, bind->tail);
-      requests.push_back({'B', Answer::relay});
+      requests.emplace_back('B', Answer::relay);
       requests.back().uses = *known;
       break;
     }
@@ -3101,7 +3101,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       }
       ensure_prepared(*known, out);
       protocol::append_describe(out, 'S', (*known)->server_name);
-      requests.push_back({'D', Answer::relay});
+      requests.emplace_back('D', Answer::relay);
       break;
     }
     case 'C': {
@@ -3113,7 +3113,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       // The server keeps the statement for other clients. Closing a name that does
       // not exist is not an error in PostgreSQL either.
       forget_client_statement(std::string(target->name));
-      requests.push_back({'C', Answer::close_complete});
+      requests.emplace_back('C', Answer::close_complete);
       break;
     }
     case 'Q': {
@@ -3129,7 +3129,7 @@ bool ClientSession::relay_client_message(char type, protocol::Bytes body, protoc
       auto command = protocol::classify_statement_command(sql);
       if (command.kind == protocol::StatementCommand::deallocate && client_statements_ &&
           client_statements_->erase(command.name) > 0) {
-        requests.push_back({'Q', Answer::deallocate});
+        requests.emplace_back('Q', Answer::deallocate);
         break;
       }
       pass(true);

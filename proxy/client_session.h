@@ -20,6 +20,7 @@
 #include "protocol/wire.h"
 #include "proxy/admin_console.h"
 #include "proxy/context.h"
+#include "proxy/reused_fifo.h"
 
 namespace sluice::proxy {
 
@@ -68,6 +69,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, public
       close_complete,  // Close of a statement is answered here (the server keeps it for others)
       deallocate,      // SQL DEALLOCATE of a protocol-level statement, answered here
     };
+    PendingRequest() = default;
     PendingRequest(char request, Answer how) : type(request), answer(how) {}
     char type = 0;
     Answer answer = Answer::relay;
@@ -379,7 +381,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, public
     bool server_stream_broken = false;  // the server got part of a message: never reuse it
     bool forwarding = false;            // a write to the server was under way
     // Tracked mode (see pump_client_tracked).
-    std::deque<PendingRequest> requests;  // what each request sent (or answered here) still waits for
+    ReusedFifo<PendingRequest> requests;  // what each request sent (or answered here) still waits for
     protocol::ReadBuffer client_in{0};
     protocol::ReadBuffer server_in{0};
     std::string client_out;
