@@ -190,14 +190,7 @@ void Pool::abandon_served(Waiter& waiter) noexcept {
     drop(std::move(waiter.conn));
   } else if (waiter.may_open) {
     waiter.may_open = false;
-    std::vector<std::unique_ptr<ServerConnection>> to_close;
-    {
-      std::lock_guard lock(mutex_);
-      --open_;
-      serve_waiters_locked(to_close);
-    }
-    for (auto& conn : to_close) conn->close();
-    return_tokens(1);
+    free_slot();
   }
 }
 
@@ -626,6 +619,10 @@ void Pool::give_back(std::unique_ptr<ServerConnection> conn) {
 void Pool::drop(std::unique_ptr<ServerConnection> conn) {
   log()->debug("[s{}] closing server connection (pool {})", conn->id(), name_);
   conn->close();
+  free_slot();
+}
+
+void Pool::free_slot() {
   std::vector<std::unique_ptr<ServerConnection>> to_close;
   {
     std::lock_guard lock(mutex_);

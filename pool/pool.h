@@ -245,6 +245,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void queue_timer_fired();
   void give_back(std::unique_ptr<ServerConnection> conn);  // clean, from a lease
   void drop(std::unique_ptr<ServerConnection> conn);       // dirty, from a lease
+  // A connection's slot is free (closed, or never opened): to the next waiter.
+  void free_slot();
   // Hands a connection or a free slot to waiters in order; called with mutex_ held.
   void serve_waiters_locked(std::vector<std::unique_ptr<ServerConnection>>& to_close);
   // Takes a slot (and the shared limits' tokens) when fewer than `cap` are open.

@@ -169,6 +169,14 @@ bool queued_after(const SluiceProcess& sluice, std::size_t from) {
   return wait_for([&] { return sluice.log().find("waiting for a server connection", from) != std::string::npos; });
 }
 
+// A client in an open transaction: with a pool of one, it holds the only connection.
+void hold_in_a_transaction(const std::string& conninfo, PgConn& holder) {
+  holder = connect(conninfo);
+  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
+  PgResult begun(PQexec(holder.get(), "BEGIN"));
+  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK) << PQerrorMessage(holder.get());
+}
+
 class RelayShutdownTest : public ::testing::TestWithParam<std::string> {};
 
 // In transaction mode the waiter is queued without a coroutine (Pool::enqueue): the
@@ -176,10 +184,8 @@ class RelayShutdownTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(RelayShutdownTest, ClientWaitingForAServerAtShutdownIsServedOnceTheHolderCommitsAndNoBackendIsOpened) {
   SluiceProcess sluice(config_in_mode(GetParam(), 1));
   const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
-  PgConn holder = connect(conninfo);
-  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
-  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
-  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+  PgConn holder;
+  ASSERT_NO_FATAL_FAILURE(hold_in_a_transaction(conninfo, holder));
 
   PgConn waiter = connect(conninfo);
   ASSERT_EQ(PQstatus(waiter.get()), CONNECTION_OK) << PQerrorMessage(waiter.get());
@@ -221,10 +227,8 @@ TEST_P(QueryWaitTest, ClientWaitingPastQueryWaitGetsAnErrorNamingThePoolAndIsClo
   toml += "\n[timeouts]\nquery_wait = \"1s\"\n";
   SluiceProcess sluice(toml);
   const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
-  PgConn holder = connect(conninfo);
-  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
-  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
-  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+  PgConn holder;
+  ASSERT_NO_FATAL_FAILURE(hold_in_a_transaction(conninfo, holder));
 
   PgConn waiter = connect(conninfo);
   ASSERT_EQ(PQstatus(waiter.get()), CONNECTION_OK) << PQerrorMessage(waiter.get());
@@ -256,10 +260,8 @@ TEST_P(QueryWaitTest, ASecondQueuedClientTimesOutAtItsOwnDeadline) {
   toml += "\n[timeouts]\nquery_wait = \"1s\"\n";
   SluiceProcess sluice(toml);
   const std::string conninfo = sluice.conninfo("sluice_test", "app", "app_pw");
-  PgConn holder = connect(conninfo);
-  ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK) << PQerrorMessage(holder.get());
-  PgResult begun(PQexec(holder.get(), "BEGIN"));  // holds the pool's only connection
-  ASSERT_EQ(PQresultStatus(begun.get()), PGRES_COMMAND_OK);
+  PgConn holder;
+  ASSERT_NO_FATAL_FAILURE(hold_in_a_transaction(conninfo, holder));
   PgConn first = connect(conninfo);
   PgConn second = connect(conninfo);
   ASSERT_EQ(PQstatus(first.get()), CONNECTION_OK) << PQerrorMessage(first.get());

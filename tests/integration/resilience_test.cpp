@@ -1032,6 +1032,10 @@ void queue_behind_holder(QueuedBehindHolder& q, const std::string& conninfo, con
       << tail_lines(sluice.log(), 40);
 }
 
+bool is_number(const std::string& text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 // The waiter's answer: the backend pid that served it, or the error.
 std::string waiter_answer(PGconn* waiter) {
   if (!await_not_busy(waiter)) return "still busy";
@@ -1052,8 +1056,7 @@ TEST_P(ModeTest, AQueuedClientGetsANewConnectionWhenTheHeldOneDies) {
   // The slot of the connection that dies goes to the waiter, which opens another.
   pg().exec("SELECT pg_terminate_backend(" + q.held_pid + ")", "postgres");
   const std::string answer = waiter_answer(q.waiter.get());
-  EXPECT_TRUE(!answer.empty() && std::all_of(answer.begin(), answer.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      << answer << log_tail();
+  EXPECT_TRUE(is_number(answer)) << answer << log_tail();
   EXPECT_NE(answer, q.held_pid);
   EXPECT_EQ(value_of(q.waiter.get(), "SELECT 'next'"), "next") << log_tail();
   q.holder.reset();
@@ -1079,8 +1082,7 @@ TEST_P(ModeTest, AConnectionReleasedToAQueuedClientIsCheckedPastCheckDelay) {
     q.holder.reset();  // a session's server is released when it ends
   }
   const std::string answer = waiter_answer(q.waiter.get());
-  EXPECT_TRUE(!answer.empty() && std::all_of(answer.begin(), answer.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      << answer << log_tail();
+  EXPECT_TRUE(is_number(answer)) << answer << log_tail();
   EXPECT_NE(answer, q.held_pid) << "handed the released connection without its check" << log_tail();
   EXPECT_NE(sluice_->log().find("failed its health check", logged), std::string::npos) << log_tail();
   q.holder.reset();
