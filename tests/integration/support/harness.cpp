@@ -644,11 +644,12 @@ bool SluiceProcess::reap(bool block) const {
 
 SluiceProcess::~SluiceProcess() {
   stop();
-  // Under scripts/test.sh --sanitize, a sanitizer report from Sluice goes to its
-  // stderr (UBSan ignores log_path next to ASan): fail the test rather than delete it.
+  // Under scripts/test.sh --sanitize or --tsan, a sanitizer report from Sluice goes to
+  // its stderr (UBSan ignores log_path next to ASan): fail the test rather than delete it.
   {
     const std::string text = log();
-    for (const char* marker : {"runtime error:", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer"}) {
+    for (const char* marker :
+         {"runtime error:", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "ThreadSanitizer"}) {
       const auto at = text.find(marker);
       if (at != std::string::npos) {
         ADD_FAILURE() << "Sluice's log has a sanitizer report:\n" << text.substr(at > 2000 ? at - 2000 : 0, 6000);
