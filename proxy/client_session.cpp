@@ -240,14 +240,30 @@ awaitable<void> ClientSession::serve() {
 awaitable<bool> ClientSession::attach_timed() {
   const auto started = std::chrono::steady_clock::now();
   const bool attached = co_await attach_server();
-  const auto waited = std::chrono::steady_clock::now() - started;
+  record_attach_wait(started, std::chrono::steady_clock::now());
+  co_return attached;
+}
+
+void ClientSession::record_attach_wait(std::chrono::steady_clock::time_point started,
+                                       std::chrono::steady_clock::time_point now) {
+  const auto waited = now - started;
   const auto waited_us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
   if (waited_us > 0) pool_->counters().wait_us.fetch_add(static_cast<std::uint64_t>(waited_us), std::memory_order_relaxed);
   if (recording_) {
     timing().attach_started = started;
     timing().attach_wait = waited;
   }
-  co_return attached;
+}
+
+void ClientSession::start_waiting(std::chrono::steady_clock::time_point now) {
+  waiting_for_server_ = true;
+  wait_started_ = now;
+  pool_->counters().waiting.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ClientSession::stop_waiting() {
+  pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
+  waiting_for_server_ = false;
 }
 
 void ClientSession::wake_parked(std::shared_ptr<ClientSession> self, error_code ec) {
@@ -319,9 +335,7 @@ bool ClientSession::wait_without_coroutine() {
   if (!waiter_) waiter_ = pool_->make_waiter(startup_params_);
   const auto now = std::chrono::steady_clock::now();
   if (!pool_->enqueue(waiter_, shared_from_this(), executor(), id_, now)) return false;
-  waiting_for_server_ = true;
-  wait_started_ = now;
-  pool_->counters().waiting.fetch_add(1, std::memory_order_relaxed);
+  start_waiting(now);
   return true;
 }
 
@@ -333,51 +347,40 @@ void ClientSession::wait_done() {
   try {
     const auto now = std::chrono::steady_clock::now();
     if (auto lease = pool_->take_served(*waiter_, now)) {
+      stop_waiting();
       adopt_server(std::move(lease));
       if (parameters_known()) {
-        wait_ended(now);
+        record_attach_wait(wait_started_, now);
         if (lone_request_stashed()) {
           lone_step([&] { send_lone_request(); });
           return;
         }
+        spawn(shared_from_this(), exchange_attached());
+        return;
       }
       spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
-        if (self->waiting_for_server_) {
-          // Settling is part of the attach's time, as in attach_timed.
-          const bool settled = co_await self->settle_parameters();
-          self->wait_ended(std::chrono::steady_clock::now());
-          if (!settled) co_return;
-        }
-        co_await self->exchange_attached();
+        // Settling is part of the attach's time, as in attach_timed.
+        const bool settled = co_await self->settle_parameters();
+        self->record_attach_wait(self->wait_started_, std::chrono::steady_clock::now());
+        if (settled) co_await self->exchange_attached();
       }(shared_from_this()));
       return;
     }
     // Not simply handed a connection (one to open, check or not to have, a
-    // timeout): what acquire() does after its wait, then what attach_server does.
+    // timeout): what acquire() does after its wait, then what attach_timed does.
     spawn(shared_from_this(), [](std::shared_ptr<ClientSession> self) -> awaitable<void> {
       auto acquired = co_await self->pool_->acquire_served(self->waiter_, self->id_);
-      self->wait_ended(std::chrono::steady_clock::now());
-      if (!co_await self->attach_acquired(std::move(acquired))) co_return;
-      co_await self->exchange_attached();
+      self->stop_waiting();
+      const bool attached = co_await self->attach_acquired(std::move(acquired));
+      self->record_attach_wait(self->wait_started_, std::chrono::steady_clock::now());
+      if (attached) co_await self->exchange_attached();
     }(shared_from_this()));
   } catch (const std::exception& e) {
     log()->error("[c{}] session ended with an exception: {}", id_, e.what());
     pool_->abandon_served(*waiter_);
-    if (waiting_for_server_) wait_ended(std::chrono::steady_clock::now());
+    if (waiting_for_server_) stop_waiting();
     if (server_) server_.discard();
     close_client();
-  }
-}
-
-void ClientSession::wait_ended(std::chrono::steady_clock::time_point now) {
-  pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
-  waiting_for_server_ = false;
-  const auto waited = now - wait_started_;
-  const auto waited_us = std::chrono::duration_cast<std::chrono::microseconds>(waited).count();
-  if (waited_us > 0) pool_->counters().wait_us.fetch_add(static_cast<std::uint64_t>(waited_us), std::memory_order_relaxed);
-  if (recording_) {
-    timing().attach_started = wait_started_;
-    timing().attach_wait = waited;
   }
 }
 
@@ -1432,12 +1435,9 @@ awaitable<bool> ClientSession::finish_login() {
 }
 
 awaitable<bool> ClientSession::attach_server() {
-  waiting_for_server_ = true;
-  wait_started_ = std::chrono::steady_clock::now();
-  pool_->counters().waiting.fetch_add(1, std::memory_order_relaxed);
+  start_waiting(std::chrono::steady_clock::now());
   auto acquired = co_await pool_->acquire(startup_params_, id_);
-  pool_->counters().waiting.fetch_sub(1, std::memory_order_relaxed);
-  waiting_for_server_ = false;
+  stop_waiting();
   co_return co_await attach_acquired(std::move(acquired));
 }
 

@@ -219,8 +219,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession>, public
   bool wait_without_coroutine();
   void wait_served() override;
   void wait_done();
-  // The wait for a server has ended: the waiting count, the wait's time.
-  void wait_ended(std::chrono::steady_clock::time_point now);
+  // A wait for a server: SHOW CLIENTS' state and the pool's waiting count.
+  void start_waiting(std::chrono::steady_clock::time_point now);
+  void stop_waiting();
+  // What attaching a server took, from `started` (the pool's wait_us, the statement's timing).
+  void record_attach_wait(std::chrono::steady_clock::time_point started, std::chrono::steady_clock::time_point now);
   // A server attached with the whole request stashed: the lone exchange goes on
   // as a chain of handlers, as it does when an idle server is there at once.
   // Otherwise the relay's coroutines take over.
